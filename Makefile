@@ -1,0 +1,38 @@
+# The commands a newcomer runs: `make render` and `make test` (both set up .venv first).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.feverdream-installed
+STORYBOARD ?= storyboards/anxiety.yaml
+
+.PHONY: setup test lint render demo bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when the project's requirements change. taming-transformers is installed
+# without its declared dependencies: the engine uses only its torch modules, and its
+# Lightning requirement would pull a large, unused stack (see DEPENDENCIES.md).
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps taming-transformers-rom1504==0.0.6
+	$(PY) -m pipeline.audio --warm
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check pipeline tests bench audio
+
+test: setup lint
+	$(VENV)/bin/pytest -q
+
+render: setup
+	$(VENV)/bin/feverdream render $(STORYBOARD)
+
+demo: setup
+	$(VENV)/bin/feverdream render storyboards/anxiety.yaml --models tiny
+
+bench: setup
+	$(VENV)/bin/feverdream bench
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
