@@ -1,0 +1,310 @@
+"""Compile a storyboard (and its soundtrack's features) into the per-frame plan.
+
+Pure: no torch, no file access. Every value of every frame is decided here, so the plan
+can be printed, plotted and snapshot-tested before anything is rendered.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.expressions import AUDIO_VARIABLES
+from pipeline.storyboard import Keyframe, Storyboard, Time, Value
+
+JSON_DECIMALS = 6
+
+
+class Features(Protocol):
+    """What the plan needs from the soundtrack's analysis (pipeline.audio.AudioFeatures)."""
+
+    beat_times: Sequence[float]
+
+    def at(self, name: str, frame: int) -> float: ...
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Everything the engine needs to know about one output frame."""
+
+    frame: int
+    t: float
+    zoom: float
+    rotate: float
+    pan_x: float
+    pan_y: float
+    cut: bool
+    prompts: tuple[tuple[str, float], ...]  # full prompt text → weight; zero weights left out
+
+    def to_json(self) -> dict:
+        r = JSON_DECIMALS
+        return {
+            "frame": self.frame,
+            "t": round(self.t, r),
+            "zoom": round(self.zoom, r),
+            "rotate": round(self.rotate, r),
+            "pan_x": round(self.pan_x, r),
+            "pan_y": round(self.pan_y, r),
+            "cut": self.cut,
+            "prompts": {text: round(weight, r) for text, weight in self.prompts},
+        }
+
+
+@dataclass(frozen=True)
+class KeyframeMark:
+    """A keyframe as placed on the video's timeline."""
+
+    index: int
+    t: float
+    frame: int  # the first frame at or after t (may equal n_frames for a keyframe at the end)
+    label: str  # its prompt, for tables and contact sheets
+
+
+@dataclass(frozen=True)
+class Plan:
+    fps: int
+    duration: float
+    frames: tuple[FramePlan, ...]
+    keyframes: tuple[KeyframeMark, ...]
+    beat_times: tuple[float, ...]
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def prompt_texts(self) -> tuple[str, ...]:
+        """Every distinct prompt text the video uses, in order of first use."""
+        seen: dict[str, None] = {}
+        for frame in self.frames:
+            for text, _ in frame.prompts:
+                seen.setdefault(text)
+        return tuple(seen)
+
+    def to_json(self) -> list[dict]:
+        return [frame.to_json() for frame in self.frames]
+
+
+# --- easing --------------------------------------------------------------------------------
+
+
+def ease(name: str, u: float) -> float:
+    """How far (0..1) a value has travelled at fraction u of the way to the next keyframe."""
+    if name == "hold":
+        return 1.0 if u >= 1 else 0.0
+    if name == "ease-in":
+        return u * u
+    if name == "ease-out":
+        return 1 - (1 - u) * (1 - u)
+    if name == "ease-in-out":
+        return u * u * (3 - 2 * u)
+    return u
+
+
+def frame_count(duration: float, fps: int) -> int:
+    """Frames in a video of this duration: round(duration × fps), halves rounded up."""
+    return int(math.floor(duration * fps + 0.5))
+
+
+# --- the plan ------------------------------------------------------------------------------
+
+
+def build_plan(board: Storyboard, features: Features | None = None) -> Plan:
+    """The plan of every frame; raises StoryboardError (with the line) for what only shows here."""
+    beat_times = tuple(features.beat_times) if features is not None else ()
+    times = _keyframe_times(board, beat_times)
+    duration = _duration(board, times, beat_times)
+    n_frames = frame_count(duration, board.fps)
+
+    def variables(frame: int) -> dict[str, float]:
+        values = {"t": frame / board.fps, "frame": float(frame), "fps": float(board.fps)}
+        if features is not None:
+            values.update({name: features.at(name, frame) for name in AUDIO_VARIABLES})
+        return values
+
+    _evaluate_at_keyframes(board, times, variables)
+    cuts = {
+        math.ceil(t * board.fps - 1e-9)
+        for kf, t in zip(board.keyframes, times, strict=True)
+        if kf.cut
+    }
+    frames = []
+    for f in range(n_frames):
+        env = variables(f)
+        t = env["t"]
+        zoom = _track(board, times, t, env, lambda kf: kf.zoom, default=1.0, evaluate=_check_zoom)
+        frames.append(
+            FramePlan(
+                frame=f,
+                t=t,
+                zoom=zoom,
+                rotate=_track(board, times, t, env, lambda kf: kf.rotate, default=0.0),
+                pan_x=_track(board, times, t, env, lambda kf: kf.pan and kf.pan[0], default=0.0),
+                pan_y=_track(board, times, t, env, lambda kf: kf.pan and kf.pan[1], default=0.0),
+                cut=f in cuts and f > 0,
+                prompts=_prompts(board, times, t, env),
+            )
+        )
+    marks = tuple(
+        KeyframeMark(kf.index, t, min(math.ceil(t * board.fps - 1e-9), n_frames), _label(kf))
+        for kf, t in zip(board.keyframes, times, strict=True)
+    )
+    return Plan(board.fps, duration, tuple(frames), marks, beat_times)
+
+
+def _resolve(time: Time, beat_times: tuple[float, ...]) -> float:
+    if time.seconds is not None:
+        return time.seconds
+    assert time.beat is not None
+    if time.beat > len(beat_times):
+        raise time.where.error(
+            f"'{time.text}': the soundtrack has only {len(beat_times)} beats "
+            f"(after its offset); use beat 1 to beat {len(beat_times)} or a time in seconds"
+        )
+    return beat_times[time.beat - 1]
+
+
+def _keyframe_times(board: Storyboard, beat_times: tuple[float, ...]) -> list[float]:
+    times: list[float] = []
+    for kf in board.keyframes:
+        t = _resolve(kf.at, beat_times)
+        if times and t <= times[-1]:
+            previous = board.keyframes[len(times) - 1]
+            raise kf.at.where.error(
+                f"'{kf.at.text}' ({t:.3f}s) is not after the previous keyframe's "
+                f"'{previous.at.text}' ({times[-1]:.3f}s, line {previous.where.line}); "
+                "keyframes must be in time order"
+            )
+        times.append(t)
+    return times
+
+
+def _duration(board: Storyboard, times: list[float], beat_times: tuple[float, ...]) -> float:
+    if board.duration is None:
+        duration = times[-1]
+        if frame_count(duration, board.fps) < 1:
+            last = board.keyframes[-1]
+            raise last.at.where.error(
+                "the video would have no frames: add `duration:` (e.g. duration: 10s) "
+                "or a later keyframe"
+            )
+        return duration
+    duration = _resolve(board.duration, beat_times)
+    if frame_count(duration, board.fps) < 1:
+        raise board.duration.where.error(f"'{board.duration.text}' is shorter than one frame")
+    for kf, t in zip(board.keyframes, times, strict=True):
+        if t > duration + 1e-9:
+            raise kf.at.where.error(
+                f"'{kf.at.text}' ({t:.3f}s) is after the end of the video "
+                f"(duration {duration:.3f}s); move it earlier or make `duration` longer"
+            )
+    return duration
+
+
+def _evaluate_at_keyframes(board: Storyboard, times: list[float], variables) -> None:
+    """Evaluate every expression at every keyframe's time, so errors show before a render."""
+    for kf, t in zip(board.keyframes, times, strict=True):
+        env = variables(math.ceil(t * board.fps - 1e-9))
+        values = [kf.zoom, kf.rotate, *(kf.pan or ()), *(w for _, w in kf.prompt or ())]
+        for value in values:
+            if value is not None:
+                value.at(env)
+        if kf.zoom is not None:
+            _check_zoom(kf.zoom, env)
+
+
+def _check_zoom(value: Value, env: dict[str, float]) -> float:
+    zoom = value.at(env)
+    if zoom <= 0:
+        raise value.where.error(
+            f"zoom is {zoom:g} at {env['t']:.3f}s; it must be greater than 0 "
+            "(1 = still, above 1 moves in, below 1 moves out)"
+        )
+    return zoom
+
+
+def _segment(keys: list[tuple[float, Keyframe]], t: float) -> tuple[int, float]:
+    """The index of the keyframe whose span holds t, and the eased fraction along it."""
+    if t <= keys[0][0]:
+        return 0, 0.0
+    for i in range(len(keys) - 1):
+        start, kf = keys[i]
+        end = keys[i + 1][0]
+        if start <= t < end:
+            return i, ease(kf.ease, (t - start) / (end - start))
+    return len(keys) - 1, 0.0
+
+
+def _plain(value: Value, env: dict[str, float]) -> float:
+    return value.at(env)
+
+
+def _track(board, times, t, env, pick, *, default: float, evaluate=_plain) -> float:
+    """One key's value at t: the keyframes that set it, eased from one to the next."""
+    keys = [(time, kf) for kf, time in zip(board.keyframes, times, strict=True) if pick(kf)]
+    if not keys:
+        return default
+    i, e = _segment(keys, t)
+    a = evaluate(pick(keys[i][1]), env)
+    if e == 0.0:
+        return a
+    b = evaluate(pick(keys[i + 1][1]), env)
+    return a + (b - a) * e
+
+
+def _full_text(text: str, style: str | None) -> str:
+    return f"{text}, {style.strip()}" if style else text
+
+
+def _prompts(board: Storyboard, times, t: float, env) -> tuple[tuple[str, float], ...]:
+    keys = [(time, kf) for kf, time in zip(board.keyframes, times, strict=True) if kf.prompt]
+    i, e = _segment(keys, t)
+    weights: dict[str, float] = {}
+    for kf, share in ((keys[i][1], 1.0 - e), (keys[i + 1][1] if e else None, e)):
+        if kf is None or share == 0.0:
+            continue
+        for text, weight in kf.prompt:
+            full = _full_text(text, board.style)
+            weights[full] = weights.get(full, 0.0) + weight.at(env) * share
+    if board.negative:
+        weights[board.negative] = weights.get(board.negative, 0.0) - 1.0
+    return tuple((text, w) for text, w in weights.items() if w != 0.0)
+
+
+def _label(kf: Keyframe) -> str:
+    if not kf.prompt:
+        return ""
+    return " + ".join(text for text, _ in kf.prompt)
+
+
+# --- reading the plan ----------------------------------------------------------------------
+
+
+def _describe_prompts(prompts: tuple[tuple[str, float], ...]) -> str:
+    return "; ".join(f"{w:+.2f} {text}" for text, w in prompts)
+
+
+def format_table(plan: Plan, *, every_frame: bool = False) -> str:
+    """A readable table: one row per keyframe span, or one row per frame."""
+    header = f"{'time':>15}  {'frames':>11}  {'zoom':>13}  {'rotate':>13}  {'pan':>17}  prompts"
+    rows = [header, "-" * len(header)]
+    if every_frame:
+        for fp in plan.frames:
+            rows.append(
+                f"{fp.t:>14.3f}s  {fp.frame:>11}  {fp.zoom:>13.4f}  {fp.rotate:>13.3f}  "
+                f"{fp.pan_x:>8.2f},{fp.pan_y:>8.2f}  {'CUT ' if fp.cut else ''}"
+                f"{_describe_prompts(fp.prompts)}"
+            )
+        return "\n".join(rows)
+    starts = sorted({m.frame for m in plan.keyframes if m.frame < plan.n_frames} | {0})
+    for first, end in zip(starts, [*starts[1:], plan.n_frames], strict=True):
+        a, b = plan.frames[first], plan.frames[end - 1]
+        rows.append(
+            f"{a.t:>6.2f}-{b.t:>6.2f}s  {first:>5}-{end - 1:<5}  "
+            f"{a.zoom:>6.3f}-{b.zoom:<6.3f}  {a.rotate:>6.2f}-{b.rotate:<6.2f}  "
+            f"{a.pan_x:>4.1f},{a.pan_y:<4.1f}-{b.pan_x:>4.1f},{b.pan_y:<4.1f}  "
+            f"{'CUT ' if a.cut else ''}{_describe_prompts(a.prompts)}"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,601 @@
+"""Load a YAML storyboard and check it, with FILE:LINE errors, into plain typed objects.
+
+The YAML is composed into nodes (which keep their line numbers) and validated by hand,
+node by node, so that every error names the line and the key a user has to fix. Only
+what can be known from the file is checked here; times given as `beat N` and the
+values of expressions are checked when the plan is built (schedule.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline import expressions
+from pipeline.errors import StoryboardError
+
+EASES = ("linear", "ease-in", "ease-out", "ease-in-out", "hold")
+FPS_RANGE = (23, 60)
+SIDE_RANGE = (360, 4096)
+
+TOP_KEYS = (
+    "title",
+    "seed",
+    "fps",
+    "size",
+    "duration",
+    "render",
+    "models",
+    "style",
+    "negative",
+    "audio",
+    "content_warning",
+    "content_warning_duration",
+    "caption",
+    "keyframes",
+)
+RENDER_KEYS = ("size", "steps", "first_steps", "cuts", "lr", "cadence")
+MODEL_KEYS = ("vqgan", "clip")
+AUDIO_KEYS = ("file", "offset", "fade_in", "fade_out")
+KEYFRAME_KEYS = ("at", "prompt", "zoom", "rotate", "pan", "ease", "cut")
+
+
+# --- the typed storyboard ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a value came from, for error messages."""
+
+    file: str
+    line: int
+    key: str
+
+    def error(self, message: str) -> StoryboardError:
+        return StoryboardError(self.file, self.line, self.key, message)
+
+
+@dataclass(frozen=True)
+class Time:
+    """A point in time as written: seconds (s, m:ss.s, frames) or the Nth beat of the audio."""
+
+    text: str
+    where: Where
+    seconds: float | None = None
+    beat: int | None = None
+
+
+@dataclass(frozen=True)
+class Value:
+    """A number, or an expression evaluated per frame."""
+
+    where: Where
+    number: float | None = None
+    expression: expressions.Expression | None = None
+
+    def at(self, variables: dict[str, float]) -> float:
+        if self.expression is None:
+            assert self.number is not None
+            return self.number
+        try:
+            return self.expression.evaluate(variables)
+        except expressions.ExpressionError as error:
+            t, frame = variables["t"], int(variables["frame"])
+            raise self.where.error(f"at {t:.3f}s (frame {frame}): {error}") from None
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    index: int  # 1-based, as users count them
+    at: Time
+    where: Where
+    prompt: tuple[tuple[str, Value], ...] | None = None  # (text without style, weight)
+    zoom: Value | None = None
+    rotate: Value | None = None
+    pan: tuple[Value, Value] | None = None
+    ease: str = "linear"
+    cut: bool = False
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    width: int = 288
+    height: int = 512
+    steps: int = 10
+    first_steps: int = 150
+    cuts: int = 32
+    lr: float = 0.1
+    cadence: int = 1
+
+
+@dataclass(frozen=True)
+class Models:
+    vqgan: str = "vqgan_imagenet_f16_16384"
+    clip: str = "ViT-B/32"
+
+
+@dataclass(frozen=True)
+class Soundtrack:
+    path: Path
+    where: Where
+    offset: float = 0.0
+    fade_in: float = 0.0
+    fade_out: float = 0.0
+
+
+@dataclass(frozen=True)
+class Storyboard:
+    path: Path
+    name: str  # the file's stem; names the output folder and video
+    sha256: str  # of the file's bytes
+    title: str
+    seed: int
+    fps: int
+    width: int
+    height: int
+    duration: Time | None
+    render: RenderSettings
+    models: Models
+    style: str | None
+    negative: str | None
+    audio: Soundtrack | None
+    content_warning: str | None
+    content_warning_duration: float
+    caption: str | None
+    keyframes: tuple[Keyframe, ...]
+
+    @property
+    def uses_audio_features(self) -> bool:
+        """Whether any time or expression needs the soundtrack's analysis."""
+        for kf in self.keyframes:
+            if kf.at.beat is not None:
+                return True
+            values = [kf.zoom, kf.rotate, *(kf.pan or ()), *(w for _, w in kf.prompt or ())]
+            if any(v is not None and v.expression and v.expression.uses_audio for v in values):
+                return True
+        return self.duration is not None and self.duration.beat is not None
+
+
+# --- YAML nodes with their lines ---------------------------------------------------------
+
+
+class _Context:
+    """The file being read, so helpers can make errors that point into it."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self._constructor = yaml.constructor.SafeConstructor()
+
+    def where(self, node: yaml.Node, key: str) -> Where:
+        return Where(self.file, node.start_mark.line + 1, key)
+
+    def error(self, node: yaml.Node, key: str, message: str) -> StoryboardError:
+        return self.where(node, key).error(message)
+
+    def scalar(self, node: yaml.Node, key: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            kind = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+            raise self.error(node, key, f"expected a single value, found {kind}")
+        try:
+            return self._constructor.construct_object(node)
+        except yaml.constructor.ConstructorError as error:
+            raise self.error(node, key, f"cannot read this value: {error.problem}") from None
+        except ValueError as error:
+            raise self.error(node, key, f"cannot read this value: {error}") from None
+
+    def mapping(
+        self, node: yaml.Node, key: str, known: tuple[str, ...]
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """The mapping's entries by key, rejecting unknown and repeated keys."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, key, f"expected a mapping with keys such as {_few(known)}")
+        entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            name = self.scalar(key_node, key) if isinstance(key_node, yaml.ScalarNode) else None
+            path = f"{key}.{name}" if key else str(name)
+            if not isinstance(name, str):
+                raise self.error(key_node, key or "(top level)", f"{name!r} is not a key name")
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+                raise self.error(key_node, path, f"unknown key ({hint})")
+            if name in entries:
+                first = entries[name][0].start_mark.line + 1
+                raise self.error(key_node, path, f"given twice (first on line {first})")
+            entries[name] = (key_node, value_node)
+        return entries
+
+
+def _few(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"a true/false value ({value})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"text ('{value}')"
+    return f"{type(value).__name__} ({value})"
+
+
+# --- values --------------------------------------------------------------------------------
+
+
+def _text(ctx: _Context, node: yaml.Node, key: str, *, empty_ok: bool = False) -> str:
+    value = ctx.scalar(node, key)
+    if not isinstance(value, str):
+        raise ctx.error(node, key, f"expected text, found {_type_name(value)}")
+    if not empty_ok and not value.strip():
+        raise ctx.error(node, key, "is empty (write some text, or remove the key)")
+    return value
+
+
+def _integer(ctx: _Context, node: yaml.Node, key: str, low: int, high: int | None = None) -> int:
+    value = ctx.scalar(node, key)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.error(node, key, f"expected a whole number, found {_type_name(value)}")
+    if value < low or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ctx.error(node, key, f"{value} is out of range (must be {bounds})")
+    return value
+
+
+def _number(ctx: _Context, node: yaml.Node, key: str) -> float:
+    value = ctx.scalar(node, key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ctx.error(node, key, f"expected a number, found {_type_name(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ctx.error(node, key, f"expected a finite number, found {value}")
+    return value
+
+
+def _boolean(ctx: _Context, node: yaml.Node, key: str) -> bool:
+    value = ctx.scalar(node, key)
+    if not isinstance(value, bool):
+        raise ctx.error(node, key, f"expected true or false, found {_type_name(value)}")
+    return value
+
+
+def _size(ctx: _Context, node: yaml.Node, key: str) -> tuple[int, int]:
+    value = ctx.scalar(node, key)
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", value) if isinstance(value, str) else None
+    if not match:
+        raise ctx.error(node, key, f"expected WIDTHxHEIGHT such as 1080x1920, found {value!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _value(ctx: _Context, node: yaml.Node, key: str, *, audio: bool) -> Value:
+    """A number or an expression string."""
+    where = ctx.where(node, key)
+    raw = ctx.scalar(node, key)
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise where.error(f"expected a number or an expression, found {_type_name(raw)}")
+    if isinstance(raw, str):
+        try:
+            return Value(where, expression=expressions.parse(raw, audio=audio))
+        except expressions.ExpressionError as error:
+            raise where.error(str(error)) from None
+    if not math.isfinite(float(raw)):
+        raise where.error(f"expected a finite number, found {raw}")
+    return Value(where, number=float(raw))
+
+
+_SECONDS = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*s")
+_CLOCK = re.compile(r"(\d+):(\d\d?(?:\.\d*)?)")
+_FRAMES = re.compile(r"(\d+)\s*f")
+_BEAT = re.compile(r"beat\s+(\d+)")
+_TIME_FORMS = "4s, 1.5s, 0:04.5 (m:ss.s), 96f (frames) or beat 12"
+
+
+def _time(ctx: _Context, node: yaml.Node, key: str, *, fps: int, beats: bool, audio: bool) -> Time:
+    """Parse one of the time forms; `beats` says whether `beat N` may be used here."""
+    where = ctx.where(node, key)
+    raw = ctx.scalar(node, key)
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise where.error(f"expected a time such as {_TIME_FORMS}, found {_type_name(raw)}")
+    text = str(raw).strip()
+    if isinstance(raw, int | float):
+        seconds = float(raw)
+    elif match := _SECONDS.fullmatch(text):
+        seconds = float(match.group(1))
+    elif match := _CLOCK.fullmatch(text):
+        if float(match.group(2)) >= 60:
+            raise where.error(f"'{text}': the seconds after ':' must be under 60")
+        seconds = int(match.group(1)) * 60 + float(match.group(2))
+    elif match := _FRAMES.fullmatch(text):
+        seconds = int(match.group(1)) / fps
+    elif match := _BEAT.fullmatch(text):
+        if not beats:
+            raise where.error(f"'{text}': a beat cannot be used here; give seconds such as 1.5s")
+        if not audio:
+            raise where.error(
+                f"'{text}' needs a soundtrack: add an `audio:` block with a file, "
+                "or give the time in seconds"
+            )
+        number = int(match.group(1))
+        if number < 1:
+            raise where.error(f"'{text}': beats count from 1 (beat 1 is the first beat)")
+        return Time(text, where, beat=number)
+    elif text.startswith("-"):
+        raise where.error(f"'{text}': negative times are not allowed")
+    else:
+        raise where.error(f"'{text}' is not a time; write {_TIME_FORMS}")
+    if seconds < 0:
+        raise where.error(f"'{text}': negative times are not allowed")
+    if not math.isfinite(seconds) or seconds > 24 * 3600:
+        raise where.error(f"'{text}' is too large")
+    return Time(text, where, seconds=seconds)
+
+
+def _seconds(ctx: _Context, node: yaml.Node, key: str, fps: int) -> float:
+    time = _time(ctx, node, key, fps=fps, beats=False, audio=False)
+    assert time.seconds is not None
+    return time.seconds
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def _render(ctx: _Context, node: yaml.Node, width: int, height: int) -> RenderSettings:
+    entries = ctx.mapping(node, "render", RENDER_KEYS)
+    values: dict[str, Any] = {}
+    if "size" in entries:
+        size_node = entries["size"][1]
+        rw, rh = _size(ctx, size_node, "render.size")
+        if rw % 16 or rh % 16 or rw < 16 or rh < 16:
+            hint = f"{_round16(rw)}x{_round16(rh)}"
+            raise ctx.error(
+                size_node,
+                "render.size",
+                f"{rw}x{rh}: both sides must be multiples of 16 (try {hint})",
+            )
+        if abs((rw / rh) / (width / height) - 1) > 0.01:
+            suggestion = f"{_round16(rh * width / height)}x{rh}"
+            raise ctx.error(
+                size_node,
+                "render.size",
+                f"{rw}x{rh} does not have the video's {width}x{height} aspect within 1% "
+                f"(try {suggestion}, or 288x512 for 9:16)",
+            )
+        values["width"], values["height"] = rw, rh
+    readers: dict[str, Callable[[yaml.Node, str], Any]] = {
+        "steps": lambda n, k: _integer(ctx, n, k, 0, 100_000),
+        "first_steps": lambda n, k: _integer(ctx, n, k, 1, 100_000),
+        "cuts": lambda n, k: _integer(ctx, n, k, 1, 1024),
+        "cadence": lambda n, k: _integer(ctx, n, k, 1, 100),
+        "lr": lambda n, k: _positive(ctx, n, k),
+    }
+    for name, read in readers.items():
+        if name in entries:
+            values[name] = read(entries[name][1], f"render.{name}")
+    return RenderSettings(**values)
+
+
+def _round16(x: float) -> int:
+    return max(16, int(round(x / 16)) * 16)
+
+
+def _positive(ctx: _Context, node: yaml.Node, key: str) -> float:
+    value = _number(ctx, node, key)
+    if value <= 0:
+        raise ctx.error(node, key, f"{value} must be greater than 0")
+    return value
+
+
+def _models(ctx: _Context, node: yaml.Node) -> Models:
+    entries = ctx.mapping(node, "models", MODEL_KEYS)
+    values = {name: _text(ctx, entries[name][1], f"models.{name}") for name in entries}
+    return Models(**values)
+
+
+def _audio(ctx: _Context, node: yaml.Node, base: Path, fps: int) -> Soundtrack:
+    entries = ctx.mapping(node, "audio", AUDIO_KEYS)
+    if "file" not in entries:
+        raise ctx.error(node, "audio.file", "missing: give the soundtrack's path")
+    file_node = entries["file"][1]
+    path = (base / _text(ctx, file_node, "audio.file")).resolve()
+    if not path.is_file():
+        raise ctx.error(
+            file_node,
+            "audio.file",
+            f"{path} not found (paths are relative to the storyboard's folder, {base})",
+        )
+    times = {
+        name: _seconds(ctx, entries[name][1], f"audio.{name}", fps)
+        for name in ("offset", "fade_in", "fade_out")
+        if name in entries
+    }
+    return Soundtrack(path=path, where=ctx.where(file_node, "audio.file"), **times)
+
+
+def _prompt(
+    ctx: _Context, node: yaml.Node, key: str, *, audio: bool
+) -> tuple[tuple[str, Value], ...]:
+    if isinstance(node, yaml.ScalarNode):
+        text = _text(ctx, node, key)
+        return ((text.strip(), Value(ctx.where(node, key), number=1.0)),)
+    if not isinstance(node, yaml.MappingNode):
+        raise ctx.error(node, key, "expected a prompt, or a mapping of prompt: weight")
+    if not node.value:
+        raise ctx.error(node, key, "is empty: give at least one prompt")
+    weights: dict[str, Value] = {}
+    for text_node, weight_node in node.value:
+        text = _text(ctx, text_node, key).strip()
+        if text in weights:
+            raise ctx.error(text_node, key, f"'{text}' is given twice")
+        weights[text] = _value(ctx, weight_node, f"{key}['{text}']", audio=audio)
+    if all(w.number == 0 for w in weights.values()):
+        raise ctx.error(node, key, "all weights are 0: give at least one prompt a non-zero weight")
+    return tuple(weights.items())
+
+
+def _keyframe(ctx: _Context, node: yaml.Node, index: int, fps: int, audio: bool) -> Keyframe:
+    base = f"keyframes[{index}]"
+    entries = ctx.mapping(node, base, KEYFRAME_KEYS)
+    if "at" not in entries:
+        raise ctx.error(node, f"{base}.at", "missing: every keyframe needs a time, e.g. `at: 4s`")
+    fields: dict[str, Any] = {
+        "at": _time(ctx, entries["at"][1], f"{base}.at", fps=fps, beats=True, audio=audio)
+    }
+    if "prompt" in entries:
+        fields["prompt"] = _prompt(ctx, entries["prompt"][1], f"{base}.prompt", audio=audio)
+    for name in ("zoom", "rotate"):
+        if name in entries:
+            fields[name] = _value(ctx, entries[name][1], f"{base}.{name}", audio=audio)
+    if "pan" in entries:
+        pan_node = entries["pan"][1]
+        if not isinstance(pan_node, yaml.SequenceNode) or len(pan_node.value) != 2:
+            raise ctx.error(pan_node, f"{base}.pan", "expected [x, y] (numbers or expressions)")
+        x, y = (_value(ctx, n, f"{base}.pan", audio=audio) for n in pan_node.value)
+        fields["pan"] = (x, y)
+    if "ease" in entries:
+        ease_node = entries["ease"][1]
+        ease = _text(ctx, ease_node, f"{base}.ease")
+        if ease not in EASES:
+            close = difflib.get_close_matches(ease, EASES, n=1, cutoff=0.4)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ctx.error(
+                ease_node,
+                f"{base}.ease",
+                f"unknown ease '{ease}' ({hint}known: {', '.join(EASES)})",
+            )
+        fields["ease"] = ease
+    if "cut" in entries:
+        fields["cut"] = _boolean(ctx, entries["cut"][1], f"{base}.cut")
+    return Keyframe(index=index, where=ctx.where(node, base), **fields)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _compose(data: bytes, file: str) -> yaml.Node:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise StoryboardError(
+            file, line, "", "the file is not UTF-8 text; save it as UTF-8 in your editor"
+        ) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark else None
+        problem = error.problem or error.context or "invalid YAML"
+        raise StoryboardError(file, line, "", f"YAML syntax error: {problem}") from None
+    except yaml.YAMLError as error:
+        raise StoryboardError(file, None, "", f"YAML error: {error}") from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise StoryboardError(file, 1, "", "the storyboard is empty; see storyboards/ for examples")
+    return node
+
+
+def load_storyboard(path: Path | str) -> Storyboard:
+    """Read and check a storyboard; raises StoryboardError pointing at the first problem."""
+    path = Path(path)
+    file = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StoryboardError(file, None, "", "no such file") from None
+    except OSError as error:
+        raise StoryboardError(file, None, "", f"cannot read it: {error.strerror}") from None
+    return parse_storyboard(data, path)
+
+
+def parse_storyboard(data: bytes, path: Path) -> Storyboard:
+    """Check a storyboard given as bytes; `path` locates it (and its audio file)."""
+    ctx = _Context(str(path))
+    root = _compose(data, ctx.file)
+    entries = ctx.mapping(root, "", TOP_KEYS)
+
+    def node(name: str) -> yaml.Node | None:
+        return entries[name][1] if name in entries else None
+
+    fps = _integer(ctx, n, "fps", *FPS_RANGE) if (n := node("fps")) is not None else 24
+    width, height = _size(ctx, n, "size") if (n := node("size")) is not None else (1080, 1920)
+    if n is not None:
+        for side in (width, height):
+            if not SIDE_RANGE[0] <= side <= SIDE_RANGE[1]:
+                raise ctx.error(
+                    n, "size", f"{width}x{height}: each side must be between 360 and 4096 pixels"
+                )
+        if width * 16 != height * 9 or width % 2 or height % 2:
+            raise ctx.error(
+                n,
+                "size",
+                f"{width}x{height} is not vertical 9:16 with even sides "
+                "(use 1080x1920, 720x1280 or 2160x3840)",
+            )
+
+    audio = _audio(ctx, n, path.parent, fps) if (n := node("audio")) is not None else None
+    has_audio = audio is not None
+
+    keyframes_node = node("keyframes")
+    if keyframes_node is None:
+        raise ctx.error(root, "keyframes", "missing: a storyboard needs at least one keyframe")
+    if not isinstance(keyframes_node, yaml.SequenceNode):
+        raise ctx.error(keyframes_node, "keyframes", "expected a list of keyframes (- at: 0s ...)")
+    if not keyframes_node.value:
+        raise ctx.error(keyframes_node, "keyframes", "is empty: give at least one keyframe")
+    keyframes = tuple(
+        _keyframe(ctx, kf, i, fps, has_audio) for i, kf in enumerate(keyframes_node.value, 1)
+    )
+    if not any(kf.prompt for kf in keyframes):
+        raise ctx.error(keyframes_node, "keyframes", "no keyframe has a prompt: add `prompt:`")
+
+    def text(name: str) -> str | None:
+        return _text(ctx, n, name) if (n := node(name)) is not None else None
+
+    seed = _integer(ctx, n, "seed", 0, 2**32 - 1) if (n := node("seed")) is not None else 0
+    duration = None
+    if (n := node("duration")) is not None:
+        duration = _time(ctx, n, "duration", fps=fps, beats=True, audio=has_audio)
+        if duration.seconds is not None and round(duration.seconds * fps) < 1:
+            raise ctx.error(n, "duration", f"'{duration.text}' is shorter than one frame")
+    warning_duration = 1.5
+    if (n := node("content_warning_duration")) is not None:
+        warning_duration = _seconds(ctx, n, "content_warning_duration", fps)
+        if warning_duration <= 0:
+            raise ctx.error(n, "content_warning_duration", "must be longer than 0s")
+
+    return Storyboard(
+        path=path,
+        name=path.stem,
+        sha256=hashlib.sha256(data).hexdigest(),
+        title=text("title") or path.stem,
+        seed=seed,
+        fps=fps,
+        width=width,
+        height=height,
+        duration=duration,
+        render=_render(ctx, n, width, height)
+        if (n := node("render")) is not None
+        else (RenderSettings()),
+        models=_models(ctx, n) if (n := node("models")) is not None else Models(),
+        style=text("style"),
+        negative=text("negative"),
+        audio=audio,
+        content_warning=text("content_warning"),
+        content_warning_duration=warning_duration,
+        caption=text("caption"),
+        keyframes=keyframes,
+    )
