@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # has an `_add_<group>_verbs(sub)` function that declares its arguments.
 
 
-def _load_plan(path: str):
+def load_plan(path: str):
     """Storyboard → soundtrack analysis → plan; every problem is a FILE:LINE error."""
     from pipeline.schedule import build_plan
     from pipeline.storyboard import load_storyboard
@@ -39,7 +39,7 @@ def _load_plan(path: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    board, _, plan = _load_plan(args.storyboard)
+    board, _, plan = load_plan(args.storyboard)
     print(
         f"{args.storyboard}: ok: '{board.title}', {plan.duration:.2f}s at {board.fps} fps "
         f"({plan.n_frames} frames), {len(board.keyframes)} keyframes"
@@ -52,7 +52,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     from pipeline.schedule import format_table
 
-    board, _, plan = _load_plan(args.storyboard)
+    board, _, plan = load_plan(args.storyboard)
     if args.json:
         print(json.dumps(plan.to_json(), ensure_ascii=False, indent=1))
     else:
@@ -86,12 +86,155 @@ def _add_models_verbs(sub: argparse._SubParsersAction) -> None:
     """models list|download|path."""
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.check import find_problems, probe_video
+
+    info = probe_video(Path(args.video))
+    print(info.summary())
+    problems = find_problems(info, max_duration_s=args.max_duration)
+    if not problems:
+        print("TikTok accepts this file")
+        return 0
+    print("TikTok would reject this file; to fix it:")
+    for problem in problems:
+        print(f"  - {problem}")
+    return 1
+
+
 def _add_check_verb(sub: argparse._SubParsersAction) -> None:
     """check VIDEO."""
+    p = sub.add_parser("check", help="does TikTok accept this video file? what to change")
+    p.add_argument("video")
+    p.add_argument(
+        "--max-duration",
+        type=float,
+        metavar="SECONDS",
+        help="your account's own limit, if below TikTok's 10 minutes",
+    )
+    p.set_defaults(func=cmd_check)
+
+
+def _tiktok_say(line: str) -> None:
+    # Flushed at once: `tiktok login` waits on the user right after printing the link.
+    print(line, flush=True)
+
+
+def cmd_tiktok_login(args: argparse.Namespace) -> int:
+    from pipeline import tiktok
+
+    tiktok.login(port=args.port, open_browser=not args.no_browser, say=_tiktok_say)
+    return 0
+
+
+def cmd_tiktok_whoami(args: argparse.Namespace) -> int:
+    from pipeline import tiktok
+
+    tiktok.whoami(say=_tiktok_say)
+    return 0
+
+
+def cmd_tiktok_logout(args: argparse.Namespace) -> int:
+    from pipeline import tiktok
+
+    tiktok.logout(say=_tiktok_say)
+    return 0
+
+
+def _tiktok_post(args: argparse.Namespace, video: str, mode: str, caption: str) -> int:
+    """Post `video` with the options `_add_tiktok_post_options` declared on `args`; the
+    `tiktok post` verb and `render --post` both end here."""
+    from pipeline import tiktok
+
+    tiktok.post_video(
+        video,
+        mode=mode,
+        caption=caption,
+        privacy=args.privacy,
+        disable_comment=args.no_comment,
+        disable_duet=args.no_duet,
+        disable_stitch=args.no_stitch,
+        cover_ms=args.cover_ms,
+        yes=args.yes,
+        wait=not args.no_wait,
+        say=_tiktok_say,
+    )
+    return 0
+
+
+def cmd_tiktok_post(args: argparse.Namespace) -> int:
+    return _tiktok_post(args, args.video, args.mode, args.caption)
+
+
+def cmd_tiktok_status(args: argparse.Namespace) -> int:
+    from pipeline import tiktok
+
+    status = tiktok.post_status(args.publish_id, say=_tiktok_say)
+    return 1 if status.status == "FAILED" else 0
+
+
+def _add_tiktok_post_options(p: argparse.ArgumentParser) -> None:
+    """How a post goes out, shared by `tiktok post` and `render --post`."""
+    p.add_argument(
+        "--privacy",
+        metavar="LEVEL",
+        help="direct posts: PUBLIC_TO_EVERYONE, MUTUAL_FOLLOW_FRIENDS, FOLLOWER_OF_CREATOR or "
+        "SELF_ONLY, as your account offers (no default; unaudited apps: SELF_ONLY)",
+    )
+    p.add_argument("--no-comment", action="store_true", help="direct posts: nobody can comment")
+    p.add_argument("--no-duet", action="store_true", help="direct posts: nobody can duet")
+    p.add_argument("--no-stitch", action="store_true", help="direct posts: nobody can stitch")
+    p.add_argument("--cover-ms", type=int, metavar="N", help="direct posts: cover frame at N ms")
+    p.add_argument("--yes", action="store_true", help="direct posts: do not ask to confirm")
+    p.add_argument(
+        "--no-wait", action="store_true", help="return after the upload, not the final status"
+    )
 
 
 def _add_tiktok_verbs(sub: argparse._SubParsersAction) -> None:
     """tiktok login|logout|whoami|post|status."""
+    tiktok = sub.add_parser(
+        "tiktok",
+        help="log in to TikTok and post videos",
+        description="Needs your own TikTok app: export TIKTOK_CLIENT_KEY and TIKTOK_CLIENT_SECRET.",
+    )
+    verbs = tiktok.add_subparsers(dest="tiktok_verb", metavar="ACTION", required=True)
+
+    p = verbs.add_parser("login", help="log in through the browser (PKCE, local callback)")
+    p.add_argument(
+        "--port", type=int, default=3455, help="callback port on 127.0.0.1 (default 3455)"
+    )
+    p.add_argument("--no-browser", action="store_true", help="print the link, do not open it")
+    p.set_defaults(func=cmd_tiktok_login)
+
+    p = verbs.add_parser("whoami", help="who is logged in, with which permissions")
+    p.set_defaults(func=cmd_tiktok_whoami)
+
+    p = verbs.add_parser("logout", help="revoke the login and delete the token")
+    p.set_defaults(func=cmd_tiktok_logout)
+
+    p = verbs.add_parser("post", help="upload a video as a draft, or post it directly")
+    p.add_argument("video")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--draft",
+        dest="mode",
+        action="store_const",
+        const="draft",
+        help="send to your TikTok inbox to finish in the app (the default)",
+    )
+    mode.add_argument(
+        "--direct", dest="mode", action="store_const", const="direct", help="publish now"
+    )
+    p.set_defaults(mode="draft")
+    p.add_argument("--caption", default="", help="direct posts: the caption (#tags, @mentions)")
+    _add_tiktok_post_options(p)
+    p.set_defaults(func=cmd_tiktok_post)
+
+    p = verbs.add_parser("status", help="where a post stands")
+    p.add_argument("publish_id")
+    p.set_defaults(func=cmd_tiktok_status)
 
 
 # --- parser ------------------------------------------------------------------------------

@@ -491,9 +491,16 @@ def _compose(data: bytes, file: str) -> yaml.Node:
         raise StoryboardError(
             file, line, "", "the file is not UTF-8 text; save it as UTF-8 in your editor"
         ) from None
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        # The reader checks characters already when the loader is made.
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
+    except yaml.reader.ReaderError as error:
+        line = text[: error.position].count("\n") + 1
+        raise StoryboardError(
+            file, line, "", f"character #x{error.character:04x} is not allowed in YAML; remove it"
+        ) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark else None
@@ -502,7 +509,8 @@ def _compose(data: bytes, file: str) -> yaml.Node:
     except yaml.YAMLError as error:
         raise StoryboardError(file, None, "", f"YAML error: {error}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         raise StoryboardError(file, 1, "", "the storyboard is empty; see storyboards/ for examples")
     return node

@@ -1,0 +1,90 @@
+"""The camera moves the picture the way the storyboard says, checked on drawn images."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.engine import make_cutouts, spherical_distance, warp
+
+H, W = 128, 72
+
+
+def dot_image(x: int, y: int, radius: int = 3) -> torch.Tensor:
+    """A black (1, 3, H, W) image with a white dot centred at pixel (x, y)."""
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    mask = ((xx - x) ** 2 + (yy - y) ** 2 <= radius**2).float()
+    return mask.expand(1, 3, H, W).clone()
+
+
+def centroid(image: torch.Tensor) -> tuple[float, float]:
+    weights = image[0, 0]
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    total = weights.sum()
+    return float((xx * weights).sum() / total), float((yy * weights).sum() / total)
+
+
+def test_still_camera_leaves_the_image_alone():
+    image = torch.rand(1, 3, H, W)
+    assert torch.allclose(warp(image, 1.0, 0.0, 0.0, 0.0), image, atol=1e-5)
+
+
+def test_zoom_in_magnifies_the_centre():
+    # A dot 20 px right of centre moves outwards by the zoom factor and grows.
+    image = dot_image(W // 2 + 20, H // 2, radius=4)
+    zoomed = warp(image, 1.5, 0.0, 0.0, 0.0)
+    x, y = centroid(zoomed)
+    assert abs(x - (W / 2 + 20 * 1.5)) < 1.5
+    assert abs(y - H / 2) < 1.0
+    assert zoomed[0, 0].sum() > image[0, 0].sum() * 1.8  # area grows by about 1.5²
+
+
+def test_zoom_out_shrinks_towards_the_centre():
+    # Reflected borders fill the edges with mirrored copies, so look where the dot should be.
+    image = dot_image(W // 2, H // 2 - 30, radius=4)
+    zoomed = warp(image, 0.5, 0.0, 0.0, 0.0)[0, 0]
+    assert zoomed[H // 2 - 15, W // 2] > 0.5
+    assert zoomed[H // 2 - 30, W // 2] < 0.1
+
+
+def test_rotate_turns_counter_clockwise():
+    # A dot right of centre, turned 90° counter-clockwise, ends up above the centre.
+    image = dot_image(W // 2 + 20, H // 2)
+    turned = warp(image, 1.0, 90.0, 0.0, 0.0)[0, 0]
+    assert turned[H // 2 - 20, W // 2] > 0.5
+    assert turned[H // 2, W // 2 + 20] < 0.1
+    assert turned[H // 2 + 20, W // 2] < 0.1  # not clockwise
+
+
+def test_pan_moves_right_and_down():
+    image = dot_image(W // 2, H // 2)
+    x, y = centroid(warp(image, 1.0, 0.0, 5.0, -8.0))
+    assert abs(x - (W / 2 + 5)) < 0.6
+    assert abs(y - (H / 2 - 8)) < 0.6
+
+
+def test_cutouts_cover_the_full_height_of_a_tall_canvas():
+    # A tall image with a red top and a blue bottom: the whole-frame views show both.
+    image = torch.zeros(1, 3, 256, 144)
+    image[:, 0, :20] = 1.0
+    image[:, 2, -20:] = 1.0
+    cutouts = make_cutouts(image, 8, 32, torch.Generator().manual_seed(0))
+    assert cutouts.shape == (8, 3, 32, 32)
+    whole = cutouts[0]
+    assert whole[0, :3].mean() > 0.5  # red along its top rows
+    assert whole[2, -3:].mean() > 0.5  # blue along its bottom rows
+
+
+def test_cutouts_are_reproducible_from_the_generator():
+    image = torch.rand(1, 3, 64, 36)
+    a = make_cutouts(image, 6, 16, torch.Generator().manual_seed(3))
+    b = make_cutouts(image, 6, 16, torch.Generator().manual_seed(3))
+    c = make_cutouts(image, 6, 16, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_spherical_distance_is_zero_for_the_same_direction_and_grows_apart():
+    a = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    d = spherical_distance(a, a[:1])
+    assert d[0, 0] < 1e-6
+    assert abs(float(d[1, 0]) - 2 * (torch.pi / 4) ** 2) < 1e-5  # 90° apart
