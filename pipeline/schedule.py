@@ -39,17 +39,21 @@ class FramePlan:
     prompts: tuple[tuple[str, float], ...]  # full prompt text → weight; zero weights left out
 
     def to_json(self) -> dict:
-        r = JSON_DECIMALS
         return {
             "frame": self.frame,
-            "t": round(self.t, r),
-            "zoom": round(self.zoom, r),
-            "rotate": round(self.rotate, r),
-            "pan_x": round(self.pan_x, r),
-            "pan_y": round(self.pan_y, r),
+            "t": _rounded(self.t),
+            "zoom": _rounded(self.zoom),
+            "rotate": _rounded(self.rotate),
+            "pan_x": _rounded(self.pan_x),
+            "pan_y": _rounded(self.pan_y),
             "cut": self.cut,
-            "prompts": {text: round(weight, r) for text, weight in self.prompts},
+            "prompts": {text: _rounded(weight) for text, weight in self.prompts},
         }
+
+
+def _rounded(value: float) -> float:
+    # Adding 0.0 turns -0.0 into 0.0, so a snapshot doesn't depend on a sign of nothing.
+    return round(value, JSON_DECIMALS) + 0.0
 
 
 @dataclass(frozen=True)
