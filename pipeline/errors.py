@@ -21,3 +21,17 @@ class StoryboardError(FeverdreamError):
         self.message = message
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+class RenderError(FeverdreamError):
+    """The video could not be made: ffmpeg failed, or its inputs (frames, soundtrack) are bad."""
+
+
+class VideoFileError(FeverdreamError):
+    """A video file that is missing or cannot be read as a video at all."""
+
+    exit_code = 2
+
+
+class ModelError(FeverdreamError):
+    """A model that cannot be found, fetched or loaded: unknown name, missing, corrupt, bad hash."""
