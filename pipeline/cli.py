@@ -82,8 +82,74 @@ def _add_storyboard_verbs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_plan)
 
 
+def _size_text(size: int | None, present: bool) -> str:
+    if size is None:
+        return "?"
+    text = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+    return text if present else f"~{text}"
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from pipeline.models import registry
+
+    print(f"models folder: {registry.models_dir()} (set FEVERDREAM_MODELS to move it)")
+    for kind, title in (("vqgan", "VQGAN"), ("clip", "CLIP")):
+        print(f"\n{title:26} {'size':>10}  {'status':8} notes / path")
+        for row in registry.status(kind):
+            state = "present" if row.present else "missing"
+            if row.name == registry.TINY and not row.present:
+                state = "on use"
+            print(f"{row.name:26} {_size_text(row.size, row.present):>10}  {state:8} {row.notes}")
+            if row.present:
+                for path in row.paths:
+                    print(f"{'':46} {path}")
+    print(f"\n{registry.RANDOM_WEIGHTS_NOTE}")
+    return 0
+
+
+def cmd_models_download(args: argparse.Namespace) -> int:
+    from pipeline.models.download import download
+
+    failed = 0
+    for name in args.names:
+        try:
+            for path in download(name):
+                print(path)
+        except FeverdreamError as error:
+            # Go on with the other names; one dead link should not block the rest.
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def cmd_models_path(args: argparse.Namespace) -> int:
+    from pipeline.models.registry import model_paths
+
+    for path in model_paths(args.name):
+        print(path)
+    return 0
+
+
 def _add_models_verbs(sub: argparse._SubParsersAction) -> None:
     """models list|download|path."""
+    models = sub.add_parser(
+        "models",
+        help="list, download and locate VQGAN and CLIP checkpoints",
+        description="Model files live in the models folder: FEVERDREAM_MODELS, else your "
+        "user cache. `tiny` needs no download (random weights: abstract noise, not art).",
+    )
+    verbs = models.add_subparsers(dest="models_verb", metavar="ACTION", required=True)
+
+    p = verbs.add_parser("list", help="what is known, what is downloaded, sizes and paths")
+    p.set_defaults(func=cmd_models_list)
+
+    p = verbs.add_parser("download", help="fetch models into the models folder (resumable)")
+    p.add_argument("names", nargs="+", metavar="NAME", help="e.g. vqgan_imagenet_f16_16384")
+    p.set_defaults(func=cmd_models_download)
+
+    p = verbs.add_parser("path", help="where a model's files are; fails if not downloaded")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_models_path)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -142,23 +208,31 @@ def cmd_tiktok_logout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tiktok_post_options(args: argparse.Namespace) -> dict:
+    """The options `_add_tiktok_post_options` declared, as keywords of `tiktok.post_video` and
+    `tiktok.check_can_post` (which `render --post` calls before rendering)."""
+    return {
+        "privacy": args.privacy,
+        "disable_comment": args.no_comment,
+        "disable_duet": args.no_duet,
+        "disable_stitch": args.no_stitch,
+        "cover_ms": args.cover_ms,
+        "yes": args.yes,
+    }
+
+
 def _tiktok_post(args: argparse.Namespace, video: str, mode: str, caption: str) -> int:
-    """Post `video` with the options `_add_tiktok_post_options` declared on `args`; the
-    `tiktok post` verb and `render --post` both end here."""
+    """Post `video` as `mode` ("draft" or "direct"); the `tiktok post` verb and
+    `render --post` both end here."""
     from pipeline import tiktok
 
     tiktok.post_video(
         video,
         mode=mode,
         caption=caption,
-        privacy=args.privacy,
-        disable_comment=args.no_comment,
-        disable_duet=args.no_duet,
-        disable_stitch=args.no_stitch,
-        cover_ms=args.cover_ms,
-        yes=args.yes,
         wait=not args.no_wait,
         say=_tiktok_say,
+        **_tiktok_post_options(args),
     )
     return 0
 
