@@ -68,6 +68,180 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pick_device(requested: str | None) -> str:
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise FeverdreamError(
+            "--device cuda: no CUDA GPU is visible to torch here; use --device cpu"
+        )
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _frame_range(text: str | None, n_frames: int) -> tuple[int, int] | None:
+    """`--frames A:B`: frames A to B-1 (either side may be left out)."""
+    if text is None:
+        return None
+    start_text, sep, end_text = text.partition(":")
+    try:
+        start = int(start_text) if start_text else 0
+        end = int(end_text) if end_text else n_frames
+    except ValueError:
+        start = end = -1
+    if not sep or not 0 <= start < end <= n_frames:
+        raise FeverdreamError(
+            f"--frames {text}: give A:B with 0 <= A < B <= {n_frames} (frames A to B-1)"
+        )
+    return start, end
+
+
+def _preview_settings(render):
+    """A quarter of the canvas area and a third of the steps, for a quick look."""
+    import dataclasses
+
+    def half(side: int) -> int:
+        return max(16, round(side / 2 / 16) * 16)
+
+    return dataclasses.replace(
+        render,
+        width=half(render.width),
+        height=half(render.height),
+        steps=-(-render.steps // 3),
+        first_steps=-(-render.first_steps // 3),
+    )
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    import dataclasses
+    import signal
+    import time
+    from pathlib import Path
+
+    board, _, plan = load_plan(args.storyboard)
+    render_settings = _preview_settings(board.render) if args.preview else board.render
+    folder = Path(args.output) if args.output else Path("outputs") / board.name
+    if args.preview:
+        folder = folder / "preview"
+    span = _frame_range(args.frames, plan.n_frames)
+    if span is not None:
+        start, end = span
+        folder = folder / f"frames-{start}-{end}"
+        frames = tuple(
+            dataclasses.replace(fp, frame=i) for i, fp in enumerate(plan.frames[start:end])
+        )
+        plan = dataclasses.replace(plan, frames=frames)
+    if args.post:
+        from pipeline import tiktok
+
+        tiktok.check_can_post(args.post, caption=board.caption or "", **_tiktok_post_options(args))
+
+    from pipeline import render
+
+    soundtrack = None
+    if board.audio is not None:
+        offset = board.audio.offset + (span[0] / board.fps if span else 0.0)
+        soundtrack = render.SoundtrackSpec(
+            board.audio.path, offset, board.audio.fade_in, board.audio.fade_out
+        )
+        try:
+            render.check_soundtrack(soundtrack)
+        except FeverdreamError as error:
+            raise board.audio.where.error(str(error)) from None
+
+    from pipeline.engine import Engine, EngineSettings, render_frames
+    from pipeline.models.registry import load_models
+    from pipeline.store import FrameStore
+
+    device = _pick_device(args.device)
+    vqgan_name = args.vqgan or args.models or board.models.vqgan
+    clip_name = args.clip or args.models or board.models.clip
+    vqgan, clip = load_models(vqgan_name, clip_name, device, random_weights=args.random_weights)
+    settings = EngineSettings(
+        width=render_settings.width,
+        height=render_settings.height,
+        steps=render_settings.steps,
+        first_steps=render_settings.first_steps,
+        cuts=render_settings.cuts,
+        lr=render_settings.lr,
+        seed=board.seed,
+        device=device,
+    )
+    models = {
+        "vqgan": {"name": vqgan_name, "sha256": _checksum(vqgan, args.random_weights)},
+        "clip": {"name": clip_name, "sha256": _checksum(clip, args.random_weights)},
+    }
+    store = FrameStore(folder)
+    stop = {"asked": False}
+
+    def on_interrupt(signum, frame):
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        log.warning("stopping after the current frame is saved (Ctrl-C again to stop now)")
+
+    started = time.perf_counter()
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        result = render_frames(
+            plan,
+            Engine(vqgan, clip, settings),
+            store,
+            describe={"models": models},
+            fresh=args.fresh,
+            should_stop=lambda: stop["asked"],
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    if result.stopped:
+        print(
+            f"stopped after {result.frames_done} of {result.frames_total} frames, all saved in "
+            f"{store.frames_dir}; run the same command to continue",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"frames: {store.frames_dir} ({result.frames_total} frames)")
+
+    name = board.name if span is None else f"{board.name}-{span[0]}-{span[1]}"
+    spec = render.VideoSpec(
+        fps=board.fps,
+        size=(540, 960) if args.preview else (board.width, board.height),
+        audio=soundtrack,
+        content_warning=board.content_warning if span is None else None,
+        content_warning_duration=board.content_warning_duration,
+    )
+    frame_paths = [store.frame_path(i) for i in range(plan.n_frames)]
+    video = render.encode_video(frame_paths, plan.n_frames, spec, folder / f"{name}.mp4")
+    marks = [m for m in plan.keyframes if span is None and m.frame < plan.n_frames]
+    if marks:
+        render.contact_sheet(
+            [(store.frame_path(m.frame), m.t, m.label) for m in marks], folder / "contact.png"
+        )
+    render.preview_gif(frame_paths, board.fps, folder / "preview.gif")
+    render.write_render_json(
+        folder / "render.json",
+        render.RenderRecord(
+            storyboard_sha256=board.sha256,
+            seed=board.seed,
+            models=models,
+            device=device,
+            frames=[
+                render.FrameRecord(i, r.seconds, r.loss) for i, r in sorted(result.records.items())
+            ],
+            total_seconds=time.perf_counter() - started,
+        ),
+    )
+    print(f"video: {video}")
+    if args.post:
+        return _tiktok_post(args, str(video), args.post, board.caption or "")
+    return 0
+
+
+def _checksum(model, random_weights: bool) -> str:
+    if random_weights:
+        return "random weights"
+    return ", ".join(sorted(set(model.checksums.values()))) or "unknown"
+
+
 def _add_storyboard_verbs(sub: argparse._SubParsersAction) -> None:
     """validate, plan, render."""
     p = sub.add_parser("validate", help="check a storyboard; exit 2 with FILE:LINE errors")
@@ -80,6 +254,37 @@ def _add_storyboard_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", action="store_true", help="one row per frame, not per keyframe")
     p.add_argument("--plot", metavar="FILE.png", help="draw motion and prompt weights over time")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("render", help="render a storyboard's frames and its TikTok-ready MP4")
+    p.add_argument("storyboard")
+    p.add_argument("-o", "--output", metavar="DIR", help="render into DIR (default outputs/NAME)")
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="a quick look: a quarter of the canvas area, a third of the steps, into .../preview/",
+    )
+    p.add_argument(
+        "--frames", metavar="A:B", help="render frames A to B-1 only, into their own folder"
+    )
+    p.add_argument("--fresh", action="store_true", help="start over, replacing frames already made")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--models", metavar="NAME", help="use NAME for both VQGAN and CLIP (e.g. tiny)")
+    p.add_argument("--vqgan", metavar="NAME", help="override the storyboard's VQGAN")
+    p.add_argument("--clip", metavar="NAME", help="override the storyboard's CLIP")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="the named architectures with random weights (abstract noise; for benchmarks)",
+    )
+    p.add_argument(
+        "--post",
+        nargs="?",
+        const="draft",
+        choices=["draft", "direct"],
+        help="post the video to TikTok when it is done (default: draft)",
+    )
+    _add_tiktok_post_options(p)
+    p.set_defaults(func=cmd_render)
 
 
 def _size_text(size: int | None, present: bool) -> str:
@@ -213,9 +418,9 @@ def _tiktok_post_options(args: argparse.Namespace) -> dict:
     `tiktok.check_can_post` (which `render --post` calls before rendering)."""
     return {
         "privacy": args.privacy,
-        "disable_comment": args.no_comment,
-        "disable_duet": args.no_duet,
-        "disable_stitch": args.no_stitch,
+        "disable_comment": args.disable_comment,
+        "disable_duet": args.disable_duet,
+        "disable_stitch": args.disable_stitch,
         "cover_ms": args.cover_ms,
         "yes": args.yes,
     }
@@ -256,9 +461,23 @@ def _add_tiktok_post_options(p: argparse.ArgumentParser) -> None:
         help="direct posts: PUBLIC_TO_EVERYONE, MUTUAL_FOLLOW_FRIENDS, FOLLOWER_OF_CREATOR or "
         "SELF_ONLY, as your account offers (no default; unaudited apps: SELF_ONLY)",
     )
-    p.add_argument("--no-comment", action="store_true", help="direct posts: nobody can comment")
-    p.add_argument("--no-duet", action="store_true", help="direct posts: nobody can duet")
-    p.add_argument("--no-stitch", action="store_true", help="direct posts: nobody can stitch")
+    # TikTok's rules: interactions start off, so each is an opt-in; --no-X states the default.
+    for flag in ("comment", "duet", "stitch"):
+        switch = p.add_mutually_exclusive_group()
+        switch.add_argument(
+            f"--allow-{flag}",
+            dest=f"disable_{flag}",
+            action="store_const",
+            const=False,
+            help=f"direct posts: others can {flag} (off unless given)",
+        )
+        switch.add_argument(
+            f"--no-{flag}",
+            dest=f"disable_{flag}",
+            action="store_const",
+            const=True,
+            help=f"direct posts: nobody can {flag} (the default)",
+        )
     p.add_argument("--cover-ms", type=int, metavar="N", help="direct posts: cover frame at N ms")
     p.add_argument("--yes", action="store_true", help="direct posts: do not ask to confirm")
     p.add_argument(

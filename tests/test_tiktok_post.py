@@ -115,6 +115,8 @@ def test_a_direct_post_asks_creator_info_first_and_labels_the_video_ai_made(
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "Posting to TikTok as Fever Tester (@fevertester)" in out
+    assert "comments: off (--allow-comment turns them on)" in out
+    assert "duets:    off, and the account cannot allow them: it is private" in out
     assert "Music Usage Confirmation" in out
     assert "status: PUBLISH_COMPLETE" in out
 
@@ -124,8 +126,8 @@ def test_a_direct_post_asks_creator_info_first_and_labels_the_video_ai_made(
     assert init.json["post_info"] == {
         "privacy_level": "SELF_ONLY",
         "title": "#vqganclip",
-        "disable_comment": False,
-        "disable_duet": True,  # a private account: TikTok turns duets off, so feverdream does
+        "disable_comment": True,  # TikTok's rules: interactions start off
+        "disable_duet": True,
         "disable_stitch": True,
         "brand_content_toggle": False,
         "brand_organic_toggle": False,
@@ -204,7 +206,54 @@ def test_an_access_token_expiring_mid_post_is_refreshed_and_the_post_finishes(
     assert "SEND_TO_USER_INBOX" in capsys.readouterr().out
 
 
+def test_comments_duets_and_stitches_are_on_only_when_the_user_opts_in(
+    fake: FakeTikTok, video: Path, capsys
+):
+    fake.knobs.audited = True
+    fake.knobs.account_private = False  # so the account may allow duets and stitches
+    public = ["--direct", "--privacy", "PUBLIC_TO_EVERYONE", "--yes"]
+    assert main(["tiktok", "post", str(video), *public, "--allow-comment", "--allow-stitch"]) == 0
+    assert main(["tiktok", "post", str(video), *public, "--allow-duet", "--no-comment"]) == 0
+    first, second = (r.json["post_info"] for r in fake.requests_to(DIRECT_INIT))
+    assert [first[f"disable_{x}"] for x in ("comment", "duet", "stitch")] == [False, True, False]
+    assert [second[f"disable_{x}"] for x in ("comment", "duet", "stitch")] == [True, False, True]
+    out = capsys.readouterr().out
+    assert "comments: on" in out and "duets:    off (--allow-duet turns them on)" in out
+
+
 # --- failures the user must understand ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("knob", "flag", "reason"),
+    [
+        ("comment_disabled", "--allow-comment", "Comments setting is No one"),
+        ("account_private", "--allow-duet", "it is private"),
+        ("stitch_disabled", "--allow-stitch", "Stitch setting is No one"),
+    ],
+)
+def test_an_interaction_the_account_disables_cannot_be_allowed(
+    fake: FakeTikTok, video: Path, capsys, knob: str, flag: str, reason: str
+):
+    fake.knobs.audited = knob != "account_private"
+    fake.knobs.account_private = knob == "account_private"
+    setattr(fake.knobs, knob, True)
+    privacy = "SELF_ONLY" if fake.knobs.account_private else "PUBLIC_TO_EVERYONE"
+    args = ["tiktok", "post", str(video), "--direct", "--privacy", privacy, "--yes", flag]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{flag}: Fever Tester's account cannot allow" in err and reason in err
+    assert fake.requests_to(CREATOR_INFO) and fake.requests_to(DIRECT_INIT) == []
+
+
+def test_allowing_and_forbidding_the_same_interaction_is_refused(
+    fake: FakeTikTok, video: Path, capsys
+):
+    with pytest.raises(SystemExit) as exit_:
+        main(["tiktok", "post", str(video), *DIRECT, "--allow-duet", "--no-duet"])
+    assert exit_.value.code == 2
+    assert "--no-duet: not allowed with argument --allow-duet" in capsys.readouterr().err
+    assert fake.requests == []
 
 
 def test_a_post_that_fails_after_upload_prints_the_reason_and_the_fix(
@@ -320,6 +369,8 @@ def test_a_20_fps_file_is_refused_before_any_request(fake: FakeTikTok, tmp_path:
         ({"mode": "direct", "yes": True}, {}, "needs --privacy"),
         ({"mode": "direct", "privacy": "SELF_ONLY"}, {}, "pass --yes"),
         ({"mode": "draft", "privacy": "SELF_ONLY"}, {}, "apply to --direct only"),
+        ({"mode": "draft", "disable_comment": False}, {}, "apply to --direct only"),
+        ({"mode": "draft", "disable_stitch": True}, {}, "apply to --direct only"),
         ({"mode": "draft"}, {"FEVERDREAM_HOME": "/nonexistent"}, "not logged in"),
         ({"mode": "draft"}, {"TIKTOK_CLIENT_SECRET": ""}, "TIKTOK_CLIENT_SECRET not set"),
     ],

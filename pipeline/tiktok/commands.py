@@ -135,9 +135,9 @@ def post_video(
     mode: Literal["draft", "direct"] = "draft",
     caption: str = "",
     privacy: str | None = None,
-    disable_comment: bool = False,
-    disable_duet: bool = False,
-    disable_stitch: bool = False,
+    disable_comment: bool | None = None,
+    disable_duet: bool | None = None,
+    disable_stitch: bool | None = None,
     cover_ms: int | None = None,
     yes: bool = False,
     wait: bool = True,
@@ -151,7 +151,11 @@ def post_video(
     `privacy` (required, one of the account's options), the caption, interaction switches and
     the AI-generated label; asks `confirm` (default: a y/N question on the terminal) unless
     `yes`. The file is checked as `feverdream check` does before anything goes out. Raises
-    TikTokError (a FeverdreamError) when TikTok refuses or the post fails."""
+    TikTokError (a FeverdreamError) when TikTok refuses or the post fails.
+
+    Comments, duets and stitches start off, as TikTok's rules for apps require: None (not
+    stated) and True keep one off, False opts in and is refused when the account has that
+    interaction disabled. A draft takes none of them: the user sets them in the app."""
     path = Path(path)
     privacy = _check_options(
         mode, caption, privacy, (disable_comment, disable_duet, disable_stitch), cover_ms
@@ -199,9 +203,9 @@ def check_can_post(
     *,
     caption: str = "",
     privacy: str | None = None,
-    disable_comment: bool = False,
-    disable_duet: bool = False,
-    disable_stitch: bool = False,
+    disable_comment: bool | None = None,
+    disable_duet: bool | None = None,
+    disable_stitch: bool | None = None,
     cover_ms: int | None = None,
     yes: bool = False,
 ) -> None:
@@ -227,7 +231,7 @@ def _check_options(
     mode: str,
     caption: str,
     privacy: str | None,
-    disabled: tuple[bool, bool, bool],
+    disabled: tuple[bool | None, bool | None, bool | None],
     cover_ms: int | None,
 ) -> str | None:
     """The options' own rules; returns the privacy level spelled as TikTok wants it. A
@@ -236,10 +240,11 @@ def _check_options(
     if mode not in ("draft", "direct"):
         raise FeverdreamError(f"unknown post mode {mode!r}: use draft or direct")
     if mode == "draft":
-        if privacy or any(disabled) or cover_ms is not None:
+        if privacy or any(d is not None for d in disabled) or cover_ms is not None:
             raise FeverdreamError(
-                "--privacy, --no-comment, --no-duet, --no-stitch and --cover-ms apply to "
-                "--direct only: for a draft you choose them in the TikTok app"
+                "--privacy, --allow-comment, --allow-duet, --allow-stitch (and their --no-*) "
+                "and --cover-ms apply to --direct only: for a draft you choose them in the "
+                "TikTok app"
             )
         return None
     units = len(caption.encode("utf-16-le")) // 2
@@ -281,12 +286,34 @@ def _preflight(path: Path, max_duration_s: float) -> None:
         raise FeverdreamError(f"TikTok would reject {path}; nothing was sent:\n{listed}")
 
 
+@dataclass(frozen=True)
+class Interaction:
+    """A way other people can join in on a post, which a direct post may allow (--allow-FLAG)."""
+
+    name: str
+    flag: str
+    why_disabled: str
+
+    def disabled_for(self, creator: CreatorInfo) -> bool:
+        return bool(getattr(creator, f"{self.flag}_disabled"))
+
+
+# post_info's switch for each interaction, in the order of post_video's disable_* keywords.
+INTERACTIONS = {
+    "disable_comment": Interaction("comments", "comment", "its Comments setting is No one"),
+    "disable_duet": Interaction("duets", "duet", "it is private or its Duet setting is No one"),
+    "disable_stitch": Interaction(
+        "stitches", "stitch", "it is private or its Stitch setting is No one"
+    ),
+}
+
+
 def _direct_post_info(
     path: Path,
     creator: CreatorInfo,
     caption: str,
     privacy: str | None,
-    disabled: tuple[bool, bool, bool],
+    disabled: tuple[bool | None, bool | None, bool | None],
     cover_ms: int | None,
 ) -> dict:
     """post_info for a direct post, following TikTok's rules for apps: no default privacy, the
@@ -303,12 +330,12 @@ def _direct_post_info(
         )
     if creator.max_duration_s < MAX_API_DURATION_S:
         _preflight(path, creator.max_duration_s)
-    disable_comment, disable_duet, disable_stitch = disabled
     post_info = {
         "privacy_level": privacy,
-        "disable_comment": disable_comment or creator.comment_disabled,
-        "disable_duet": disable_duet or creator.duet_disabled,
-        "disable_stitch": disable_stitch or creator.stitch_disabled,
+        **{
+            key: _interaction_off(interaction, asked, creator)
+            for (key, interaction), asked in zip(INTERACTIONS.items(), disabled, strict=True)
+        },
         "brand_content_toggle": False,
         "brand_organic_toggle": False,
         "is_aigc": True,
@@ -320,18 +347,31 @@ def _direct_post_info(
     return post_info
 
 
-def _summarise(say: Say, path: Path, creator: CreatorInfo, caption: str, post_info: dict) -> None:
-    def switch(key: str, account_off: bool) -> str:
-        if account_off:
-            return "off (your TikTok settings turn it off)"
-        return "off" if post_info[key] else "on"
+def _interaction_off(interaction: Interaction, asked: bool | None, creator: CreatorInfo) -> bool:
+    """Whether a direct post turns `interaction` off: yes unless the user opted in, and an
+    opt-in the account cannot honour is refused rather than quietly dropped."""
+    if asked is not False:
+        return True
+    if interaction.disabled_for(creator):
+        raise FeverdreamError(
+            f"--allow-{interaction.flag}: {creator.nickname}'s account cannot allow "
+            f"{interaction.name}: {interaction.why_disabled}; drop --allow-{interaction.flag}"
+        )
+    return False
 
+
+def _summarise(say: Say, path: Path, creator: CreatorInfo, caption: str, post_info: dict) -> None:
     say(f"  video:    {path} ({path.stat().st_size / 1e6:.1f} MB)")
     say(f"  caption:  {caption or '(none)'}")
     say(f"  privacy:  {post_info['privacy_level']}")
-    say(f"  comments: {switch('disable_comment', creator.comment_disabled)}")
-    say(f"  duet:     {switch('disable_duet', creator.duet_disabled)}")
-    say(f"  stitch:   {switch('disable_stitch', creator.stitch_disabled)}")
+    for key, interaction in INTERACTIONS.items():
+        if not post_info[key]:
+            state = "on"
+        elif interaction.disabled_for(creator):
+            state = f"off, and the account cannot allow them: {interaction.why_disabled}"
+        else:
+            state = f"off (--allow-{interaction.flag} turns them on)"
+        say(f"  {interaction.name + ':':9} {state}")
     say("  label:    Creator labeled as AI-generated")
     if post_info["privacy_level"] != "SELF_ONLY":
         say(
