@@ -12,3 +12,30 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("FEVERDREAM_CACHE", str(root / "cache"))
     monkeypatch.setenv("FEVERDREAM_HOME", str(root / "config"))
     monkeypatch.setenv("FEVERDREAM_MODELS", str(root / "models"))
+
+
+@pytest.fixture(scope="session")
+def _tiny_model_files(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny models' files, written once per test session through the real writers."""
+    from pipeline.models.tiny import ensure_tiny
+
+    return ensure_tiny(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture
+def tiny_model_dir(_tiny_model_files, _isolated_dirs):
+    """A models folder (this test's FEVERDREAM_MODELS) holding the tiny models' files, so
+    `tiny` loads through the real loaders without being built again."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    folder = Path(os.environ["FEVERDREAM_MODELS"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (
+        _tiny_model_files.vqgan_ckpt,
+        _tiny_model_files.vqgan_config,
+        _tiny_model_files.clip,
+    ):
+        shutil.copy(path, folder / path.name)
+    return folder

@@ -1,0 +1,95 @@
+"""The shapes of the known models, without torch: taming VQGAN configs and the tiny models'.
+
+The full-size VQGAN configs are the `model.params` of each model's published model.yaml, so
+`--random-weights` and `feverdream bench` can build the real architecture without the files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class VQGANConfig:
+    """A VQGAN's architecture: the `params` of a taming model.yaml that shape the network."""
+
+    embed_dim: int
+    n_embed: int
+    ddconfig: dict[str, Any] = field(hash=False)
+    gumbel: bool = False
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.ddconfig["ch_mult"]) - 1)
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The config in taming's model.yaml layout, as a training run would have written it."""
+        target = "taming.models.vqgan.GumbelVQ" if self.gumbel else "taming.models.vqgan.VQModel"
+        params: dict[str, Any] = {
+            "embed_dim": self.embed_dim,
+            "n_embed": self.n_embed,
+            "ddconfig": dict(self.ddconfig),
+            "lossconfig": {"target": "taming.modules.losses.DummyLoss"},
+        }
+        return {"model": {"base_learning_rate": 4.5e-6, "target": target, "params": params}}
+
+
+def _taming_ddconfig(ch_mult: list[int], attn_resolutions: list[int]) -> dict[str, Any]:
+    """The encoder/decoder settings all of CompVis' released VQGANs share, but for depth."""
+    return {
+        "double_z": False,
+        "z_channels": 256,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 128,
+        "ch_mult": ch_mult,
+        "num_res_blocks": 2,
+        "attn_resolutions": attn_resolutions,
+        "dropout": 0.0,
+    }
+
+
+# configs/model.yaml of the ImageNet f16 models (1024 and 16384 codes), the S-FLCKR first stage
+# (configs/sflckr_transformer.yaml in taming-transformers) and WikiArt, which was fine-tuned
+# from the ImageNet f16 16384 model with the same architecture.
+F16 = _taming_ddconfig([1, 1, 2, 2, 4], [16])
+# The OpenImages f8 8192 GumbelVQ: one level fewer, attention at 32x32.
+F8_GUMBEL = _taming_ddconfig([1, 1, 2, 4], [32])
+
+IMAGENET_F16_1024 = VQGANConfig(embed_dim=256, n_embed=1024, ddconfig=F16)
+IMAGENET_F16_16384 = VQGANConfig(embed_dim=256, n_embed=16384, ddconfig=F16)
+GUMBEL_F8_8192 = VQGANConfig(embed_dim=256, n_embed=8192, ddconfig=F8_GUMBEL, gumbel=True)
+
+# The tiny VQGAN: f16 like the default model. Its cost is the decoder's full-resolution
+# layers, so those are as light as taming's modules allow: 32 channels (the least its
+# GroupNorm(32) takes) at every level, since its Encoder with no residual blocks needs one width
+# throughout; one residual block per decoder level; resampling without convolutions. A 144x256
+# engine step (decode, 8 cutouts, tiny CLIP, backward) then takes about 0.1 s on 2 CPU cores.
+TINY_VQGAN = VQGANConfig(
+    embed_dim=64,
+    n_embed=512,
+    ddconfig={
+        "double_z": False,
+        "z_channels": 64,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 1, 1, 1, 1],
+        "num_res_blocks": 0,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+        "resamp_with_conv": False,
+    },
+)
+
+# The tiny CLIP, in open_clip's model-config layout. Widths are multiples of 64 so the loader
+# infers the head counts as for OpenAI's models; the text side keeps CLIP's real tokenizer,
+# vocabulary and context length.
+TINY_CLIP: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"layers": 2, "width": 64, "patch_size": 16, "image_size": 64},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+}

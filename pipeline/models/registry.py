@@ -1,0 +1,479 @@
+"""The known models: names, files, download addresses, hashes; where they live; loading by name.
+
+A storyboard's `models:` names a registry entry (`vqgan_imagenet_f16_16384`, `ViT-B/32`,
+`tiny`) or gives file paths. Downloaded files sit in one folder, the models folder: the
+environment variable FEVERDREAM_MODELS, else the user cache (platformdirs) `feverdream/models`.
+Each downloaded file has a `<file>.sha256` beside it recording the hash of what was fetched;
+later loads check the file against it (or against OpenAI's published hash, for CLIP).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import platformdirs
+
+from pipeline.errors import ModelError
+from pipeline.models.architectures import (
+    GUMBEL_F8_8192,
+    IMAGENET_F16_1024,
+    IMAGENET_F16_16384,
+    TINY_CLIP,
+    TINY_VQGAN,
+    VQGANConfig,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.models.clip import CLIPModel
+    from pipeline.models.vqgan import VQGAN
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny"
+NOISE = "random weights: abstract noise, not art"
+RANDOM_WEIGHTS_NOTE = (
+    "--random-weights (render flag): the named models' full-size architectures with random "
+    "weights, no files needed, for benchmarks; " + NOISE
+)
+RANDOM_SEED = 0
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of a model: its name in the models folder and where to fetch it."""
+
+    filename: str
+    url: str
+    approx_bytes: int | None = None  # as stated by the tools that use it; for display only
+    sha256: str | None = None  # published hash, when there is one
+
+
+@dataclass(frozen=True)
+class VQGANEntry:
+    name: str
+    config: ModelFile
+    checkpoint: ModelFile
+    architecture: VQGANConfig
+    notes: str = ""
+    kind: str = "vqgan"
+
+    @property
+    def files(self) -> tuple[ModelFile, ...]:
+        return (self.config, self.checkpoint)
+
+
+@dataclass(frozen=True)
+class CLIPEntry:
+    name: str
+    file: ModelFile
+    open_clip_config: str  # open_clip's name for the same architecture, for random weights
+    input_resolution: int
+    notes: str = ""
+    kind: str = "clip"
+
+    @property
+    def files(self) -> tuple[ModelFile, ...]:
+        return (self.file,)
+
+
+Entry = VQGANEntry | CLIPEntry
+
+
+def _heibox(share: str, config: str, checkpoint: str) -> tuple[str, str]:
+    base = f"https://heibox.uni-heidelberg.de/d/{share}/files/?p="
+    return f"{base}{config}&dl=1", f"{base}{checkpoint}&dl=1"
+
+
+def _vqgan(
+    name: str,
+    urls: tuple[str, str],
+    approx_bytes: int | None,
+    architecture: VQGANConfig,
+    notes: str = "",
+) -> VQGANEntry:
+    config = ModelFile(f"{name}.yaml", urls[0])
+    checkpoint = ModelFile(f"{name}.ckpt", urls[1], approx_bytes)
+    return VQGANEntry(name, config, checkpoint, architecture, notes)
+
+
+# No hashes are published for the VQGAN files; `models download` records what it fetched.
+VQGANS: dict[str, VQGANEntry] = {
+    entry.name: entry
+    for entry in (
+        _vqgan(
+            "vqgan_imagenet_f16_16384",
+            _heibox("a7530b09fed84f80a887", "%2Fconfigs%2Fmodel.yaml", "%2Fckpts%2Flast.ckpt"),
+            980 * MB,
+            IMAGENET_F16_16384,
+            "ImageNet, f16, 16384 codes (the usual default)",
+        ),
+        _vqgan(
+            "vqgan_imagenet_f16_1024",
+            _heibox("8088892a516d4e3baf92", "%2Fconfigs%2Fmodel.yaml", "%2Fckpts%2Flast.ckpt"),
+            958 * MB,
+            IMAGENET_F16_1024,
+            "ImageNet, f16, 1024 codes",
+        ),
+        _vqgan(
+            "vqgan_gumbel_f8_8192",
+            _heibox("2e5662443a6b4307b470", "%2Fconfigs%2Fmodel.yaml", "%2Fckpts%2Flast.ckpt"),
+            376 * MB,
+            GUMBEL_F8_8192,
+            "OpenImages, f8, 8192 codes, Gumbel quantizer",
+        ),
+        _vqgan(
+            "wikiart_16384",
+            (
+                "http://eaidata.bmk.sh/data/Wikiart_16384/wikiart_f16_16384_8145600.yaml",
+                "http://eaidata.bmk.sh/data/Wikiart_16384/wikiart_f16_16384_8145600.ckpt",
+            ),
+            1000 * MB,
+            IMAGENET_F16_16384,
+            "WikiArt, f16, 16384 codes",
+        ),
+        _vqgan(
+            "sflckr",
+            _heibox(
+                "73487ab6e5314cb5adba",
+                "%2Fconfigs%2F2020-11-09T13-31-51-project.yaml",
+                "%2Fcheckpoints%2Flast.ckpt",
+            ),
+            None,
+            IMAGENET_F16_1024,
+            "S-FLCKR landscapes, f16, 1024 codes (first stage of a transformer checkpoint)",
+        ),
+    )
+}
+
+_OPENAI = "https://openaipublic.azureedge.net/clip/models"
+
+
+def _openai_clip(
+    name: str, sha256: str, approx_bytes: int, open_clip_config: str, resolution: int
+) -> CLIPEntry:
+    filename = name.replace("/", "-").replace("@", "-") + ".pt"
+    file = ModelFile(filename, f"{_OPENAI}/{sha256}/{filename}", approx_bytes, sha256)
+    notes = f"OpenAI, {resolution} px" + (" (the usual default)" if name == "ViT-B/32" else "")
+    return CLIPEntry(name, file, open_clip_config, resolution, notes)
+
+
+# OpenAI's addresses embed each file's SHA-256 as the second-to-last path segment.
+CLIPS: dict[str, CLIPEntry] = {
+    entry.name: entry
+    for entry in (
+        _openai_clip(
+            "ViT-B/32",
+            "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+            338 * MB,
+            "ViT-B-32",
+            224,
+        ),
+        _openai_clip(
+            "ViT-B/16",
+            "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+            335 * MB,
+            "ViT-B-16",
+            224,
+        ),
+        _openai_clip(
+            "ViT-L/14",
+            "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+            890 * MB,
+            "ViT-L-14",
+            224,
+        ),
+        _openai_clip(
+            "ViT-L/14@336px",
+            "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02",
+            891 * MB,
+            "ViT-L-14-336",
+            336,
+        ),
+        _openai_clip(
+            "RN50",
+            "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762",
+            244 * MB,
+            "RN50",
+            224,
+        ),
+        _openai_clip(
+            "RN101",
+            "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599",
+            278 * MB,
+            "RN101",
+            224,
+        ),
+        _openai_clip(
+            "RN50x4",
+            "7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd",
+            402 * MB,
+            "RN50x4",
+            288,
+        ),
+        _openai_clip(
+            "RN50x16",
+            "52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa",
+            630 * MB,
+            "RN50x16",
+            384,
+        ),
+        _openai_clip(
+            "RN50x64",
+            "be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c",
+            1260 * MB,
+            "RN50x64",
+            448,
+        ),
+    )
+}
+
+
+def models_dir() -> Path:
+    """Where downloaded (and tiny) model files live."""
+    override = os.environ.get("FEVERDREAM_MODELS")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_cache_dir("feverdream")) / "models"
+
+
+def _key(name: str) -> str:
+    """Spellings of one name that should find the same entry: `ViT-B/32`, `vit-b-32`."""
+    return name.strip().lower().replace("/", "-").replace("@", "-").removesuffix(".pt")
+
+
+def _table(kind: str) -> dict[str, Entry]:
+    return dict(VQGANS) if kind == "vqgan" else dict(CLIPS)
+
+
+def find_entry(kind: str, name: str) -> Entry | None:
+    """The registry entry of this kind ("vqgan" or "clip") that `name` names, if any."""
+    table = _table(kind)
+    if name in table:
+        return table[name]
+    for entry in table.values():
+        if _key(name) in (_key(entry.name), _key(entry.files[-1].filename)):
+            return entry
+    return None
+
+
+def known_names(kind: str | None = None) -> list[str]:
+    kinds = [kind] if kind else ["vqgan", "clip"]
+    return [name for k in kinds for name in _table(k)] + [TINY]
+
+
+def unknown_name_error(name: str, kind: str | None = None) -> ModelError:
+    what = {"vqgan": "VQGAN", "clip": "CLIP model", None: "model"}[kind]
+    names = {_key(known): known for known in known_names(kind)}
+    close = [names[key] for key in difflib.get_close_matches(_key(name), names, n=3, cutoff=0.6)]
+    close = close or [known for key, known in names.items() if _key(name) in key][:3]
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return ModelError(
+        f"unknown {what} {name!r}.{hint} Known: {', '.join(names.values())} "
+        "(`feverdream models list`); or give the path to a file."
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def recorded_sha256(path: Path) -> str | None:
+    """The hash recorded in `<file>.sha256` when the file was downloaded, if any."""
+    record = Path(f"{path}.sha256")
+    if not record.is_file():
+        return None
+    words = record.read_text().split()
+    return words[0].lower() if words else None
+
+
+def expected_sha256(file: ModelFile, path: Path) -> str | None:
+    return file.sha256 or recorded_sha256(path)
+
+
+def _missing_error(entry: Entry, file: ModelFile, path: Path) -> ModelError:
+    return ModelError(
+        f"{entry.name} is not downloaded ({path} is missing). Run "
+        f"`feverdream models download {entry.name}`, or fetch {file.url} by hand and save "
+        f"it as {path}."
+    )
+
+
+def _looks_like_path(name: str) -> bool:
+    return Path(name).expanduser().exists() or name.endswith((".ckpt", ".yaml", ".pt", ".pth"))
+
+
+def resolve_vqgan(
+    name_or_path: str | os.PathLike[str], config: str | os.PathLike[str] | None = None
+) -> tuple[Path, Path, str | None]:
+    """(checkpoint, model.yaml, expected SHA-256 or None) for a registry name or a file path.
+
+    A path names the .ckpt (its .yaml of the same stem beside it) or the .yaml (its .ckpt
+    beside it); `config` names the yaml explicitly. Raises ModelError for an unknown name or a
+    registry model that is not downloaded.
+    """
+    name = os.fspath(name_or_path)
+    if name == TINY:
+        from pipeline.models.tiny import ensure_tiny
+
+        files = ensure_tiny(models_dir())
+        return files.vqgan_ckpt, files.vqgan_config, None
+    entry = find_entry("vqgan", name)
+    if isinstance(entry, VQGANEntry):
+        folder = models_dir()
+        ckpt, yaml = folder / entry.checkpoint.filename, folder / entry.config.filename
+        for file, path in ((entry.checkpoint, ckpt), (entry.config, yaml)):
+            if not path.is_file():
+                raise _missing_error(entry, file, path)
+        return ckpt, yaml, expected_sha256(entry.checkpoint, ckpt)
+    if not _looks_like_path(name):
+        raise unknown_name_error(name, "vqgan")
+    path = Path(name).expanduser()
+    ckpt = path.with_suffix(".ckpt") if path.suffix == ".yaml" else path
+    yaml = Path(config).expanduser() if config is not None else ckpt.with_suffix(".yaml")
+    for what, file in (("checkpoint", ckpt), ("config", yaml)):
+        if not file.is_file():
+            raise ModelError(
+                f"the VQGAN {what} {file} does not exist (a checkpoint needs its model.yaml "
+                "beside it, with the same name but .yaml)"
+            )
+    return ckpt, yaml, recorded_sha256(ckpt)
+
+
+def resolve_clip(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """(the .pt file, expected SHA-256 or None) for a registry name or a file path."""
+    name = os.fspath(name_or_path)
+    if name == TINY:
+        from pipeline.models.tiny import ensure_tiny
+
+        return ensure_tiny(models_dir()).clip, None
+    entry = find_entry("clip", name)
+    if isinstance(entry, CLIPEntry):
+        path = models_dir() / entry.file.filename
+        if not path.is_file():
+            raise _missing_error(entry, entry.file, path)
+        return path, expected_sha256(entry.file, path)
+    if not _looks_like_path(name):
+        raise unknown_name_error(name, "clip")
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise ModelError(f"the CLIP file {path} does not exist")
+    return path, recorded_sha256(path)
+
+
+def model_paths(name: str) -> list[Path]:
+    """The files of a registry model (or `tiny`, written on first use), which must be present."""
+    if name == TINY:
+        from pipeline.models.tiny import ensure_tiny
+
+        files = ensure_tiny(models_dir())
+        return [files.vqgan_ckpt, files.vqgan_config, files.clip]
+    if find_entry("vqgan", name):
+        return list(resolve_vqgan(name)[:2])
+    if find_entry("clip", name):
+        return [resolve_clip(name)[0]]
+    raise unknown_name_error(name)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One row of `feverdream models list`."""
+
+    name: str
+    present: bool
+    paths: tuple[Path, ...]
+    size: int | None  # bytes on disk when present, else the stated size when known
+    notes: str
+
+
+def _tiny_status(kind: str) -> ModelStatus:
+    from pipeline.models.tiny import tiny_files
+
+    files = tiny_files(models_dir())
+    paths = (files.vqgan_ckpt, files.vqgan_config) if kind == "vqgan" else (files.clip,)
+    present = all(path.is_file() for path in paths)
+    size = sum(path.stat().st_size for path in paths) if present else None
+    notes = f"small, built on first use, for tests and `make demo`; {NOISE}"
+    return ModelStatus(TINY, present, paths, size, notes)
+
+
+def status(kind: str) -> list[ModelStatus]:
+    """What is known of this kind ("vqgan" or "clip"), and what is in the models folder."""
+    rows = []
+    for entry in _table(kind).values():
+        paths = tuple(models_dir() / file.filename for file in entry.files)
+        present = all(path.is_file() for path in paths)
+        if present:
+            size = sum(path.stat().st_size for path in paths)
+        else:
+            stated = [file.approx_bytes for file in entry.files if file.approx_bytes]
+            size = sum(stated) if stated else None
+        rows.append(ModelStatus(entry.name, present, paths, size, entry.notes))
+    rows.append(_tiny_status(kind))
+    return rows
+
+
+def _random_models(vqgan: str, clip: str) -> tuple[VQGAN, CLIPModel]:
+    from pipeline.models.clip import random_clip
+    from pipeline.models.vqgan import random_vqgan
+
+    vqgan_entry = find_entry("vqgan", vqgan)
+    clip_entry = find_entry("clip", clip)
+    if vqgan != TINY and not isinstance(vqgan_entry, VQGANEntry):
+        raise unknown_name_error(vqgan, "vqgan")
+    if clip != TINY and not isinstance(clip_entry, CLIPEntry):
+        raise unknown_name_error(clip, "clip")
+    architecture = vqgan_entry.architecture if isinstance(vqgan_entry, VQGANEntry) else TINY_VQGAN
+    clip_config: dict[str, Any] = TINY_CLIP
+    if isinstance(clip_entry, CLIPEntry):
+        import open_clip
+
+        clip_config = open_clip.get_model_config(clip_entry.open_clip_config)
+    return random_vqgan(architecture, RANDOM_SEED), random_clip(clip_config, RANDOM_SEED)
+
+
+def load_models(
+    vqgan: str,
+    clip: str,
+    device: str | torch.device = "cpu",
+    random_weights: bool = False,
+    vqgan_config: str | os.PathLike[str] | None = None,
+) -> tuple[VQGAN, CLIPModel]:
+    """The VQGAN and CLIP a render uses, on `device`, in eval mode with gradients off.
+
+    Names are registry names (or `tiny`) or file paths (see resolve_vqgan / resolve_clip).
+    With `random_weights`, the named registry models' full-size architectures are built with
+    random weights from a fixed seed, and no file is read. Each model's `checksums` maps the
+    files it was loaded from to their SHA-256 (empty for random weights), for render.json.
+    """
+    if random_weights or TINY in (vqgan, clip):
+        log.warning(
+            "%s: these models have random weights and make abstract noise, not art",
+            "--random-weights" if random_weights else "tiny",
+        )
+    if random_weights:
+        vqgan_model, clip_model = _random_models(vqgan, clip)
+    else:
+        from pipeline.models.clip import load_clip
+        from pipeline.models.vqgan import load_vqgan
+
+        ckpt, config, vqgan_sha = resolve_vqgan(vqgan, vqgan_config)
+        clip_path, clip_sha = resolve_clip(clip)
+        # Registry names go into error messages as `feverdream models download NAME`.
+        vqgan_name = vqgan if find_entry("vqgan", vqgan) else ""
+        clip_name = clip if find_entry("clip", clip) else ""
+        vqgan_model = load_vqgan(ckpt, config, vqgan_sha, vqgan_name)
+        clip_model = load_clip(clip_path, clip_sha, clip_name)
+    return vqgan_model.to(device), clip_model.to(device)

@@ -1,0 +1,208 @@
+"""Downloads against a local HTTP server: whole, resumed, dead links, bad hashes, offline."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.errors import ModelError
+from pipeline.models import registry
+from pipeline.models.download import download, fetch
+from pipeline.models.registry import ModelFile
+
+DATA = bytes(range(256)) * 400  # 100 KiB, so that reads come in several chunks
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+@dataclass
+class FileServer:
+    """What the test server serves and what it was asked."""
+
+    files: dict[str, bytes]
+    honour_range: bool = True
+    break_after: dict[str, int] = field(default_factory=dict)  # path -> bytes, once
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+    base: str = ""
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        state = self.server.state  # type: ignore[attr-defined]
+        state.requests.append((self.path, self.headers.get("Range")))
+        body = state.files.get(self.path)
+        if body is None:
+            self.send_error(404, "Not Found")
+            return
+        start = 0
+        wanted = self.headers.get("Range")
+        if wanted and state.honour_range:
+            start = int(wanted.removeprefix("bytes=").split("-")[0])
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        cut = state.break_after.pop(self.path, None)
+        # A connection that drops part-way: promise everything, send some, hang up.
+        self.wfile.write(body[start:cut] if cut is not None else body[start:])
+        if cut is not None:
+            self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[FileServer]:
+    state = FileServer(files={"/model.ckpt": DATA, "/model.yaml": b"model: {}\n"})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.state = state  # type: ignore[attr-defined]
+    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_whole_download_is_verified_renamed_and_recorded(server, tmp_path):
+    dest = tmp_path / "model.ckpt"
+    assert fetch(ModelFile("model.ckpt", server.url("/model.ckpt"), sha256=SHA), dest) == SHA
+    assert dest.read_bytes() == DATA
+    assert not Path(f"{dest}.part").exists()
+    assert registry.recorded_sha256(dest) == SHA
+    # Present and recorded: checked, not fetched again.
+    fetch(ModelFile("model.ckpt", server.url("/model.ckpt")), dest)
+    assert len(server.requests) == 1
+
+
+def test_a_partial_download_resumes_with_a_range_request(server, tmp_path):
+    dest = tmp_path / "model.ckpt"
+    Path(f"{dest}.part").write_bytes(DATA[:30_000])
+    fetch(ModelFile("model.ckpt", server.url("/model.ckpt"), sha256=SHA), dest)
+    assert server.requests == [("/model.ckpt", "bytes=30000-")]
+    assert dest.read_bytes() == DATA
+
+
+def test_a_dropped_connection_keeps_the_part_and_the_next_run_resumes(server, tmp_path):
+    dest = tmp_path / "model.ckpt"
+    server.break_after["/model.ckpt"] = 40_000
+    file = ModelFile("model.ckpt", server.url("/model.ckpt"))
+    with pytest.raises(ModelError, match="run the same command again to resume"):
+        fetch(file, dest)
+    assert not dest.exists()
+    kept = Path(f"{dest}.part").stat().st_size
+    assert 0 < kept <= 40_000
+    fetch(file, dest)
+    assert server.requests[-1] == ("/model.ckpt", f"bytes={kept}-")
+    assert dest.read_bytes() == DATA
+    assert registry.recorded_sha256(dest) == SHA
+
+
+def test_a_server_that_ignores_ranges_gets_a_fresh_start(server, tmp_path):
+    server.honour_range = False
+    dest = tmp_path / "model.ckpt"
+    Path(f"{dest}.part").write_bytes(b"x" * 1000)
+    fetch(ModelFile("model.ckpt", server.url("/model.ckpt"), sha256=SHA), dest)
+    assert dest.read_bytes() == DATA
+
+
+def test_a_complete_part_left_before_the_rename_is_finished(server, tmp_path):
+    dest = tmp_path / "model.ckpt"
+    Path(f"{dest}.part").write_bytes(DATA)
+    fetch(ModelFile("model.ckpt", server.url("/model.ckpt"), sha256=SHA), dest)
+    assert dest.read_bytes() == DATA
+
+
+def test_a_dead_link_names_the_url_and_where_to_put_the_file(server, tmp_path):
+    dest = tmp_path / "gone.ckpt"
+    url = server.url("/gone.ckpt")
+    with pytest.raises(ModelError, match="HTTP 404") as caught:
+        fetch(ModelFile("gone.ckpt", url), dest)
+    assert url in str(caught.value) and f"save it as {dest}" in str(caught.value)
+    assert not dest.exists()
+
+
+def test_a_wrong_hash_is_not_kept(server, tmp_path):
+    dest = tmp_path / "model.ckpt"
+    with pytest.raises(ModelError, match=f"has SHA-256 {SHA}, but {'0' * 64} was expected"):
+        fetch(ModelFile("model.ckpt", server.url("/model.ckpt"), sha256="0" * 64), dest)
+    assert not dest.exists() and not Path(f"{dest}.part").exists()
+    assert not Path(f"{dest}.sha256").exists()
+
+
+def test_a_file_that_changed_since_its_download_is_refused(server, tmp_path):
+    dest = tmp_path / "model.ckpt"
+    file = ModelFile("model.ckpt", server.url("/model.ckpt"))
+    fetch(file, dest)
+    dest.write_bytes(DATA[:-1] + b"!")
+    with pytest.raises(ModelError, match="already there but its SHA-256"):
+        fetch(file, dest)
+
+
+def test_offline_says_so(tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/model.ckpt"
+    dest = tmp_path / "model.ckpt"
+    with pytest.raises(ModelError, match="offline") as caught:
+        fetch(ModelFile("model.ckpt", url), dest)
+    assert url in str(caught.value) and str(dest) in str(caught.value)
+
+
+@pytest.fixture
+def test_entry(server, monkeypatch) -> registry.VQGANEntry:
+    """A registry VQGAN whose files come from the test server."""
+    entry = registry.VQGANEntry(
+        name="test_vqgan",
+        config=ModelFile("test_vqgan.yaml", server.url("/model.yaml")),
+        checkpoint=ModelFile("test_vqgan.ckpt", server.url("/model.ckpt"), 102_400),
+        architecture=registry.VQGANS["vqgan_imagenet_f16_1024"].architecture,
+    )
+    monkeypatch.setitem(registry.VQGANS, entry.name, entry)
+    return entry
+
+
+def test_download_by_name_fills_the_models_folder(test_entry):
+    paths = download("test_vqgan")
+    folder = registry.models_dir()
+    assert paths == [folder / "test_vqgan.yaml", folder / "test_vqgan.ckpt"]
+    ckpt, config, sha256 = registry.resolve_vqgan("test_vqgan")
+    assert (ckpt, config, sha256) == (paths[1], paths[0], SHA)
+
+
+def test_the_models_cli_downloads_lists_and_locates(test_entry, capsys):
+    assert main(["models", "path", "test_vqgan"]) == 1
+    assert "feverdream models download test_vqgan" in capsys.readouterr().err
+    assert main(["models", "download", "test_vqgan", "no_such_model"]) == 1
+    out, err = capsys.readouterr()
+    assert "test_vqgan.ckpt" in out and "unknown model 'no_such_model'" in err
+    assert main(["models", "path", "test_vqgan"]) == 0
+    assert capsys.readouterr().out.split() == [
+        str(registry.models_dir() / "test_vqgan.ckpt"),
+        str(registry.models_dir() / "test_vqgan.yaml"),
+    ]
+    assert main(["models", "list"]) == 0
+    listing = capsys.readouterr().out
+    (row,) = [line for line in listing.splitlines() if line.startswith("test_vqgan")]
+    assert "present" in row
+    assert str(registry.models_dir() / "test_vqgan.ckpt") in listing
