@@ -1,0 +1,195 @@
+"""The frame loop with the tiny models, loaded from real-format files: it optimises toward
+its prompts, repeats itself exactly, and never loses or corrupts finished frames."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.engine import Engine, EngineSettings
+from pipeline.models.registry import load_models
+
+BOARD = """\
+title: engine test
+seed: 7
+fps: 24
+size: 360x640
+duration: 12f
+render:
+  size: 144x256
+  steps: 2
+  first_steps: 4
+  cuts: 4
+keyframes:
+  - at: 0s
+    prompt: "a red circle"
+    zoom: 1.05
+  - at: 6f
+    prompt: "a blue square"
+    rotate: 3
+    pan: [2, 0]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_models(_tiny_model_files):
+    """The tiny models, loaded by path through the real loaders."""
+    return load_models(str(_tiny_model_files.vqgan_ckpt), str(_tiny_model_files.clip), "cpu")
+
+
+def engine_for(models, **overrides) -> Engine:
+    vqgan, clip = models
+    values = dict(width=144, height=256, steps=10, first_steps=10, cuts=8, lr=0.1, seed=3)
+    values.update(overrides)
+    return Engine(vqgan, clip, EngineSettings(**values))
+
+
+def similarity(engine: Engine, z: torch.Tensor, text: str) -> float:
+    """How close CLIP finds the decoded frame (as a whole, letterboxed view) and the text."""
+    from pipeline.engine import make_cutouts
+
+    engine.embed([text])
+    with torch.no_grad():
+        image = engine.latent_to_image(z)
+        view = make_cutouts(image, 1, engine.clip.input_resolution, torch.Generator())
+        return float(engine.clip.encode_image(view)[0] @ engine.embeddings[text])
+
+
+def test_optimising_moves_the_frame_towards_its_prompt_and_away_from_a_negative(tiny_models):
+    engine = engine_for(tiny_models)
+    start = engine.random_latent(torch.Generator().manual_seed(0))
+    text = "a red circle"
+    before = similarity(engine, start, text)
+    toward, _ = engine.optimise(start, ((text, 1.0),), 15, torch.Generator().manual_seed(1))
+    away, _ = engine.optimise(start, ((text, -1.0),), 15, torch.Generator().manual_seed(1))
+    assert similarity(engine, toward, text) > before + 0.01
+    assert similarity(engine, away, text) < before - 0.01
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, _tiny_model_files) -> Path:
+    """One uninterrupted render of BOARD, which the tests compare against or start from."""
+    folder = tmp_path_factory.mktemp("reference")
+    result = render(
+        folder, "out", env={"FEVERDREAM_MODELS": str(_tiny_model_files.vqgan_ckpt.parent)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(frames_of(folder / "out")) == 12
+    return folder / "out"
+
+
+def render(
+    tmp_path: Path,
+    out: str,
+    *extra: str,
+    board: str = BOARD,
+    wait: bool = True,
+    env: dict[str, str] | None = None,
+):
+    path = tmp_path / "board.yaml"
+    path.write_text(textwrap.dedent(board))
+    command = [sys.executable, "-m", "pipeline", "render", str(path), "-o", str(tmp_path / out)]
+    command += ["--models", "tiny", "--device", "cpu", *extra]
+    env = {**os.environ, **(env or {})}
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def frames_of(folder: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((folder / "frames").glob("*.png"))]
+
+
+def test_same_storyboard_seed_and_device_give_identical_frames(tmp_path, tiny_model_dir, reference):
+    again = render(tmp_path, "again")
+    assert again.returncode == 0, again.stderr
+    assert frames_of(tmp_path / "again") == frames_of(reference)
+    assert (tmp_path / "again" / "board.mp4").exists()
+
+
+def test_a_killed_render_resumes_to_exactly_the_uninterrupted_frames(
+    tmp_path, tiny_model_dir, reference
+):
+    process = render(tmp_path, "killed", wait=False)
+    target = tmp_path / "killed" / "frames" / "000004.png"
+    deadline = time.monotonic() + 240
+    while not target.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    assert target.exists(), "the render never reached frame 4"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(frames_of(tmp_path / "killed")) < 12
+
+    resumed = render(tmp_path, "killed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "continuing after frame" in resumed.stderr
+    assert frames_of(tmp_path / "killed") == frames_of(reference)
+
+
+def test_ctrl_c_stops_after_the_current_frame_and_the_render_continues(tmp_path, tiny_model_dir):
+    process = render(tmp_path, "stopped", wait=False)
+    target = tmp_path / "stopped" / "frames" / "000002.png"
+    deadline = time.monotonic() + 240
+    while not target.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert b"run the same command to continue" in err
+    kept = frames_of(tmp_path / "stopped")
+    assert 3 <= len(kept) < 12
+    finished = render(tmp_path, "stopped")
+    assert finished.returncode == 0, finished.stderr
+    assert len(frames_of(tmp_path / "stopped")) == 12
+
+
+def test_a_changed_storyboard_needs_fresh_and_keeps_the_frames(tmp_path, tiny_model_dir, reference):
+    shutil.copytree(reference, tmp_path / "out")
+    before = frames_of(tmp_path / "out")
+    changed = render(tmp_path, "out", board=BOARD.replace("seed: 7", "seed: 8"))
+    assert changed.returncode == 2
+    assert "seed: 7 → 8" in changed.stderr and "--fresh" in changed.stderr
+    assert frames_of(tmp_path / "out") == before
+    fresh = render(tmp_path, "out", "--fresh", board=BOARD.replace("seed: 7", "seed: 8"))
+    assert fresh.returncode == 0, fresh.stderr
+    assert frames_of(tmp_path / "out") != before
+
+
+@pytest.mark.parametrize(
+    ("models", "words"),
+    [
+        ("vqgan: no_such_model", ["no_such_model", "known"]),
+        ("vqgan: broken.ckpt", ["broken.ckpt"]),
+    ],
+)
+def test_bad_models_fail_clearly_and_leave_frames_alone(
+    tmp_path, tiny_model_dir, reference, models, words
+):
+    shutil.copytree(reference, tmp_path / "out")
+    before = frames_of(tmp_path / "out")
+    (tmp_path / "broken.ckpt").write_bytes(b"PK\x03\x04 not really a zip")
+    (tmp_path / "broken.yaml").write_text("model:\n  params: {}\n")
+    board = BOARD.replace("keyframes:", f"models:\n  {models}\n  clip: tiny\nkeyframes:")
+    path = tmp_path / "bad.yaml"
+    path.write_text(board)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "render", str(path), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr
+    assert frames_of(tmp_path / "out") == before
