@@ -99,13 +99,14 @@ def _preview_settings(render):
     """A quarter of the canvas area and a third of the steps, for a quick look."""
     import dataclasses
 
-    def half(side: int) -> int:
-        return max(16, round(side / 2 / 16) * 16)
+    def multiple_of_16(side: float) -> int:
+        return max(16, int(side / 16 + 0.5) * 16)
 
+    width = multiple_of_16(render.width / 2)
     return dataclasses.replace(
         render,
-        width=half(render.width),
-        height=half(render.height),
+        width=width,
+        height=multiple_of_16(width * render.height / render.width),
         steps=-(-render.steps // 3),
         first_steps=-(-render.first_steps // 3),
     )
@@ -153,8 +154,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     from pipeline.store import FrameStore
 
     device = _pick_device(args.device)
-    vqgan_name = args.vqgan or args.models or board.models.vqgan
-    clip_name = args.clip or args.models or board.models.clip
+    vqgan_name = args.vqgan or args.models or _beside(board, board.models.vqgan)
+    clip_name = args.clip or args.models or _beside(board, board.models.clip)
     vqgan, clip = load_models(vqgan_name, clip_name, device, random_weights=args.random_weights)
     settings = EngineSettings(
         width=render_settings.width,
@@ -234,6 +235,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.post:
         return _tiktok_post(args, str(video), args.post, board.caption or "")
     return 0
+
+
+def _beside(board, name: str) -> str:
+    """A model file named in a storyboard is relative to the storyboard, like its audio."""
+    candidate = board.path.parent / name
+    return str(candidate) if candidate.is_file() else name
 
 
 def _checksum(model, random_weights: bool) -> str:
