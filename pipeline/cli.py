@@ -166,6 +166,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         lr=render_settings.lr,
         seed=board.seed,
         device=device,
+        **_speed_options(args, device, render_settings.cadence),
     )
     models = {
         "vqgan": {"name": vqgan_name, "sha256": _checksum(vqgan, args.random_weights)},
@@ -237,6 +238,18 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speed_options(args: argparse.Namespace, device: str, cadence: int) -> dict:
+    """The engine's speed options: the fast defaults, or the classic loop, as asked."""
+    from pipeline.engine import CLASSIC_OPTIONS, fast_options
+
+    options = dict(CLASSIC_OPTIONS) if args.engine == "classic" else fast_options(device, cadence)
+    if args.precision != "auto":
+        options["bf16"] = args.precision == "bf16"
+    if args.latent_warp:
+        options["latent_warp"] = True
+    return options
+
+
 def _beside(board, name: str) -> str:
     """A model file named in a storyboard is relative to the storyboard, like its audio."""
     candidate = board.path.parent / name
@@ -247,6 +260,119 @@ def _checksum(model, random_weights: bool) -> str:
     if random_weights:
         return "random weights"
     return ", ".join(sorted(set(model.checksums.values()))) or "unknown"
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=["fast", "classic"],
+        default="fast",
+        help="fast (default): the storyboard's cadence, carried Adam, bf16 where native; "
+        "classic: every frame optimised in fp32 from a fresh Adam, like the peers",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="the VQGAN's precision; auto = bf16 on GPUs and CPUs with native bf16",
+    )
+    p.add_argument(
+        "--latent-warp",
+        action="store_true",
+        help="move the latents instead of the picture (skips the encoder; softer motion)",
+    )
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()) or int(width) % 16 or int(height) % 16:
+        raise argparse.ArgumentTypeError(f"{text}: give WIDTHxHEIGHT, multiples of 16")
+    return int(width), int(height)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from pipeline import bench
+    from pipeline.engine import Engine, EngineSettings
+    from pipeline.models.registry import load_models
+    from pipeline.storyboard import Models, RenderSettings
+
+    board = plan = None
+    render_settings, models = RenderSettings(), Models()
+    if args.storyboard:
+        board, _, plan = load_plan(args.storyboard)
+        render_settings, models = board.render, board.models
+    width, height = args.size or (render_settings.width, render_settings.height)
+    device = _pick_device(args.device)
+    vqgan, clip = load_models(
+        args.vqgan or models.vqgan, args.clip or models.clip, device, random_weights=True
+    )
+    cadence = args.cadence or render_settings.cadence
+    base = EngineSettings(
+        width=width,
+        height=height,
+        steps=args.steps or render_settings.steps,
+        first_steps=render_settings.first_steps,
+        cuts=args.cuts or render_settings.cuts,
+        lr=render_settings.lr,
+        seed=0,
+        device=device,
+    )
+    engines = {"this render": _speed_options(args, device, cadence)}
+    if args.compare:
+        from pipeline.engine import CLASSIC_OPTIONS
+
+        engines = {"classic": CLASSIC_OPTIONS, **engines}
+    results = {}
+    for label, options in engines.items():
+        settings = dataclasses.replace(base, **options)
+        result = bench.run_bench(Engine(vqgan, clip, settings), args.repeats, args.warmup)
+        if plan is not None:
+            result.extra["projection"] = bench.project(plan, result.timings, settings)
+        results[label] = result
+    if args.json:
+        print(json.dumps({k: r.to_json() for k, r in results.items()}, indent=1))
+        return 0
+    for label, result in results.items():
+        print(f"== {label}")
+        print(bench.describe(result))
+        if "projection" in result.extra:
+            p = result.extra["projection"]
+            print(
+                f"projected render of {args.storyboard}: {p['frames']} frames "
+                f"({p['optimised_frames']} optimised) in {p['total_seconds'] / 60:.1f} min "
+                f"({p['engine_seconds'] / 60:.1f} engine + {p['encode_seconds'] / 60:.1f} encoding)"
+            )
+    if args.compare:
+        gain = results["this render"].frames_per_hour / results["classic"].frames_per_hour
+        print(f"frames per hour: {gain:.2f}x the classic loop")
+    return 0
+
+
+def _add_bench_verb(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure the engine's speed here with random full-size weights",
+        description="Builds the storyboard's (or the default) full-size models with random "
+        "weights, which cost the same compute as trained ones, and times a step, a frame, "
+        "and a whole render.",
+    )
+    p.add_argument("--storyboard", metavar="FILE", help="use its models and settings; project it")
+    p.add_argument("--size", type=_size, metavar="WxH", help="engine canvas (default 288x512)")
+    p.add_argument("--cuts", type=int, help="CLIP cutouts per step (default 32)")
+    p.add_argument("--steps", type=int, help="steps per optimised frame (default 10)")
+    p.add_argument("--cadence", type=int, help="optimise every k-th frame (default 1)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--vqgan", metavar="NAME", help="VQGAN architecture (registry name)")
+    p.add_argument("--clip", metavar="NAME", help="CLIP architecture (registry name)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs of each part (median)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    p.add_argument("--compare", action="store_true", help="also time the classic loop")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_bench)
 
 
 def _add_storyboard_verbs(sub: argparse._SubParsersAction) -> None:
@@ -283,6 +409,7 @@ def _add_storyboard_verbs(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the named architectures with random weights (abstract noise; for benchmarks)",
     )
+    _add_engine_options(p)
     p.add_argument(
         "--post",
         nargs="?",
@@ -552,12 +679,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models_verbs(sub)
     _add_check_verb(sub)
     _add_tiktok_verbs(sub)
+    _add_bench_verb(sub)
     return parser
+
+
+# glibc's malloc hands the engine's large activation buffers back to the system after every
+# step and maps them again on the next; raising its thresholds keeps them, about 24% faster
+# per step on CPU (../bench/RESULTS.md). It must be set before the process starts.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
+
+
+def _restart_with_malloc_tuning(args: argparse.Namespace) -> None:
+    """Run the heavy verbs again in a process with the malloc setting (once; skippable)."""
+    import os
+    import platform
+
+    if (
+        args.verb not in ("render", "bench")
+        or "GLIBC_TUNABLES" in os.environ
+        or os.environ.get("FEVERDREAM_MALLOC_TUNING") == "0"
+        or platform.libc_ver()[0] != "glibc"
+    ):
+        return
+    environment = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    os.execve(sys.executable, [sys.executable, "-m", "pipeline", *sys.argv[1:]], environment)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:
+        _restart_with_malloc_tuning(args)
     # Our own modules log at INFO; libraries only when something is wrong.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("pipeline").setLevel(logging.DEBUG if args.verbose else logging.INFO)

@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,31 +50,76 @@ class EngineSettings:
     lr: float
     seed: int
     device: str = "cpu"
+    # The speed options (issue 6); all off is the classic loop every peer runs.
+    cadence: int = 1  # optimise every k-th frame; warp and blend the frames between
+    bf16: bool = False  # run the VQGAN (encoder and decoder) under bfloat16 autocast
+    carry_optimizer: bool = False  # keep Adam's moments from frame to frame
+    latent_warp: bool = False  # move the latents instead of decode → warp → encode
+
+
+def supports_bf16(device: str) -> bool:
+    """Whether bfloat16 is native here: CUDA with bf16, or a CPU with AVX-512 BF16 or AMX."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    capabilities = torch.cpu.get_capabilities()
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
+def fast_options(device: str, cadence: int) -> dict:
+    """The speed options a render uses unless told otherwise: what measurably helps here."""
+    return {
+        "cadence": cadence,
+        "bf16": supports_bf16(device),
+        "carry_optimizer": True,
+        "latent_warp": False,
+    }
+
+
+CLASSIC_OPTIONS = {"cadence": 1, "bf16": False, "carry_optimizer": False, "latent_warp": False}
 
 
 # --- the image operations ----------------------------------------------------------------
 
 
-def warp(image: torch.Tensor, zoom: float, rotate: float, pan_x: float, pan_y: float):
-    """Move the picture: zoom about the centre (>1 magnifies), rotate by `rotate` degrees
-    counter-clockwise, and shift by (pan_x, pan_y) pixels (right and down); reflected borders.
-    """
-    _, _, height, width = image.shape
+def motion(zoom: float, rotate: float, pan_x: float, pan_y: float) -> torch.Tensor:
+    """A frame's camera move as a 3x3 matrix in centred pixel coordinates (y down):
+    zoom about the centre (>1 magnifies), rotate `rotate` degrees counter-clockwise, then
+    shift by (pan_x, pan_y) pixels (right and down). Moves compose by matrix product."""
     angle = math.radians(rotate)
     cos, sin = math.cos(angle), math.sin(angle)
-    # The forward map in centred pixel coordinates (y down): dest = zoom * R @ src + pan.
-    # affine_grid wants the inverse, from output to input, in normalised coordinates.
-    forward = torch.tensor([[cos, sin], [-sin, cos]], dtype=torch.float64) * zoom
-    inverse = torch.linalg.inv(forward)
-    to_pixels = torch.diag(torch.tensor([width / 2, height / 2], dtype=torch.float64))
-    to_normal = torch.linalg.inv(to_pixels)
-    linear = to_normal @ inverse @ to_pixels
-    shift = -(to_normal @ inverse @ torch.tensor([pan_x, pan_y], dtype=torch.float64))
-    theta = torch.cat([linear, shift[:, None]], dim=1)[None].to(image)
+    return torch.tensor(
+        [[zoom * cos, zoom * sin, pan_x], [-zoom * sin, zoom * cos, pan_y], [0.0, 0.0, 1.0]],
+        dtype=torch.float64,
+    )
+
+
+def frame_motion(plan: FramePlan) -> torch.Tensor:
+    return motion(plan.zoom, plan.rotate, plan.pan_x, plan.pan_y)
+
+
+def warp_by(
+    image: torch.Tensor, matrix: torch.Tensor, canvas: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Move a picture (or latents) by a motion matrix; reflected borders.
+
+    `canvas` (width, height) is the size in pixels that the matrix's pans refer to; it
+    defaults to the tensor's own size, and lets latents move by a canvas's motion.
+    """
+    height, width = image.shape[-2:]
+    width_px, height_px = canvas or (width, height)
+    to_pixels = torch.diag(torch.tensor([width_px / 2, height_px / 2, 1.0], dtype=torch.float64))
+    # affine_grid wants the map from output to input, in normalised coordinates.
+    inverse = torch.linalg.inv(to_pixels) @ torch.linalg.inv(matrix) @ to_pixels
+    theta = inverse[:2][None].to(image)
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
     return F.grid_sample(
         image, grid, mode="bilinear", padding_mode="reflection", align_corners=False
     )
+
+
+def warp(image: torch.Tensor, zoom: float, rotate: float, pan_x: float, pan_y: float):
+    """Move the picture by one frame's zoom, rotation and pan (see `motion`)."""
+    return warp_by(image, motion(zoom, rotate, pan_x, pan_y))
 
 
 def make_cutouts(
@@ -143,6 +189,16 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 # --- the engine ----------------------------------------------------------------------------
 
 
+@dataclass
+class Anchor:
+    """An optimised frame: where the frames after it start from."""
+
+    index: int
+    z: torch.Tensor
+    image: torch.Tensor  # (1, 3, H, W) in [0, 1]
+    adam: dict[str, torch.Tensor] | None  # Adam's moments, when they travel between frames
+
+
 class Engine:
     """VQGAN + CLIP, loaded once, and the operations a frame is made of."""
 
@@ -162,6 +218,11 @@ class Engine:
         )
         self.embeddings: dict[str, torch.Tensor] = {}
 
+    def _vqgan_precision(self):
+        # bf16 only around the VQGAN: the nearest-code search and CLIP stay in fp32, where
+        # bf16 gained nothing and would blur the distances the loss is made of.
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.settings.bf16)
+
     def embed(self, texts: Sequence[str]) -> None:
         """Compute the text embeddings not yet known (each prompt text once per render)."""
         missing = [text for text in texts if text not in self.embeddings]
@@ -179,11 +240,15 @@ class Engine:
 
     @torch.no_grad()
     def image_to_latent(self, image: torch.Tensor) -> torch.Tensor:
-        return self.vqgan.encode(image * 2 - 1)
+        with self._vqgan_precision():
+            return self.vqgan.encode(image * 2 - 1).float()
 
     def latent_to_image(self, z: torch.Tensor) -> torch.Tensor:
         """Decode latents (quantised with a straight-through gradient) to an image in [0, 1]."""
-        return self.vqgan.decode(self.vqgan.quantize_st(z)).add(1).div(2).clamp(0, 1)
+        z_q = self.vqgan.quantize_st(z)
+        with self._vqgan_precision():
+            image = self.vqgan.decode(z_q)
+        return image.float().add(1).div(2).clamp(0, 1)
 
     def loss(
         self,
@@ -208,13 +273,17 @@ class Engine:
         prompts: tuple[tuple[str, float], ...],
         steps: int,
         generator: torch.Generator,
-    ) -> tuple[torch.Tensor, float | None]:
-        """Adam on the latents for `steps` steps; returns them and the last step's loss."""
+        adam: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, float | None, dict[str, torch.Tensor] | None]:
+        """Adam on the latents for `steps` steps, starting from `adam`'s moments if given;
+        returns the latents, the last step's loss and Adam's moments."""
         if steps == 0 or not prompts:
-            return z, None
+            return z, None, adam
         targets, weights = self.targets(prompts)
         z = z.detach().clone().requires_grad_(True)
         optimiser = torch.optim.Adam([z], lr=self.settings.lr)
+        if adam is not None:
+            optimiser.state[z] = {name: value.clone() for name, value in adam.items()}
         loss_value = None
         for _ in range(steps):
             optimiser.zero_grad(set_to_none=True)
@@ -224,23 +293,61 @@ class Engine:
             with torch.no_grad():
                 z.copy_(torch.maximum(torch.minimum(z, self.z_max), self.z_min))
             loss_value = loss.item()
-        return z.detach(), loss_value
+        moments = dict(optimiser.state[z]) if self.settings.carry_optimizer else None
+        return z.detach(), loss_value, moments
 
-    def frame(
-        self, plan: FramePlan, previous: torch.Tensor | None, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
-        """Make one frame: (its latents, its image in [0, 1], the loss)."""
-        if previous is None or plan.cut:
+    def anchor(
+        self, index: int, plan: Plan, previous: Anchor | None
+    ) -> tuple[Anchor, float | None]:
+        """Optimise frame `index`, starting from `previous` moved by the frames between,
+        or from random codes at the start and at a cut."""
+        frame = plan.frames[index]
+        generator = frame_generator(self.settings.seed, index)
+        if previous is None or frame.cut:
             z = self.random_latent(generator)
-            steps = self.settings.first_steps
+            steps, adam = self.settings.first_steps, None
         else:
-            moved = warp(previous, plan.zoom, plan.rotate, plan.pan_x, plan.pan_y)
-            z = self.image_to_latent(moved)
-            steps = self.settings.steps
-        z, loss = self.optimise(z, plan.prompts, steps, generator)
+            moved = camera_path(plan, previous.index, index)
+            if self.settings.latent_warp:
+                canvas = (self.settings.width, self.settings.height)
+                z = warp_by(previous.z, moved, canvas)
+            else:
+                z = self.image_to_latent(warp_by(previous.image, moved))
+            steps, adam = self.settings.steps, previous.adam
+        z, loss, adam = self.optimise(z, frame.prompts, steps, generator, adam)
         with torch.no_grad():
             image = self.latent_to_image(z)
-        return z, image, loss
+        return Anchor(index, z, image, adam), loss
+
+
+def camera_path(plan: Plan, start: int, end: int) -> torch.Tensor:
+    """The camera's move from frame `start` to frame `end`: each frame's motion in turn."""
+    matrix = torch.eye(3, dtype=torch.float64)
+    for index in range(start + 1, end + 1):
+        matrix = frame_motion(plan.frames[index]) @ matrix
+    return matrix
+
+
+def in_between(plan: Plan, a: Anchor, b: Anchor, index: int) -> torch.Tensor:
+    """A frame between two optimised ones: `a` moved forward and `b` moved back by the
+    plan's own motion (so the warps are exact), blended by how near each one is."""
+    forward = warp_by(a.image, camera_path(plan, a.index, index))
+    backward = warp_by(b.image, torch.linalg.inv(camera_path(plan, index, b.index)))
+    weight = (index - a.index) / (b.index - a.index)
+    return forward * (1 - weight) + backward * weight
+
+
+def anchor_frames(plan: Plan, cadence: int) -> list[int]:
+    """The frames that are optimised: every `cadence`-th frame from the start and from each
+    cut, and the last frame before each cut and of the video, so every other frame lies
+    between two optimised frames of the same shot."""
+    starts = [0] + [fp.frame for fp in plan.frames if fp.cut]
+    ends = starts[1:] + [plan.n_frames]
+    anchors: set[int] = set()
+    for start, end in zip(starts, ends, strict=True):
+        anchors.update(range(start, end, cadence))
+        anchors.add(end - 1)
+    return sorted(anchors)
 
 
 def frame_generator(seed: int, frame: int) -> torch.Generator:
@@ -259,26 +366,29 @@ class RenderResult:
     records: dict[int, FrameRecord]
 
 
-def _state_path(store: FrameStore, frame: int):
+def _state_path(store: FrameStore, frame: int) -> Path:
     return store.frames_dir / f"state-{frame:06d}.pt"
 
 
-def _save_state(store: FrameStore, frame: int, z: torch.Tensor) -> None:
-    atomic_write(_state_path(store, frame), lambda tmp: torch.save({"frame": frame, "z": z}, tmp))
+def _save_state(store: FrameStore, anchor: Anchor) -> None:
+    state = {"frame": anchor.index, "z": anchor.z, "adam": anchor.adam or {}}
+    atomic_write(_state_path(store, anchor.index), lambda tmp: torch.save(state, tmp))
 
 
-def _load_state(store: FrameStore, frame: int, device: torch.device) -> torch.Tensor | None:
+def _load_anchor(store: FrameStore, engine: Engine, frame: int) -> Anchor | None:
     path = _state_path(store, frame)
     if not path.exists():
         return None
-    state = torch.load(path, map_location=device, weights_only=True)
-    return state["z"] if state.get("frame") == frame else None
+    state = torch.load(path, map_location=engine.device, weights_only=True)
+    if state.get("frame") != frame:
+        return None
+    with torch.no_grad():
+        image = engine.latent_to_image(state["z"])
+    return Anchor(frame, state["z"], image, state["adam"] or None)
 
 
-def _resume_point(
-    store: FrameStore, manifest: Manifest, fresh: bool, folder_name: str
-) -> tuple[int, dict[int, FrameRecord]]:
-    """How many frames are already finished, checking they were made the same way."""
+def _check_settings(store: FrameStore, manifest: Manifest, fresh: bool) -> Manifest | None:
+    """The manifest of the frames already in the store, if they were made the same way."""
     old = store.read_manifest()
     if fresh or old is None:
         if not fresh and any(store.frames_dir.glob("*.png")):
@@ -287,23 +397,54 @@ def _resume_point(
                 "replace them, or -o to render elsewhere"
             )
         store.clear()
-        return 0, {}
+        return None
     changes = describe_changes(old.settings, manifest.settings)
     if changes:
         raise RenderChangedError(
             f"the frames in {store.frames_dir} were rendered with other settings:\n  "
             + "\n  ".join(changes)
-            + f"\nrun again with --fresh to start {folder_name} over (its frames are replaced), "
-            "or render to another folder with -o"
+            + f"\nrun again with --fresh to start {store.folder.name} over (its frames are "
+            "replaced), or render to another folder with -o"
         )
+    return old
+
+
+def _resume(
+    store: FrameStore,
+    engine: Engine,
+    plan: Plan,
+    manifest: Manifest,
+    old: Manifest | None,
+    anchors: list[int],
+) -> Anchor | None:
+    """The optimised frame to continue from (None: from the start); fills in the records of
+    the frames before it."""
+    if old is None:
+        return None
     done = store.finished_frames(old)
     changed = first_changed_frame(old.frame_digests, manifest.frame_digests)
     if changed is not None and changed < done:
         raise RenderChangedError(
             f"the storyboard changed at frame {changed}, which is already rendered "
-            f"({done} frames are done); run again with --fresh to re-render {folder_name}"
+            f"({done} frames are done); run again with --fresh to re-render {store.folder.name}"
         )
-    return done, {i: r for i, r in old.records.items() if i < done}
+    for index in reversed([a for a in anchors if a < done]):
+        anchor = _load_anchor(store, engine, index)
+        if anchor is not None:
+            manifest.records = {i: r for i, r in old.records.items() if i <= index}
+            log.info("continuing after frame %d of %d", index, plan.n_frames)
+            return anchor
+    if done:
+        log.warning("no saved engine state in %s: rendering from the start", store.frames_dir)
+    return None
+
+
+def _write_frame(store: FrameStore, index: int, image: torch.Tensor) -> None:
+    pixels = to_uint8(image)
+    atomic_write(
+        store.frame_path(index),
+        lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"),
+    )
 
 
 def render_frames(
@@ -316,56 +457,48 @@ def render_frames(
     should_stop: Callable[[], bool] = lambda: False,
     progress: bool = True,
 ) -> RenderResult:
-    """Render every frame of the plan into the store, continuing after finished frames."""
+    """Render every frame of the plan into the store, continuing after finished frames.
+
+    Optimised frames come every `cadence` frames (see anchor_frames); each one is written
+    after the frames between it and the previous one, and its state is saved, so that the
+    frames on disk always run without a gap from frame 0 and a render can resume from them.
+    """
     from tqdm import tqdm
 
     settings = {**asdict(engine.settings), **(describe or {})}
     manifest = Manifest(settings, [digest(fp.to_json()) for fp in plan.frames])
-    done, records = _resume_point(store, manifest, fresh, store.folder.name)
-    manifest.records = records
+    old = _check_settings(store, manifest, fresh)
+    anchors = anchor_frames(plan, engine.settings.cadence)
+    previous = _resume(store, engine, plan, manifest, old, anchors)
     store.frames_dir.mkdir(parents=True, exist_ok=True)
-
-    previous = None
-    if done > 0:
-        z = _load_state(store, done - 1, engine.device)
-        if z is None:
-            log.warning("no saved state for frame %d; rendering it again", done - 1)
-            done -= 1
-            manifest.records.pop(done, None)
-            z = _load_state(store, done - 1, engine.device) if done > 0 else None
-            if done > 0 and z is None:
-                raise RenderChangedError(
-                    f"cannot continue: the engine state in {store.frames_dir} is missing; "
-                    "run again with --fresh"
-                )
-        if z is not None:
-            with torch.no_grad():
-                previous = engine.latent_to_image(z)
-        log.info("continuing after frame %d of %d", done - 1, plan.n_frames)
     store.write_manifest(manifest)
     engine.embed(plan.prompt_texts)
 
+    done = previous.index + 1 if previous else 0
     bar = tqdm(total=plan.n_frames, initial=done, unit="frame", disable=not progress, desc="frames")
     stopped = False
     try:
-        for index in range(done, plan.n_frames):
+        for index in (a for a in anchors if a >= done):
             started = time.perf_counter()
-            z, image, loss = engine.frame(
-                plan.frames[index], previous, frame_generator(engine.settings.seed, index)
-            )
-            pixels = to_uint8(image)
-            atomic_write(
-                store.frame_path(index),
-                lambda tmp, pixels=pixels: Image.fromarray(pixels).save(tmp, format="PNG"),
-            )
-            _save_state(store, index, z)
-            manifest.records[index] = FrameRecord(loss, time.perf_counter() - started)
+            anchor, loss = engine.anchor(index, plan, previous)
+            optimised_seconds = time.perf_counter() - started
+            if previous is not None and not plan.frames[index].cut:
+                for between in range(previous.index + 1, index):
+                    started = time.perf_counter()
+                    with torch.no_grad():
+                        _write_frame(store, between, in_between(plan, previous, anchor, between))
+                    manifest.records[between] = FrameRecord(
+                        None, time.perf_counter() - started, optimised=False
+                    )
+            _write_frame(store, index, anchor.image)
+            _save_state(store, anchor)
+            manifest.records[index] = FrameRecord(loss, optimised_seconds)
             store.write_manifest(manifest)
-            if index > 0:
-                _state_path(store, index - 1).unlink(missing_ok=True)
-            previous = image
+            if previous is not None:
+                _state_path(store, previous.index).unlink(missing_ok=True)
+            bar.update(index + 1 - done)
             done = index + 1
-            bar.update(1)
+            previous = anchor
             if loss is not None:
                 bar.set_postfix(loss=f"{loss:.3f}")
             if should_stop() and done < plan.n_frames:

@@ -58,7 +58,7 @@ def digest(data: Any) -> str:
 
 @dataclass
 class FrameRecord:
-    loss: float
+    loss: float | None  # None for frames made between optimised ones, or with no steps
     seconds: float
     optimised: bool = True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.engine import make_cutouts, spherical_distance, warp
@@ -88,3 +89,46 @@ def test_spherical_distance_is_zero_for_the_same_direction_and_grows_apart():
     d = spherical_distance(a, a[:1])
     assert d[0, 0] < 1e-6
     assert abs(float(d[1, 0]) - 2 * (torch.pi / 4) ** 2) < 1e-5  # 90° apart
+
+
+def plan_with(frames: list[dict]):
+    """A plan of frames with the given motion (and cuts), for testing the cadence logic."""
+    from pipeline.schedule import FramePlan, Plan
+
+    plans = tuple(
+        FramePlan(i, i / 24, f.get("zoom", 1.0), f.get("rotate", 0.0), f.get("pan_x", 0.0),
+                  f.get("pan_y", 0.0), f.get("cut", False), (("a", 1.0),))
+        for i, f in enumerate(frames)
+    )  # fmt: skip
+    return Plan(24, len(frames) / 24, plans, (), ())
+
+
+def test_cadence_optimises_every_kth_frame_and_the_frames_around_cuts():
+    from pipeline.engine import anchor_frames
+
+    plan = plan_with([{} for _ in range(5)] + [{"cut": True}] + [{} for _ in range(6)])
+    assert anchor_frames(plan, 1) == list(range(12))
+    assert anchor_frames(plan, 3) == [0, 3, 4, 5, 8, 11]
+
+
+def test_the_camera_path_is_the_frames_moves_in_turn():
+    from pipeline.engine import camera_path, warp_by
+
+    plan = plan_with([{}, {"zoom": 1.1, "rotate": 5}, {"pan_x": 3.0, "rotate": -2}])
+    image = dot_image(W // 2 + 10, H // 2 - 12, radius=5)
+    step_by_step = warp(warp(image, 1.1, 5, 0, 0), 1.0, -2, 3.0, 0)
+    at_once = warp_by(image, camera_path(plan, 0, 2))
+    assert centroid(at_once) == pytest.approx(centroid(step_by_step), abs=0.3)
+
+
+def test_in_between_frames_follow_the_known_motion_from_both_sides():
+    from pipeline.engine import Anchor, camera_path, in_between, warp_by
+
+    plan = plan_with([{"pan_x": 4.0} for _ in range(4)])
+    a_image = dot_image(W // 2, H // 2)
+    b_image = warp_by(a_image, camera_path(plan, 0, 3))  # what 3 frames of pan make of a
+    a, b = Anchor(0, torch.zeros(1), a_image, None), Anchor(3, torch.zeros(1), b_image, None)
+    middle = in_between(plan, a, b, 1)
+    x, y = centroid(middle)
+    assert x == pytest.approx(W / 2 + 4, abs=0.5) and y == pytest.approx(H / 2, abs=0.5)
+    assert middle.max() > 0.9  # both sides agree, so the blend stays sharp

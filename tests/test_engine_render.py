@@ -29,6 +29,7 @@ render:
   steps: 2
   first_steps: 4
   cuts: 4
+  cadence: 2
 keyframes:
   - at: 0s
     prompt: "a red circle"
@@ -69,8 +70,8 @@ def test_optimising_moves_the_frame_towards_its_prompt_and_away_from_a_negative(
     start = engine.random_latent(torch.Generator().manual_seed(0))
     text = "a red circle"
     before = similarity(engine, start, text)
-    toward, _ = engine.optimise(start, ((text, 1.0),), 15, torch.Generator().manual_seed(1))
-    away, _ = engine.optimise(start, ((text, -1.0),), 15, torch.Generator().manual_seed(1))
+    toward, _, _ = engine.optimise(start, ((text, 1.0),), 15, torch.Generator().manual_seed(1))
+    away, _, _ = engine.optimise(start, ((text, -1.0),), 15, torch.Generator().manual_seed(1))
     assert similarity(engine, toward, text) > before + 0.01
     assert similarity(engine, away, text) < before - 0.01
 
@@ -120,11 +121,11 @@ def test_a_killed_render_resumes_to_exactly_the_uninterrupted_frames(
     tmp_path, tiny_model_dir, reference
 ):
     process = render(tmp_path, "killed", wait=False)
-    target = tmp_path / "killed" / "frames" / "000004.png"
+    target = tmp_path / "killed" / "frames" / "000005.png"
     deadline = time.monotonic() + 240
     while not target.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.01)
-    assert target.exists(), "the render never reached frame 4"
+    assert target.exists(), "the render never reached frame 5"
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert len(frames_of(tmp_path / "killed")) < 12

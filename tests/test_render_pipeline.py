@@ -125,11 +125,12 @@ def test_a_frame_range_renders_only_those_frames_with_their_stretch_of_sound(
 ):
     board = write_board(tmp_path, tone_seconds=3.0)
     out = tmp_path / "out"
-    assert (
-        main(["render", str(board), "--models", "tiny", "--frames", "30:42", "-o", str(out)]) == 0
-    )
+    command = ["render", str(board), "--models", "tiny", "--frames", "30:42", "-o", str(out)]
+    assert main([*command, "--engine", "classic"]) == 0
     folder = out / "frames-30-42"
     assert len(list((folder / "frames").glob("*.png"))) == 12
     info = probe_video(folder / "board-30-42.mp4")
     assert info.frame_count == 12  # no content-warning card on a range
     assert info.audio is not None and abs(info.audio.duration - 0.5) <= 1 / 24
+    manifest = json.loads((folder / "frames" / "manifest.json").read_text())
+    assert manifest["settings"]["cadence"] == 1 and not manifest["settings"]["carry_optimizer"]

@@ -1,0 +1,300 @@
+"""How fast the engine runs here: one optimisation step taken apart, frames per hour, and
+the projected time of a render, measured with random full-size weights (the same compute
+as the trained models, so a user can measure before downloading a gigabyte)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from pipeline.engine import (
+    Anchor,
+    Engine,
+    EngineSettings,
+    anchor_frames,
+    in_between,
+    make_cutouts,
+    spherical_distance,
+)
+from pipeline.schedule import Plan
+
+log = logging.getLogger(__name__)
+
+# The seconds per output frame that encoding 1080x1920 H.264 (preset medium) costs on a
+# 2-core CPU (render.py's measurements); small next to the engine, but part of a render.
+ENCODE_SECONDS_PER_FRAME = 0.2
+
+
+@dataclass
+class Timings:
+    """Median seconds of each part of a step, measured in isolation, and of whole steps."""
+
+    quantize: float
+    decode_forward: float
+    decode_backward: float
+    cutouts: float
+    clip_forward: float
+    clip_backward: float
+    optimiser: float
+    step: float  # one whole step as the engine runs it
+    encode: float  # per optimised frame (picture → latents), not per step
+    decode_image: float  # per optimised frame (the frame's picture, no gradient)
+    in_between: float  # per frame made between optimised ones
+
+    @property
+    def parts(self) -> float:
+        return (
+            self.quantize
+            + self.decode_forward
+            + self.decode_backward
+            + self.cutouts
+            + self.clip_forward
+            + self.clip_backward
+            + self.optimiser
+        )
+
+
+@dataclass
+class BenchResult:
+    settings: dict
+    machine: dict
+    timings: Timings
+    seconds_per_frame: float
+    frames_per_hour: float
+    peak_memory_gib: float
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["timings"]["parts"] = self.timings.parts
+        data["timings"]["step_over_parts"] = self.timings.step / self.timings.parts
+        return data
+
+
+def machine_info(device: str) -> dict:
+    info = {
+        "cpu": _cpu_name(),
+        "cores": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device,
+    }
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_time(run: Callable[[], object], device: torch.device, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
+    """Time each part of a step alone, then whole steps, after `warmup` untimed runs."""
+    device = engine.device
+    generator = torch.Generator().manual_seed(0)
+    z = engine.random_latent(generator).requires_grad_(True)
+    engine.embed(["a benchmark prompt", "a negative prompt"])
+    targets, weights = engine.targets((("a benchmark prompt", 1.0), ("a negative prompt", -1.0)))
+    settings = engine.settings
+    size = engine.clip.input_resolution
+
+    def timed(run: Callable[[], object]) -> float:
+        for _ in range(warmup):
+            run()
+        return _median_time(run, device, repeats)
+
+    def timed_backward(forward: Callable[[], torch.Tensor]) -> float:
+        # Each backward needs a fresh graph; only the backward itself is timed.
+        times = []
+        for _ in range(warmup + repeats):
+            output = forward()
+            _sync(device)
+            start = time.perf_counter()
+            output.sum().backward()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[warmup:])
+
+    z_q = engine.vqgan.quantize_st(z).detach().requires_grad_(True)
+    quantize = timed(lambda: engine.vqgan.quantize_st(z))
+
+    def decode() -> torch.Tensor:
+        with engine._vqgan_precision():
+            return engine.vqgan.decode(z_q).float()
+
+    decode_forward = timed(decode)
+    decode_backward = timed_backward(decode)
+
+    image = decode().detach().add(1).div(2).clamp(0, 1).requires_grad_(True)
+    cutouts = timed(lambda: make_cutouts(image, settings.cuts, size, generator))
+    views = make_cutouts(image.detach(), settings.cuts, size, generator).requires_grad_(True)
+
+    def clip_loss() -> torch.Tensor:
+        distances = spherical_distance(engine.clip.encode_image(views), targets)
+        return (distances.mean(dim=0) * weights).sum()
+
+    clip_forward = timed(clip_loss)
+    clip_backward = timed_backward(clip_loss)
+
+    optimiser = torch.optim.Adam([z], lr=settings.lr)
+    z.grad = torch.randn_like(z)
+
+    def adam_step() -> None:
+        optimiser.step()
+        with torch.no_grad():
+            z.copy_(torch.maximum(torch.minimum(z, engine.z_max), engine.z_min))
+
+    optimiser_time = timed(adam_step)
+
+    def whole_step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        loss = engine.loss(engine.latent_to_image(z), targets, weights, generator)
+        loss.backward()
+        adam_step()
+        loss.item()
+
+    step = timed(whole_step)
+    picture = image.detach()
+    encode = timed(lambda: engine.image_to_latent(picture))
+    with torch.no_grad():
+        decode_image = timed(lambda: engine.latent_to_image(z))
+    between = _in_between_time(engine, picture, timed)
+    return Timings(
+        quantize,
+        decode_forward,
+        decode_backward,
+        cutouts,
+        clip_forward,
+        clip_backward,
+        optimiser_time,
+        step,
+        encode,
+        decode_image,
+        between,
+    )
+
+
+def _in_between_time(engine: Engine, picture: torch.Tensor, timed) -> float:
+    from pipeline.schedule import FramePlan
+
+    frames = tuple(
+        FramePlan(i, i / 24, 1.01, 0.3, 0.5, 0.0, False, (("a", 1.0),)) for i in range(3)
+    )
+    plan = Plan(24, 3 / 24, frames, (), ())
+    a = Anchor(0, torch.zeros(1), picture, None)
+    b = Anchor(2, torch.zeros(1), picture, None)
+    with torch.no_grad():
+        return timed(lambda: in_between(plan, a, b, 1))
+
+
+def frame_seconds(timings: Timings, settings: EngineSettings) -> float:
+    """Average seconds per output frame after the first: optimised frames every `cadence`."""
+    optimised = settings.steps * timings.step + timings.decode_image
+    if not settings.latent_warp:
+        optimised += timings.encode
+    made_between = (settings.cadence - 1) * timings.in_between
+    return (optimised + made_between) / settings.cadence
+
+
+def project(plan: Plan, timings: Timings, settings: EngineSettings) -> dict:
+    """The time a render of `plan` would take with these settings, from measured timings."""
+    anchors = anchor_frames(plan, settings.cadence)
+    starts = {0} | {fp.frame for fp in plan.frames if fp.cut}
+    seconds = 0.0
+    for index in anchors:
+        if index in starts:
+            seconds += settings.first_steps * timings.step + timings.decode_image
+        else:
+            seconds += settings.steps * timings.step + timings.decode_image
+            seconds += 0.0 if settings.latent_warp else timings.encode
+    seconds += (plan.n_frames - len(anchors)) * timings.in_between
+    encoding = plan.n_frames * ENCODE_SECONDS_PER_FRAME
+    return {
+        "frames": plan.n_frames,
+        "optimised_frames": len(anchors),
+        "engine_seconds": seconds,
+        "encode_seconds": encoding,
+        "total_seconds": seconds + encoding,
+    }
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def run_bench(engine: Engine, repeats: int = 5, warmup: int = 2) -> BenchResult:
+    timings = measure(engine, repeats, warmup)
+    per_frame = frame_seconds(timings, engine.settings)
+    return BenchResult(
+        settings=asdict(engine.settings),
+        machine=machine_info(engine.settings.device),
+        timings=timings,
+        seconds_per_frame=per_frame,
+        frames_per_hour=3600 / per_frame,
+        peak_memory_gib=peak_memory_gib(engine.device),
+    )
+
+
+def describe(result: BenchResult) -> str:
+    """A readable report of one benchmark."""
+    t = result.timings
+    s = result.settings
+    lines = [
+        f"{s['width']}x{s['height']}, {s['cuts']} cuts, {s['steps']} steps per frame, "
+        f"cadence {s['cadence']}, {'bf16' if s['bf16'] else 'fp32'} VQGAN, "
+        f"{'latent' if s['latent_warp'] else 'picture'} warp, on {result.machine['device']} "
+        f"({result.machine.get('gpu') or result.machine['cpu']})",
+        "one step, its parts measured alone (median seconds):",
+    ]
+    for name in (
+        "quantize",
+        "decode_forward",
+        "decode_backward",
+        "cutouts",
+        "clip_forward",
+        "clip_backward",
+        "optimiser",
+    ):
+        value = getattr(t, name)
+        lines.append(f"  {name:<16} {value:8.4f}  {100 * value / t.parts:5.1f}%")
+    lines += [
+        f"  {'sum of parts':<16} {t.parts:8.4f}",
+        f"  {'whole step':<16} {t.step:8.4f}  ({t.step / t.parts:.2f}x the sum of its parts)",
+        f"per optimised frame: encode {t.encode:.3f} s, decode its picture {t.decode_image:.3f} s;"
+        f" per frame between: {t.in_between:.4f} s",
+        f"seconds per frame: {result.seconds_per_frame:.2f}  "
+        f"frames per hour: {result.frames_per_hour:.0f}  "
+        f"peak memory: {result.peak_memory_gib:.2f} GiB",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,38 @@
+"""`feverdream bench` times a step's parts and a whole render, here with the tiny models."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.cli import main
+
+
+def test_bench_reports_parts_frames_per_hour_and_a_projection(tiny_model_dir, capsys):
+    code = main(
+        [
+            "bench", "--vqgan", "tiny", "--clip", "tiny", "--size", "144x256", "--cuts", "2",
+            "--steps", "2", "--cadence", "3", "--repeats", "2", "--warmup", "1", "--compare",
+            "--storyboard", "storyboards/anxiety.yaml", "--json",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    results = json.loads(capsys.readouterr().out)
+    classic, fast = results["classic"], results["this render"]
+    timings = classic["timings"]
+    for part in ("decode_forward", "decode_backward", "clip_forward", "clip_backward", "encode"):
+        assert timings[part] > 0
+    assert timings["step_over_parts"] > 0.5
+    assert classic["settings"]["cadence"] == 1 and fast["settings"]["cadence"] == 3
+    assert fast["frames_per_hour"] > 2 * classic["frames_per_hour"]
+    projection = fast["extra"]["projection"]
+    assert projection["frames"] == 360
+    assert projection["optimised_frames"] < 360 / 2
+    assert projection["total_seconds"] > projection["engine_seconds"] > 0
+    assert classic["peak_memory_gib"] > 0
+
+
+def test_bench_prints_a_readable_report(tiny_model_dir, capsys):
+    args = ["bench", "--vqgan", "tiny", "--clip", "tiny", "--size", "144x256", "--cuts", "2"]
+    assert main([*args, "--repeats", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "whole step" in out and "frames per hour" in out
