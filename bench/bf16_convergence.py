@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from pipeline.bench import machine_info
-from pipeline.engine import Engine, EngineSettings
+from pipeline.engine import Engine, EngineSettings, frame_generator
 from pipeline.models.registry import load_models
 
 
@@ -56,8 +56,8 @@ def main() -> None:
 
 def loss_curve(engine: Engine, steps: int, prompts) -> list[float]:
     """One optimisation of `steps` steps, recording the loss of every step."""
-    z = engine.random_latent(torch.Generator().manual_seed(0))
-    generator = torch.Generator().manual_seed(1)
+    z = engine.random_latent(frame_generator(0, 0, engine.device))
+    generator = frame_generator(0, 1, engine.device)
     adam = None
     curve = []
     for _ in range(steps):

@@ -19,6 +19,7 @@ from pipeline.engine import (
     Engine,
     EngineSettings,
     anchor_frames,
+    frame_generator,
     in_between,
     make_cutouts,
     spherical_distance,
@@ -120,7 +121,7 @@ def _median_time(run: Callable[[], object], device: torch.device, repeats: int) 
 def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
     """Time each part of a step alone, then whole steps, after `warmup` untimed runs."""
     device = engine.device
-    generator = torch.Generator().manual_seed(0)
+    generator = frame_generator(0, 0, device)
     z = engine.random_latent(generator).requires_grad_(True)
     engine.embed(["a benchmark prompt", "a negative prompt"])
     targets, weights = engine.targets((("a benchmark prompt", 1.0), ("a negative prompt", -1.0)))

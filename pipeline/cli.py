@@ -274,7 +274,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default="auto",
-        help="the VQGAN's precision; auto = bf16 on GPUs and CPUs with native bf16",
+        help="the VQGAN's precision; auto = bf16 on CPUs with native bf16 (AVX-512 BF16, AMX)",
     )
     p.add_argument(
         "--latent-warp",

@@ -57,10 +57,14 @@ class EngineSettings:
     latent_warp: bool = False  # move the latents instead of decode → warp → encode
 
 
-def supports_bf16(device: str) -> bool:
-    """Whether bfloat16 is native here: CUDA with bf16, or a CPU with AVX-512 BF16 or AMX."""
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+def bf16_helps(device: str) -> bool:
+    """Whether a bf16 VQGAN is faster here: on CPUs with native bf16 (AVX-512 BF16 or AMX).
+
+    Not on CUDA: on an H100 the decoder's fp32 convolutions already run on TF32 tensor
+    cores, and bf16 autocast made a step slower (bench/RESULTS.md).
+    """
+    if not device.startswith("cpu"):
+        return False
     capabilities = torch.cpu.get_capabilities()
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
@@ -69,7 +73,7 @@ def fast_options(device: str, cadence: int) -> dict:
     """The speed options a render uses unless told otherwise: what measurably helps here."""
     return {
         "cadence": cadence,
-        "bf16": supports_bf16(device),
+        "bf16": bf16_helps(device),
         "carry_optimizer": True,
         "latent_warp": False,
     }
@@ -145,19 +149,19 @@ def make_cutouts(
     views = [whole.expand(n_whole, -1, -1, -1)]
 
     if n_crops:
-        rand = torch.rand(n_crops, 3, generator=generator)
+        rand = torch.rand(n_crops, 3, generator=generator, device=image.device)
         side = min(width, height) * (0.35 + 0.65 * rand[:, 0])
         scale_x, scale_y = side / width, side / height
         centre_x = (rand[:, 1] * 2 - 1) * (1 - scale_x)
         centre_y = (rand[:, 2] * 2 - 1) * (1 - scale_y)
-        zeros = torch.zeros(n_crops)
+        zeros = torch.zeros_like(scale_x)
         theta = torch.stack(
             [
                 torch.stack([scale_x, zeros, centre_x], dim=1),
                 torch.stack([zeros, scale_y, centre_y], dim=1),
             ],
             dim=1,
-        ).to(image)
+        ).to(image.dtype)
         grids = F.affine_grid(theta, [n_crops, channels, size, size], align_corners=False)
         # One sampling call for all crops: stack their grids vertically.
         stacked = grids.reshape(1, n_crops * size, size, 2)
@@ -167,10 +171,11 @@ def make_cutouts(
         views.append(crops.reshape(channels, n_crops, size, size).transpose(0, 1))
 
     batch = torch.cat(views)
-    flip = (torch.rand(cuts, generator=generator) < 0.5).to(image.device)
+    # All random numbers are drawn on the image's device: no copies between host and GPU.
+    flip = torch.rand(cuts, generator=generator, device=image.device) < 0.5
     batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-    noise_scale = (torch.rand(cuts, 1, 1, 1, generator=generator) * 0.1).to(image)
-    noise = torch.randn(batch.shape, generator=generator).to(image)
+    noise_scale = torch.rand(cuts, 1, 1, 1, generator=generator, device=image.device) * 0.1
+    noise = torch.randn(batch.shape, generator=generator, device=image.device)
     return (batch + noise * noise_scale).clamp(0, 1)
 
 
@@ -234,7 +239,9 @@ class Engine:
     def random_latent(self, generator: torch.Generator) -> torch.Tensor:
         codebook = self.vqgan.codebook
         channels, rows, cols = self.latent_shape
-        indices = torch.randint(codebook.shape[0], (rows * cols,), generator=generator)
+        indices = torch.randint(
+            codebook.shape[0], (rows * cols,), generator=generator, device=generator.device
+        )
         z = codebook[indices.to(codebook.device)].reshape(1, rows, cols, channels)
         return z.permute(0, 3, 1, 2).contiguous()
 
@@ -302,7 +309,7 @@ class Engine:
         """Optimise frame `index`, starting from `previous` moved by the frames between,
         or from random codes at the start and at a cut."""
         frame = plan.frames[index]
-        generator = frame_generator(self.settings.seed, index)
+        generator = frame_generator(self.settings.seed, index, self.device)
         if previous is None or frame.cut:
             z = self.random_latent(generator)
             steps, adam = self.settings.first_steps, None
@@ -350,9 +357,10 @@ def anchor_frames(plan: Plan, cadence: int) -> list[int]:
     return sorted(anchors)
 
 
-def frame_generator(seed: int, frame: int) -> torch.Generator:
-    """Each frame's own random stream: the same for a resumed and an uninterrupted render."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + frame) % (2**63))
+def frame_generator(seed: int, frame: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """Each frame's own random stream, on the engine's device: the same for a resumed and an
+    uninterrupted render on that device."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + frame) % (2**63))
 
 
 # --- the render loop -----------------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""Trials of memory layout and compilation on a whole optimisation step: plain, the VQGAN
+and CLIP in channels_last, and the VQGAN decoder through torch.compile.
+
+    python bench/layout_trials.py --device cuda --trials plain,channels_last,compile
+
+Prints, for each trial, the first step (which pays any compilation) and the median of the
+steps after warm-up, all in one process so the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline.bench import machine_info
+from pipeline.engine import Engine, EngineSettings, frame_generator
+from pipeline.models.registry import load_models
+
+
+def time_steps(engine: Engine, steps: int) -> list[float]:
+    z = engine.random_latent(frame_generator(0, 0, engine.device))
+    generator = frame_generator(0, 1, engine.device)
+    prompts = (("a narrow hallway", 1.0), ("text", -1.0))
+    times = []
+    for _ in range(steps):
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        z, _, _ = engine.optimise(z, prompts, 1, generator)
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", default="288x512")
+    parser.add_argument("--cuts", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--trials", default="plain,channels_last,compile")
+    parser.add_argument("--json", metavar="FILE")
+    args = parser.parse_args()
+    width, height = (int(x) for x in args.size.split("x"))
+    settings = EngineSettings(width, height, 1, 1, args.cuts, 0.1, 0, args.device, bf16=args.bf16)
+    rows = {}
+    for trial in args.trials.split(","):
+        vqgan, clip = load_models("vqgan_imagenet_f16_16384", "ViT-B/32", args.device, True)
+        if trial == "channels_last":
+            vqgan.to(memory_format=torch.channels_last)
+            clip.to(memory_format=torch.channels_last)
+        elif trial == "compile":
+            vqgan.decoder = torch.compile(vqgan.decoder)
+        times = time_steps(Engine(vqgan, clip, settings), args.steps)
+        rows[trial] = {"first": times[0], "median": statistics.median(times[2:])}
+        ratio = rows[trial]["median"] / rows[next(iter(rows))]["median"]
+        print(
+            f"{trial:<14} first step {times[0]:7.3f} s, then median {rows[trial]['median']:.4f} s"
+            f" ({ratio:.2f}x {next(iter(rows))})",
+            flush=True,
+        )
+    if args.json:
+        report = {"command": " ".join(sys.argv), "machine": machine_info(args.device)}
+        Path(args.json).write_text(json.dumps({**report, "trials": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
