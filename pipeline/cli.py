@@ -156,6 +156,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     device = _pick_device(args.device)
     vqgan_name = args.vqgan or args.models or _beside(board, board.models.vqgan)
     clip_name = args.clip or args.models or _beside(board, board.models.clip)
+    if not args.random_weights:
+        from pipeline.models.download import ensure_downloaded
+
+        for name in (vqgan_name, clip_name):
+            ensure_downloaded(name)
     vqgan, clip = load_models(vqgan_name, clip_name, device, random_weights=args.random_weights)
     settings = EngineSettings(
         width=render_settings.width,
@@ -469,8 +474,24 @@ def cmd_models_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from pipeline.models import shapes
+    from pipeline.models.registry import file_sha256, models_dir
+
+    files = shapes.build_shapes(models_dir() / shapes.NAME)
+    for path in files.all:
+        sha256 = file_sha256(path)
+        same = "the same as" if sha256 == shapes.SHA256[path.name] else "differs from"
+        print(f"{path}  {sha256}  ({same} the file that ships with feverdream)")
+    print(
+        "renders with `shapes` use the files that ship with feverdream; to use these, give "
+        f"their paths: models: {{vqgan: {files.vqgan_ckpt}, clip: {files.clip}}}"
+    )
+    return 0
+
+
 def _add_models_verbs(sub: argparse._SubParsersAction) -> None:
-    """models list|download|path."""
+    """models list|download|path|build."""
     models = sub.add_parser(
         "models",
         help="list, download and locate VQGAN and CLIP checkpoints",
@@ -489,6 +510,12 @@ def _add_models_verbs(sub: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("path", help="where a model's files are; fails if not downloaded")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_models_path)
+
+    p = verbs.add_parser(
+        "build", help="train the `shapes` models again from scratch (about 20 min on a CPU)"
+    )
+    p.add_argument("name", choices=["shapes"], help="the models feverdream trains itself")
+    p.set_defaults(func=cmd_models_build)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

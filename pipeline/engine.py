@@ -33,7 +33,7 @@ from pipeline.store import (
     RenderChangedError,
     atomic_write,
     describe_changes,
-    digest,
+    describe_frame_change,
     first_changed_frame,
 )
 
@@ -423,20 +423,24 @@ def _resume(
     plan: Plan,
     manifest: Manifest,
     old: Manifest | None,
-    anchors: list[int],
 ) -> Anchor | None:
     """The optimised frame to continue from (None: from the start); fills in the records of
     the frames before it."""
     if old is None:
         return None
     done = store.finished_frames(old)
-    changed = first_changed_frame(old.frame_digests, manifest.frame_digests)
+    changed = first_changed_frame(old.plan, manifest.plan)
     if changed is not None and changed < done:
         raise RenderChangedError(
-            f"the storyboard changed at frame {changed}, which is already rendered "
-            f"({done} frames are done); run again with --fresh to re-render {store.folder.name}"
+            f"the storyboard changed at frame {changed}, which is already rendered ({done} "
+            f"frames are done): {describe_frame_change(old.plan, manifest.plan, changed)}\n"
+            f"run again with --fresh to re-render {store.folder.name}, or render to another "
+            "folder with -o"
         )
-    for index in reversed([a for a in anchors if a < done]):
+    # The latest optimised frame with a saved state: normally the last one finished; after
+    # a storyboard grew, possibly a frame that is no longer on the new plan's rhythm.
+    saved = sorted(int(path.stem.split("-")[1]) for path in store.frames_dir.glob("state-*.pt"))
+    for index in reversed([i for i in saved if i < done]):
         anchor = _load_anchor(store, engine, index)
         if anchor is not None:
             manifest.records = {i: r for i, r in old.records.items() if i <= index}
@@ -474,10 +478,10 @@ def render_frames(
     from tqdm import tqdm
 
     settings = {**asdict(engine.settings), **(describe or {})}
-    manifest = Manifest(settings, [digest(fp.to_json()) for fp in plan.frames])
+    manifest = Manifest(settings, plan.to_json())
     old = _check_settings(store, manifest, fresh)
     anchors = anchor_frames(plan, engine.settings.cadence)
-    previous = _resume(store, engine, plan, manifest, old, anchors)
+    previous = _resume(store, engine, plan, manifest, old)
     store.frames_dir.mkdir(parents=True, exist_ok=True)
     store.write_manifest(manifest)
     engine.embed(plan.prompt_texts)

@@ -11,7 +11,6 @@ any moment leaves either the old or the new file, never half of one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -50,12 +49,6 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
 
 
-def digest(data: Any) -> str:
-    """A stable hash of JSON-able data."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 @dataclass
 class FrameRecord:
     loss: float | None  # None for frames made between optimised ones, or with no steps
@@ -68,14 +61,14 @@ class Manifest:
     """What a frames folder holds: the settings it was made with and each finished frame."""
 
     settings: dict[str, Any]
-    frame_digests: list[str]  # one per planned frame: the hash of its plan entry
+    plan: list[dict[str, Any]]  # each planned frame's entry, as `feverdream plan --json`
     records: dict[int, FrameRecord] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": MANIFEST_VERSION,
             "settings": self.settings,
-            "frame_digests": self.frame_digests,
+            "plan": self.plan,
             "frames": {
                 str(i): {"loss": r.loss, "seconds": r.seconds, "optimised": r.optimised}
                 for i, r in sorted(self.records.items())
@@ -88,7 +81,7 @@ class Manifest:
             int(i): FrameRecord(r["loss"], r["seconds"], r.get("optimised", True))
             for i, r in data.get("frames", {}).items()
         }
-        return cls(data["settings"], list(data["frame_digests"]), records)
+        return cls(data["settings"], list(data["plan"]), records)
 
 
 class FrameStore:
@@ -142,7 +135,7 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return changes
 
 
-def first_changed_frame(old: list[str], new: list[str]) -> int | None:
+def first_changed_frame(old: list[dict], new: list[dict]) -> int | None:
     """The first frame whose plan differs (None when the plans agree on every frame)."""
     for i, (a, b) in enumerate(zip(old, new, strict=False)):
         if a != b:
@@ -150,3 +143,19 @@ def first_changed_frame(old: list[str], new: list[str]) -> int | None:
     if len(old) != len(new):
         return min(len(old), len(new))
     return None
+
+
+def describe_frame_change(old: list[dict], new: list[dict], index: int) -> str:
+    """What differs at one frame of two plans, in words."""
+    if index >= len(new):
+        return f"the video now ends before frame {index}"
+    if index >= len(old):
+        return f"the video now goes on after frame {index - 1}"
+    a, b = old[index], new[index]
+    parts = []
+    for key in ("zoom", "rotate", "pan_x", "pan_y", "cut"):
+        if a.get(key) != b.get(key):
+            parts.append(f"{key} {a.get(key)} → {b.get(key)}")
+    if a.get("prompts") != b.get("prompts"):
+        parts.append(f"prompts {a.get('prompts')} → {b.get('prompts')}")
+    return f"at {b['t']:.2f}s: " + "; ".join(parts)

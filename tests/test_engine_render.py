@@ -160,9 +160,25 @@ def test_a_changed_storyboard_needs_fresh_and_keeps_the_frames(tmp_path, tiny_mo
     assert changed.returncode == 2
     assert "seed: 7 → 8" in changed.stderr and "--fresh" in changed.stderr
     assert frames_of(tmp_path / "out") == before
+    moved = render(tmp_path, "out", board=BOARD.replace("zoom: 1.05", "zoom: 1.06"))
+    assert moved.returncode == 2
+    assert "changed at frame 0" in moved.stderr and "zoom 1.05 → 1.06" in moved.stderr
+    assert frames_of(tmp_path / "out") == before
     fresh = render(tmp_path, "out", "--fresh", board=BOARD.replace("seed: 7", "seed: 8"))
     assert fresh.returncode == 0, fresh.stderr
     assert frames_of(tmp_path / "out") != before
+
+
+def test_a_longer_storyboard_continues_after_the_frames_already_made(
+    tmp_path, tiny_model_dir, reference
+):
+    shutil.copytree(reference, tmp_path / "out")
+    before = frames_of(tmp_path / "out")
+    longer = render(tmp_path, "out", board=BOARD.replace("duration: 12f", "duration: 16f"))
+    assert longer.returncode == 0, longer.stderr
+    assert "continuing after frame 11" in longer.stderr
+    assert frames_of(tmp_path / "out")[:11] == before[:11]
+    assert len(frames_of(tmp_path / "out")) == 16
 
 
 @pytest.mark.parametrize(

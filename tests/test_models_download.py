@@ -206,3 +206,18 @@ def test_the_models_cli_downloads_lists_and_locates(test_entry, capsys):
     (row,) = [line for line in listing.splitlines() if line.startswith("test_vqgan")]
     assert "present" in row
     assert str(registry.models_dir() / "test_vqgan.ckpt") in listing
+
+
+def test_a_render_fetches_the_registry_models_it_names_first(test_entry, tmp_path, capsys):
+    board = tmp_path / "board.yaml"
+    board.write_text(
+        "models:\n  vqgan: test_vqgan\n  clip: tiny\nkeyframes:\n  - at: 0s\n    prompt: a\n"
+        "  - at: 1s\n"
+    )
+    code = main(["render", str(board), "-o", str(tmp_path / "out")])
+    # The served bytes are no checkpoint: the render fetched them, then refused to load them.
+    assert code == 1
+    assert (registry.models_dir() / "test_vqgan.ckpt").is_file()
+    err = capsys.readouterr().err
+    assert "test_vqgan.ckpt" in err and "models download" not in err
+    assert not (tmp_path / "out" / "frames").exists()

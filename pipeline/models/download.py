@@ -182,3 +182,16 @@ def download(name: str) -> list[Path]:
     if entry is None:
         raise unknown_name_error(name)
     return download_entry(entry)
+
+
+def ensure_downloaded(name: str) -> None:
+    """Fetch a registry model a render names, if its files are not in the models folder yet
+    (a path, or a model that is present, needs nothing)."""
+    entry = find_entry("vqgan", name) or find_entry("clip", name)
+    if entry is None:
+        return
+    folder = models_dir()
+    if all((folder / file.filename).is_file() for file in entry.files):
+        return
+    log.info("%s is not in %s yet: downloading it once", name, folder)
+    download_entry(entry)
