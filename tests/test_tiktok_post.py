@@ -404,3 +404,21 @@ def test_no_secret_reaches_the_output_or_the_log(
         assert secret not in shown
     upload_tokens = [task.upload_token for task in fake.tasks.values()]
     assert not any(token in shown for token in upload_tokens)
+
+
+def test_render_post_renders_then_posts_the_storyboards_caption_as_a_draft(
+    fake: FakeTikTok, tiny_model_dir, tmp_path: Path, capsys
+):
+    board = tmp_path / "board.yaml"
+    board.write_text(
+        "size: 360x640\nduration: 1s\ncaption: 'what anxiety feels like #vqganclip'\n"
+        "render:\n  size: 144x256\n  steps: 1\n  first_steps: 1\n  cuts: 2\n"
+        "keyframes:\n  - at: 0s\n    prompt: a hallway\n"
+    )
+    out = tmp_path / "out"
+    assert main(["render", str(board), "--models", "tiny", "-o", str(out), "--post"]) == 0
+    task = only_task(fake)
+    assert task.sha256.hexdigest() == sha256(out / "board.mp4")
+    printed = capsys.readouterr().out
+    assert "status: SEND_TO_USER_INBOX" in printed
+    assert "what anxiety feels like #vqganclip" in printed  # for the user to paste in the app
