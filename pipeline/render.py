@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from pipeline.errors import RenderError
+from pipeline.store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -450,7 +451,7 @@ def contact_sheet(
                 font=label_font,
                 fill=_CARD_TEXT,
             )
-    _save_atomically(sheet, out, "PNG")
+    atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
     return out
 
 
@@ -509,7 +510,7 @@ def preview_gif(
             width = max(32, int(width * 0.75))
         else:
             raise RenderError(f"cannot make a preview GIF under {_GIF_MAX_BYTES} bytes")
-    _write_atomically(out, buffer.getvalue())
+    atomic_write(out, lambda tmp: tmp.write_bytes(buffer.getvalue()))
     return out
 
 
@@ -575,18 +576,5 @@ class RenderRecord:
 def write_render_json(out: Path, record: RenderRecord) -> Path:
     """Write render.json atomically."""
     text = json.dumps(asdict(record), indent=2, ensure_ascii=False) + "\n"
-    _write_atomically(out, text.encode())
+    atomic_write(out, lambda tmp: tmp.write_text(text))
     return out
-
-
-def _save_atomically(image: Image.Image, out: Path, image_format: str) -> None:
-    buffer = io.BytesIO()
-    image.save(buffer, image_format)
-    _write_atomically(out, buffer.getvalue())
-
-
-def _write_atomically(out: Path, data: bytes) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, out)
