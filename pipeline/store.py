@@ -30,10 +30,15 @@ class RenderChangedError(FeverdreamError):
     exit_code = 2
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary file beside `path`, then rename it into place."""
+def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = None) -> None:
+    """Call write(tmp) on a temporary file beside `path`, then rename it into place.
+
+    The file gets `mode` from its first byte on, or by default the permissions an ordinary
+    new file would (mkstemp's own are owner-only).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -45,8 +50,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_json(path: Path, data: Any, mode: int | None = None) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"), mode)
 
 
 @dataclass

@@ -124,7 +124,7 @@ class TokenStore:
     def save(self, token: Token) -> None:
         # mkstemp creates the temporary file 0600 before a byte is written; the rename keeps it.
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write_json(self.path, token.to_json())
+        atomic_write_json(self.path, token.to_json(), mode=0o600)
 
     def delete(self) -> bool:
         try:
