@@ -195,4 +195,10 @@ def save_clip_torchscript(clip: CLIPModel, path: Path) -> None:
         traced = torch.jit.trace_module(
             model, {"encode_image": (images,), "encode_text": (tokens,)}
         )
-        atomic_write(Path(path), lambda tmp: torch.jit.save(traced, str(tmp)))
+        # Through a handle, so the archive's folder is not named after the temporary file.
+        atomic_write(Path(path), lambda tmp: _save_script(traced, tmp))
+
+
+def _save_script(module: torch.jit.ScriptModule, tmp: Path) -> None:
+    with open(tmp, "wb") as handle:
+        torch.jit.save(module, handle)

@@ -234,4 +234,12 @@ def save_vqgan(model: VQGAN, ckpt: Path, config: Path) -> None:
         "state_dict": model.state_dict(),
     }
     atomic_write(Path(config), lambda tmp: tmp.write_text(yaml.safe_dump(model.config.to_yaml())))
-    atomic_write(Path(ckpt), lambda tmp: torch.save(checkpoint, tmp))
+    atomic_write(Path(ckpt), lambda tmp: _save_through_handle(checkpoint, tmp))
+
+
+def _save_through_handle(data: object, tmp: Path) -> None:
+    # torch.save names the archive's root folder after the file it writes: the random
+    # temporary name. Through a handle the folder is "archive", so the same model is the
+    # same bytes wherever it is written.
+    with open(tmp, "wb") as handle:
+        torch.save(data, handle)
