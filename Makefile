@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.feverdream-installed
 STORYBOARD ?= storyboards/anxiety.yaml
 
-.PHONY: setup test lint render demo bench clean
+.PHONY: setup test lint render demo demo-tiny bench clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,12 @@ test: setup lint
 render: setup
 	$(VENV)/bin/feverdream render $(STORYBOARD)
 
+# The shapes world with the models feverdream trains itself (they ship with the package).
 demo: setup
+	$(VENV)/bin/feverdream render storyboards/demo-shapes.yaml
+
+# The whole path of a real storyboard in minutes, with random-weight `tiny` models (noise).
+demo-tiny: setup
 	$(VENV)/bin/feverdream render storyboards/anxiety.yaml --models tiny
 
 bench: setup

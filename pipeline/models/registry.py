@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import platformdirs
 
 from pipeline.errors import ModelError
+from pipeline.models import shapes
 from pipeline.models.architectures import (
     GUMBEL_F8_8192,
     IMAGENET_F16_1024,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
+SHAPES = shapes.NAME
 NOISE = "random weights: abstract noise, not art"
 RANDOM_WEIGHTS_NOTE = (
     "--random-weights (render flag): the named models' full-size architectures with random "
@@ -267,7 +269,7 @@ def find_entry(kind: str, name: str) -> Entry | None:
 
 def known_names(kind: str | None = None) -> list[str]:
     kinds = [kind] if kind else ["vqgan", "clip"]
-    return [name for k in kinds for name in _table(k)] + [TINY]
+    return [name for k in kinds for name in _table(k)] + [TINY, SHAPES]
 
 
 def unknown_name_error(name: str, kind: str | None = None) -> ModelError:
@@ -315,6 +317,19 @@ def _looks_like_path(name: str) -> bool:
     return Path(name).expanduser().exists() or name.endswith((".ckpt", ".yaml", ".pt", ".pth"))
 
 
+def _shapes_files() -> shapes.ShapesFiles:
+    """The shapes models' files, which ship inside the package."""
+    files = shapes.shapes_files()
+    missing = [path for path in files.all if not path.is_file()]
+    if missing:
+        raise ModelError(
+            f"the shapes models are missing from this installation ({missing[0]}): reinstall "
+            "feverdream, or train them with `feverdream models build shapes` and give the "
+            "paths it prints"
+        )
+    return files
+
+
 def resolve_vqgan(
     name_or_path: str | os.PathLike[str], config: str | os.PathLike[str] | None = None
 ) -> tuple[Path, Path, str | None]:
@@ -330,6 +345,9 @@ def resolve_vqgan(
 
         files = ensure_tiny(models_dir())
         return files.vqgan_ckpt, files.vqgan_config, None
+    if name == SHAPES:
+        files = _shapes_files()
+        return files.vqgan_ckpt, files.vqgan_config, shapes.SHA256[files.vqgan_ckpt.name]
     entry = find_entry("vqgan", name)
     if isinstance(entry, VQGANEntry):
         folder = models_dir()
@@ -359,6 +377,9 @@ def resolve_clip(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None
         from pipeline.models.tiny import ensure_tiny
 
         return ensure_tiny(models_dir()).clip, None
+    if name == SHAPES:
+        path = _shapes_files().clip
+        return path, shapes.SHA256[path.name]
     entry = find_entry("clip", name)
     if isinstance(entry, CLIPEntry):
         path = models_dir() / entry.file.filename
@@ -380,6 +401,8 @@ def model_paths(name: str) -> list[Path]:
 
         files = ensure_tiny(models_dir())
         return [files.vqgan_ckpt, files.vqgan_config, files.clip]
+    if name == SHAPES:
+        return list(_shapes_files().all)
     if find_entry("vqgan", name):
         return list(resolve_vqgan(name)[:2])
     if find_entry("clip", name):
@@ -409,6 +432,14 @@ def _tiny_status(kind: str) -> ModelStatus:
     return ModelStatus(TINY, present, paths, size, notes)
 
 
+def _shapes_status(kind: str) -> ModelStatus:
+    files = shapes.shapes_files()
+    paths = (files.vqgan_ckpt, files.vqgan_config) if kind == "vqgan" else (files.clip,)
+    present = all(path.is_file() for path in paths)
+    size = sum(path.stat().st_size for path in paths) if present else None
+    return ModelStatus(SHAPES, present, paths, size, shapes.NOTES)
+
+
 def status(kind: str) -> list[ModelStatus]:
     """What is known of this kind ("vqgan" or "clip"), and what is in the models folder."""
     rows = []
@@ -422,6 +453,7 @@ def status(kind: str) -> list[ModelStatus]:
             size = sum(stated) if stated else None
         rows.append(ModelStatus(entry.name, present, paths, size, entry.notes))
     rows.append(_tiny_status(kind))
+    rows.append(_shapes_status(kind))
     return rows
 
 
@@ -431,12 +463,14 @@ def _random_models(vqgan: str, clip: str) -> tuple[VQGAN, CLIPModel]:
 
     vqgan_entry = find_entry("vqgan", vqgan)
     clip_entry = find_entry("clip", clip)
-    if vqgan != TINY and not isinstance(vqgan_entry, VQGANEntry):
+    if vqgan not in (TINY, SHAPES) and not isinstance(vqgan_entry, VQGANEntry):
         raise unknown_name_error(vqgan, "vqgan")
-    if clip != TINY and not isinstance(clip_entry, CLIPEntry):
+    if clip not in (TINY, SHAPES) and not isinstance(clip_entry, CLIPEntry):
         raise unknown_name_error(clip, "clip")
     architecture = vqgan_entry.architecture if isinstance(vqgan_entry, VQGANEntry) else TINY_VQGAN
-    clip_config: dict[str, Any] = TINY_CLIP
+    if vqgan == SHAPES:
+        architecture = shapes.SHAPES_VQGAN
+    clip_config: dict[str, Any] = shapes.SHAPES_CLIP if clip == SHAPES else TINY_CLIP
     if isinstance(clip_entry, CLIPEntry):
         import open_clip
 

@@ -43,7 +43,7 @@ _PLACES = {
 }
 # A shape's radius as a fraction of the canvas width; a square and a triangle of radius r
 # cover the same area as the circle of radius r, so size means the same for every shape.
-_RADII = {"small": 0.12, "large": 0.28}
+_RADII = {"small": 0.18, "large": 0.36}
 _SQUARE_HALF_SIDE = math.sqrt(math.pi) / 2
 _TRIANGLE_HALF_SIDE = math.sqrt(math.pi / math.sqrt(3))
 _PHRASES = {
@@ -144,6 +144,20 @@ def full_description(scene: Scene) -> Description:
     return Description(scene.colour, scene.shape, scene.size, scene.position, scene.background)
 
 
+def attribute_descriptions() -> list[list[Description]]:
+    """For each attribute, a one-attribute text per value: ["red", "orange", ...], ["a circle",
+    ...], ["a small shape", "a large shape"], ["a shape in the centre", ...], ...; the sets
+    CLIP's zero-shot classifiers for the world's attributes are made of."""
+    values = {
+        "colour": tuple(PALETTE),
+        "shape": SHAPES,
+        "size": SIZES,
+        "position": POSITIONS,
+        "background": tuple(BACKGROUNDS),
+    }
+    return [[Description(**{key: value}) for value in options] for key, options in values.items()]
+
+
 def vocabulary() -> list[str]:
     """Every word a caption can use, for telling the tokenizer's known tokens apart."""
     words = ["a", "shape", "on", "background", *PALETTE, *SHAPES, *SIZES, *BACKGROUNDS]
@@ -151,44 +165,55 @@ def vocabulary() -> list[str]:
     return sorted(set(words))
 
 
-def _signed_distances(scenes: Sequence[Scene], width: int, height: int) -> torch.Tensor:
-    """(N, H, W): each pixel's distance in pixels to its scene's shape, negative inside."""
-    count = len(scenes)
+def _circle(px: torch.Tensor, py: torch.Tensor, radius: float) -> torch.Tensor:
+    return torch.hypot(px, py) - radius
 
-    def column(values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32).view(count, 1, 1)
 
-    radius = column([s.radius * width for s in scenes])
-    angle = column([math.radians(s.angle) for s in scenes])
-    ys = torch.arange(height, dtype=torch.float32).view(1, height, 1) + 0.5
-    xs = torch.arange(width, dtype=torch.float32).view(1, 1, width) + 0.5
-    dx = xs - column([s.x * width for s in scenes])
-    up = column([s.y * height for s in scenes]) - ys  # y up, so "counter-clockwise" is
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    px, py = cos * dx + sin * up, -sin * dx + cos * up  # into the shape's own frame
-
-    circle = torch.hypot(px, py) - radius
-
+def _square(px: torch.Tensor, py: torch.Tensor, radius: float) -> torch.Tensor:
     half = radius * _SQUARE_HALF_SIDE
     qx, qy = px.abs() - half, py.abs() - half
-    square = torch.hypot(qx.clamp(min=0), qy.clamp(min=0)) + torch.maximum(qx, qy).clamp(max=0)
+    return torch.hypot(qx.clamp(min=0), qy.clamp(min=0)) + torch.maximum(qx, qy).clamp(max=0)
 
-    # An equilateral triangle pointing up, centred on its centroid (after Inigo Quilez).
+
+def _triangle(px: torch.Tensor, py: torch.Tensor, radius: float) -> torch.Tensor:
+    """An equilateral triangle pointing up, centred on its centroid (after Inigo Quilez)."""
     side = radius * _TRIANGLE_HALF_SIDE
     k = math.sqrt(3)
     tx, ty = px.abs() - side, py + side / k
     fold = tx + k * ty > 0
     tx, ty = torch.where(fold, (tx - k * ty) / 2, tx), torch.where(fold, (-k * tx - ty) / 2, ty)
-    tx = tx - torch.maximum(torch.minimum(tx, torch.zeros_like(tx)), -2 * side)
-    triangle = -torch.hypot(tx, ty) * torch.sign(ty)
+    tx = tx - tx.clamp(-2 * side, 0)
+    return -torch.hypot(tx, ty) * torch.sign(ty)
 
-    kind = torch.tensor([SHAPES.index(s.shape) for s in scenes]).view(count, 1, 1)
-    return torch.where(kind == 0, circle, torch.where(kind == 1, square, triangle))
+
+_DISTANCES = {"circle": _circle, "square": _square, "triangle": _triangle}
+
+
+# How far a shape reaches from its centre, in radii: the triangle's corners are furthest.
+_REACH = 2 * _TRIANGLE_HALF_SIDE / math.sqrt(3)
 
 
 def coverage(scenes: Sequence[Scene], width: int, height: int) -> torch.Tensor:
-    """(N, 1, H, W) in [0, 1]: how much of each pixel each scene's shape covers."""
-    return (0.5 - _signed_distances(scenes, width, height)).clamp(0, 1).unsqueeze(1)
+    """(N, 1, H, W) in [0, 1]: how much of each pixel each scene's shape covers.
+
+    Each shape's signed distance (negative inside) is computed only in the box around it.
+    """
+    alpha = torch.zeros(len(scenes), 1, height, width)
+    for index, scene in enumerate(scenes):
+        x, y, radius = scene.x * width, scene.y * height, scene.radius * width
+        reach = radius * _REACH + 2
+        left, right = max(0, math.floor(x - reach)), min(width, math.ceil(x + reach))
+        top, bottom = max(0, math.floor(y - reach)), min(height, math.ceil(y + reach))
+        if left >= right or top >= bottom:
+            continue
+        dx = torch.arange(left, right, dtype=torch.float32).view(1, -1) + 0.5 - x
+        up = y - (torch.arange(top, bottom, dtype=torch.float32).view(-1, 1) + 0.5)  # y up
+        angle = math.radians(scene.angle)
+        cos, sin = math.cos(angle), math.sin(angle)
+        px, py = cos * dx + sin * up, -sin * dx + cos * up  # into the shape's own frame
+        distance = _DISTANCES[scene.shape](px, py, radius)
+        alpha[index, 0, top:bottom, left:right] = (0.5 - distance).clamp(0, 1)
+    return alpha
 
 
 def draw(scenes: Sequence[Scene], width: int, height: int) -> torch.Tensor:

@@ -1,0 +1,385 @@
+"""Trains the shapes world's VQGAN and CLIP on the CPU, seeded and deterministic.
+
+The models are the classes the engine loads for the real ones: a taming VQGAN (Encoder,
+Decoder, VectorQuantizer2; f8, a small codebook) trained to reconstruct drawn canvases, and an
+open_clip CLIP (a small ViT and a small text transformer on CLIP's own tokenizer) trained
+contrastively on captioned scenes. CLIP learns from exactly the views the engine will show it,
+`make_cutouts` of a 9:16 canvas, so that its gradient through the engine's cutouts means what
+the prompt says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.engine import make_cutouts
+from pipeline.models.clip import CLIP_MEAN, CLIP_STD, CLIPModel, build_clip
+from pipeline.models.shapes import SHAPES_CLIP, SHAPES_VQGAN, world
+from pipeline.models.shapes.world import (
+    Description,
+    Scene,
+    attribute_descriptions,
+    coverage,
+    draw,
+    random_description,
+    random_scene,
+    rgb,
+    vocabulary,
+)
+from pipeline.models.vqgan import VQGAN
+
+log = logging.getLogger(__name__)
+
+# The canvas the engine renders the tests and the demo on; CLIP's views are cut from it.
+CANVAS = (144, 256)
+
+
+@dataclass(frozen=True)
+class VQGANTraining:
+    steps: int = 2000
+    batch: int = 2
+    lr: float = 2e-3
+    seed: int = 7
+    threads: int = 1
+    # The codebook is scaled to this spread per dimension after training, so that the engine's
+    # Adam at lr 0.1 moves a latent from one code to another within a few steps.
+    codebook_std: float = 0.3
+
+
+@dataclass(frozen=True)
+class CLIPTraining:
+    steps: int = 800
+    scenes: int = 64  # scenes per batch
+    views: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    seed: int = 11
+    threads: int = 1
+    # The share of canvases partly hidden under clutter, and the most of one that is hidden.
+    clutter: float = 0.3
+    clutter_max: float = 0.8
+    # The image tower first learns the attributes from the probe alone for this many steps,
+    # with shape weighing `shape_weight` times the others, then everything trains together.
+    probe_steps: int = 150
+    shape_weight: float = 4.0
+    probe_weight: float = 1.0
+    # A view shows the shape when more than this share of it is the shape's pixels.
+    visible: float = 0.1
+
+
+@contextlib.contextmanager
+def _deterministic(seed: int, threads: int) -> Iterator[None]:
+    """Seeded, deterministic kernels on a fixed number of threads, restored afterwards."""
+    before = torch.get_num_threads()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _cosine(step: int, steps: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+# --- VQGAN ---------------------------------------------------------------------------------
+
+
+def _vqgan_batch(rng: random.Random, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole canvases with one to three shapes each, in [-1, 1], and how much of each pixel
+    the shapes cover.
+
+    More than one shape, overlapping at times, so the decoder learns edges between any two
+    colours of the world, as an optimised frame may have them. Whole canvases, not crops:
+    taming's GroupNorms see the whole image, so the model must learn at the engine's size.
+    """
+    width, height = CANVAS
+    images, covers = [], []
+    for _ in range(count):
+        layers = [random_scene(rng) for _ in range(rng.randint(1, 3))]
+        canvas = draw(layers[:1], width, height)
+        covered = coverage(layers[:1], width, height)
+        for scene in layers[1:]:
+            alpha = coverage([scene], width, height)
+            colour = torch.tensor(rgb(world.PALETTE[scene.colour])).view(1, 3, 1, 1)
+            canvas = canvas + alpha * (colour - canvas)
+            covered = torch.maximum(covered, alpha)
+        images.append(canvas)
+        covers.append(covered)
+    return torch.cat(images) * 2 - 1, torch.cat(covers)
+
+
+def _restart_dead_codes(model: VQGAN, used: torch.Tensor, latents: torch.Tensor) -> None:
+    """Move the codes no latent picked since the last restart onto latents of this batch,
+    chosen in proportion to how far they are from their nearest code: the background is most
+    of every canvas, and restarting onto latents at random would spend the codebook on it
+    while the colours shared a few codes and came out as their average."""
+    dead = (~used).nonzero().flatten()
+    if len(dead) == 0:
+        return
+    vectors = latents.movedim(1, -1).reshape(-1, latents.shape[1])
+    error = torch.cdist(vectors, model.codebook).min(dim=1).values
+    picks = torch.multinomial(error + 1e-8, len(dead), replacement=True)
+    with torch.no_grad():
+        model.codebook[dead] = vectors[picks]
+
+
+def _scale_codebook(model: VQGAN, std: float) -> None:
+    """Rescale the latent space so the codebook has this spread; the decoded images do not
+    change (quant_conv's output grows by the factor, post_quant_conv's weights shrink by it)."""
+    with torch.no_grad():
+        factor = std / float(model.codebook.std())
+        model.codebook.mul_(factor)
+        model.quant_conv.weight.mul_(factor)
+        model.quant_conv.bias.mul_(factor)
+        model.post_quant_conv.weight.div_(factor)
+
+
+def train_vqgan(settings: VQGANTraining = VQGANTraining(), progress: bool = True) -> VQGAN:
+    """A VQGAN trained to reconstruct the world's canvases (L1 + L2 and the VQ losses)."""
+    with _deterministic(settings.seed, settings.threads):
+        rng = random.Random(settings.seed)
+        model = VQGAN(SHAPES_VQGAN).train()
+        parts = [p for name, p in model.named_parameters()]
+        optimiser = torch.optim.Adam(parts, lr=settings.lr, betas=(0.5, 0.9))
+        used = torch.zeros(SHAPES_VQGAN.n_embed, dtype=torch.bool)
+        bar = tqdm(range(settings.steps), desc="shapes VQGAN", disable=not progress)
+        for step in bar:
+            for group in optimiser.param_groups:
+                group["lr"] = settings.lr * _cosine(step, settings.steps, 100)
+            images, covered = _vqgan_batch(rng, settings.batch)
+            latents = model.quant_conv(model.encoder(images))
+            quantised, vq_loss, (_, _, codes) = model.quantize(latents)
+            output = model.decoder(model.post_quant_conv(quantised))
+            # The shapes are a small part of each canvas but what the colours are read from:
+            # their pixels weigh four times the background's.
+            weight = 1 + 3 * covered
+            error = output - images
+            recon = ((error.abs() + error.square()) * weight).mean() / weight.mean()
+            loss = recon + vq_loss
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            used[codes] = True
+            if step % 50 == 49 and step < settings.steps * 3 // 4:
+                _restart_dead_codes(model, used, latents.detach())
+                used[:] = False
+            bar.set_postfix(l1=f"{recon.item():.4f}", vq=f"{vq_loss.item():.4f}")
+        _scale_codebook(model, settings.codebook_std)
+    return model.eval().requires_grad_(False)
+
+
+# --- CLIP ----------------------------------------------------------------------------------
+
+
+def _known_tokens() -> torch.Tensor:
+    """The token ids the world's captions use, with the start and end tokens."""
+    tokens = open_clip.tokenize(vocabulary())
+    return tokens[tokens != 0].unique()
+
+
+def _soft_cross_entropy(logits: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against a target spread evenly over every matching column; rows that
+    match nothing take no part (they are still the other rows' negatives)."""
+    total = match.sum(dim=1, keepdim=True)
+    rows = total[:, 0] > 0
+    if not bool(rows.any()):
+        return logits.sum() * 0
+    target = match[rows] / total[rows]
+    return -(target * logits[rows].log_softmax(dim=1)).sum(dim=1).mean()
+
+
+def _clip_batch(
+    rng: random.Random, generator: torch.Generator, settings: CLIPTraining, resolution: int
+) -> tuple[torch.Tensor, list[Scene], torch.Tensor, torch.Tensor]:
+    """`views` cutouts of each of `scenes` new scenes, the scene each view shows, how much of
+    it is hidden under clutter (0 for a clean view), and whether the view shows the shape.
+
+    The cutouts are the engine's own (make_cutouts). Many scenes with two views each (one
+    whole frame, one crop) teach a small CLIP shapes and places far sooner than a few scenes
+    with many views: those views' gradients mostly repeat each other.
+
+    A crop can miss the shape. Such a view is background only and is not captioned as the
+    scene: were it, every prompt's text would sit between its shape and a blank background,
+    and what CLIP would like best is a frame of blobs that looks like both.
+    """
+    scenes: list[Scene] = [random_scene(rng) for _ in range(settings.scenes)]
+    canvases, hidden, mask = _cluttered(draw(scenes, *CANVAS), rng, generator, settings)
+    # The shape's uncovered pixels travel through the cutouts as a fourth channel.
+    shown = coverage(scenes, *CANVAS) * (1 - mask)
+    views, visible = [], []
+    for canvas, alpha in zip(canvases, shown, strict=True):
+        cut = make_cutouts(torch.cat([canvas, alpha])[None], settings.views, resolution, generator)
+        views.append(cut[:, :3])
+        visible.append(cut[:, 3].mean(dim=(1, 2)) > settings.visible)
+    views_of = [scene for scene in scenes for _ in range(settings.views)]
+    return (
+        torch.cat(views),
+        views_of,
+        hidden.repeat_interleave(settings.views),
+        torch.cat(visible),
+    )
+
+
+def _cluttered(
+    canvases: torch.Tensor, rng: random.Random, generator: torch.Generator, settings: CLIPTraining
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Some canvases partly hidden under blobs of the world's colours, about the size of the
+    blobs a decoded random latent shows (the engine's first frames); the share of each that
+    is hidden, and where (N, 1, H, W).
+
+    The captions still describe the scene underneath, but prefer its clean views (the loss's
+    targets shrink with the clutter), so CLIP's gradient on a cluttered frame points both
+    towards the prompt and away from the clutter.
+    """
+    count, _, height, width = canvases.shape
+    rows, cols = height // 16, width // 16
+    amounts = [
+        rng.uniform(0, settings.clutter_max) if rng.random() < settings.clutter else 0.0
+        for _ in range(count)
+    ]
+    chosen = torch.rand(count, 1, rows, cols, generator=generator)
+    covered = (chosen < torch.tensor(amounts).view(count, 1, 1, 1)).float()
+    mask = F.interpolate(covered, size=(height, width), mode="bilinear", align_corners=False)
+    colours = torch.tensor([rgb(c) for c in (*world.PALETTE.values(), *world.BACKGROUNDS.values())])
+    picks = torch.randint(len(colours), (count, rows, cols), generator=generator)
+    blobs = colours[picks].permute(0, 3, 1, 2)
+    blobs = F.interpolate(blobs, size=(height, width), mode="bilinear", align_corners=False)
+    return canvases + mask * (blobs - canvases), mask.mean(dim=(1, 2, 3)), mask
+
+
+def _matches(
+    scenes: list[Scene], descriptions: list[Description], visible: torch.Tensor
+) -> torch.Tensor:
+    """(views, texts): whether each text is true of each view. make_cutouts flips half its
+    views, so left and right are one place to CLIP; a view that misses the shape shows only
+    the background, so only texts that say nothing but the background are true of it."""
+    background_only = [
+        text.background is not None
+        and not (text.colour or text.shape or text.size or text.position)
+        for text in descriptions
+    ]
+    return torch.tensor(
+        [
+            [
+                text.describes(scene, mirrored=True) and (shows or alone)
+                for text, alone in zip(descriptions, background_only, strict=True)
+            ]
+            for scene, shows in zip(scenes, visible.tolist(), strict=True)
+        ],
+        dtype=torch.float32,
+    )
+
+
+def _per_attribute(
+    logits: torch.Tensor, match: torch.Tensor, sizes: list[int], weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The (weighted) mean over attributes of the cross-entropy within each attribute's
+    columns."""
+    losses = torch.stack(
+        [
+            _soft_cross_entropy(part, true)
+            for part, true in zip(
+                logits.split(sizes, dim=1), match.split(sizes, dim=1), strict=True
+            )
+        ]
+    )
+    return losses.mean() if weights is None else (losses * weights).sum() / weights.sum()
+
+
+def train_clip(settings: CLIPTraining = CLIPTraining(), progress: bool = True) -> CLIPModel:
+    """A CLIP trained contrastively on captioned views of the world.
+
+    Each batch pairs views with two kinds of text: a caption per scene, which says a random
+    part of it, and every one-attribute text ("red", "a circle", "a shape at the top", ...).
+    Several texts can be true of one view, so the loss spreads its target over all of them;
+    the one-attribute texts are compared within their attribute, as CLIP's zero-shot
+    classifiers are, which teaches every attribute from every view.
+
+    From scratch, both towers first learn what is easy (colour, size, background) and the text
+    tower's "a circle", "a square" and "a triangle" stay one point, so the image tower has no
+    reason to tell them apart: a deadlock that takes thousands of steps to break. A linear probe
+    on the image embeddings, trained beside them on the same attributes and thrown away after,
+    gives the image tower that reason from the first step.
+
+    The rows of the token embedding for words the world never uses are zero and stay zero
+    (they get no gradient), so an unknown word reads as nothing rather than as random noise.
+    """
+    with _deterministic(settings.seed, settings.threads):
+        rng = random.Random(settings.seed)
+        generator = torch.Generator().manual_seed(settings.seed)
+        model = build_clip(SHAPES_CLIP).train()
+        with torch.no_grad():
+            keep = torch.zeros(model.token_embedding.weight.shape[0], dtype=torch.bool)
+            keep[_known_tokens()] = True
+            model.token_embedding.weight[~keep] = 0
+        resolution = SHAPES_CLIP["vision_cfg"]["image_size"]
+        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        groups = attribute_descriptions()
+        sizes = [len(group) for group in groups]
+        attributes = [text for group in groups for text in group]
+        probe = nn.Linear(SHAPES_CLIP["embed_dim"], len(attributes))
+        # Shape is the attribute the image tower learns last; the probe asks for it most.
+        weights = torch.tensor(
+            [settings.shape_weight if group[0].shape else 1.0 for group in groups]
+        )
+        parameters = [*model.parameters(), *probe.parameters()]
+        optimiser = torch.optim.AdamW(
+            [
+                {"params": [p for p in parameters if p.ndim >= 2]},
+                {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
+            ],
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+        )
+        bar = tqdm(range(settings.steps), desc="shapes CLIP", disable=not progress)
+        for step in bar:
+            for group in optimiser.param_groups:
+                group["lr"] = settings.lr * _cosine(step, settings.steps, 100)
+            views, scenes, hidden, visible = _clip_batch(rng, generator, settings, resolution)
+            captions = [random_description(scene, rng) for scene in scenes[:: settings.views]]
+            texts = [text.text for text in captions + attributes]
+            tokens = open_clip.tokenize(texts, context_length=model.context_length)
+            features = model.encode_image((views - mean) / std)
+            images = F.normalize(features, dim=-1)
+            words = model.encode_text(tokens, normalize=True)
+            logits = model.logit_scale.exp() * images @ words.T
+            match = _matches(scenes, captions + attributes, visible)
+            count = len(captions)
+            said, true = logits[:, :count], match[:, :count]
+            clean = true * (1 - hidden[:, None]) ** 2
+            contrastive = (
+                _soft_cross_entropy(said, true) + _soft_cross_entropy(said.T, clean.T)
+            ) / 2
+            attribute = _per_attribute(logits[:, count:], match[:, count:], sizes)
+            probed = _per_attribute(probe(features), match[:, count:], sizes, weights)
+            if step < settings.probe_steps:
+                loss = probed
+            else:
+                loss = contrastive + attribute + settings.probe_weight * probed
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            bar.set_postfix(loss=f"{loss.item():.3f}", probe=f"{probed.item():.3f}")
+    return CLIPModel(model.eval(), resolution)
