@@ -31,7 +31,7 @@ from pipeline.models.shapes.world import (
     Scene,
     attribute_descriptions,
     coverage,
-    draw,
+    paint,
     random_description,
     random_scene,
     rgb,
@@ -115,8 +115,8 @@ def _vqgan_batch(rng: random.Random, count: int) -> tuple[torch.Tensor, torch.Te
     images, covers = [], []
     for _ in range(count):
         layers = [random_scene(rng) for _ in range(rng.randint(1, 3))]
-        canvas = draw(layers[:1], width, height)
         covered = coverage(layers[:1], width, height)
+        canvas = paint(layers[:1], covered)
         for scene in layers[1:]:
             alpha = coverage([scene], width, height)
             colour = torch.tensor(rgb(world.PALETTE[scene.colour])).view(1, 3, 1, 1)
@@ -158,8 +158,7 @@ def train_vqgan(settings: VQGANTraining = VQGANTraining(), progress: bool = True
     with _deterministic(settings.seed, settings.threads):
         rng = random.Random(settings.seed)
         model = VQGAN(SHAPES_VQGAN).train()
-        parts = [p for name, p in model.named_parameters()]
-        optimiser = torch.optim.Adam(parts, lr=settings.lr, betas=(0.5, 0.9))
+        optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, betas=(0.5, 0.9))
         used = torch.zeros(SHAPES_VQGAN.n_embed, dtype=torch.bool)
         bar = tqdm(range(settings.steps), desc="shapes VQGAN", disable=not progress)
         for step in bar:
@@ -222,9 +221,10 @@ def _clip_batch(
     and what CLIP would like best is a frame of blobs that looks like both.
     """
     scenes: list[Scene] = [random_scene(rng) for _ in range(settings.scenes)]
-    canvases, hidden, mask = _cluttered(draw(scenes, *CANVAS), rng, generator, settings)
+    alpha = coverage(scenes, *CANVAS)
+    canvases, hidden, mask = _cluttered(paint(scenes, alpha), rng, generator, settings)
     # The shape's uncovered pixels travel through the cutouts as a fourth channel.
-    shown = coverage(scenes, *CANVAS) * (1 - mask)
+    shown = alpha * (1 - mask)
     views, visible = [], []
     for canvas, alpha in zip(canvases, shown, strict=True):
         cut = make_cutouts(torch.cat([canvas, alpha])[None], settings.views, resolution, generator)

@@ -218,7 +218,11 @@ def coverage(scenes: Sequence[Scene], width: int, height: int) -> torch.Tensor:
 
 def draw(scenes: Sequence[Scene], width: int, height: int) -> torch.Tensor:
     """The scenes as (N, 3, H, W) float images in [0, 1]."""
+    return paint(scenes, coverage(scenes, width, height))
+
+
+def paint(scenes: Sequence[Scene], alpha: torch.Tensor) -> torch.Tensor:
+    """The scenes drawn from their shapes' `coverage` (for callers that need it too)."""
     colours = torch.tensor([rgb(PALETTE[s.colour]) for s in scenes]).view(-1, 3, 1, 1)
     backgrounds = torch.tensor([rgb(BACKGROUNDS[s.background]) for s in scenes]).view(-1, 3, 1, 1)
-    alpha = coverage(scenes, width, height)
     return backgrounds + alpha * (colours - backgrounds)
