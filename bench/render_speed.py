@@ -55,16 +55,7 @@ def main() -> None:
         )
         plan = dataclasses.replace(plan, frames=frames)
     vqgan, clip = load_models(board.models.vqgan, board.models.clip, args.device, True)
-    base = EngineSettings(
-        width=board.render.width,
-        height=board.render.height,
-        steps=board.render.steps,
-        first_steps=board.render.first_steps,
-        cuts=board.render.cuts,
-        lr=board.render.lr,
-        seed=board.seed,
-        device=args.device,
-    )
+    base = EngineSettings.for_render(board.render, board.seed, args.device)
     rows = []
     for name in args.engines.split(","):
         settings = dataclasses.replace(base, **CONFIGS[name](args.device, board.render.cadence))

@@ -162,16 +162,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         for name in (vqgan_name, clip_name):
             ensure_downloaded(name)
     vqgan, clip = load_models(vqgan_name, clip_name, device, random_weights=args.random_weights)
-    settings = EngineSettings(
-        width=render_settings.width,
-        height=render_settings.height,
-        steps=render_settings.steps,
-        first_steps=render_settings.first_steps,
-        cuts=render_settings.cuts,
-        lr=render_settings.lr,
-        seed=board.seed,
-        device=device,
-        **_speed_options(args, device, render_settings.cadence),
+    settings = EngineSettings.for_render(
+        render_settings, board.seed, device, **_speed_options(args, device, render_settings.cadence)
     )
     models = {
         "vqgan": {"name": vqgan_name, "sha256": _checksum(vqgan, args.random_weights)},

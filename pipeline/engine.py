@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from pipeline.store import (
     describe_frame_change,
     first_changed_frame,
 )
+
+if TYPE_CHECKING:
+    from pipeline.storyboard import RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,23 @@ class EngineSettings:
     bf16: bool = False  # run the VQGAN (encoder and decoder) under bfloat16 autocast
     carry_optimizer: bool = False  # keep Adam's moments from frame to frame
     latent_warp: bool = False  # move the latents instead of decode → warp → encode
+
+    @classmethod
+    def for_render(
+        cls, render: RenderSettings, seed: int, device: str = "cpu", **options: Any
+    ) -> EngineSettings:
+        """A storyboard's `render:` block as engine settings, with these speed options."""
+        return cls(
+            width=render.width,
+            height=render.height,
+            steps=render.steps,
+            first_steps=render.first_steps,
+            cuts=render.cuts,
+            lr=render.lr,
+            seed=seed,
+            device=device,
+            **options,
+        )
 
 
 def bf16_helps(device: str) -> bool:

@@ -77,22 +77,9 @@ def render(models, folder: Path, board: str, options: dict) -> list[Reading]:
     path = folder / "board.yaml"
     path.write_text(board)
     board_, _, plan = load_plan(str(path))
-    settings = board_.render
     vqgan, clip = models
-    engine = Engine(
-        vqgan,
-        clip,
-        EngineSettings(
-            width=settings.width,
-            height=settings.height,
-            steps=settings.steps,
-            first_steps=settings.first_steps,
-            cuts=settings.cuts,
-            lr=settings.lr,
-            seed=board_.seed,
-            **options,
-        ),
-    )
+    settings = EngineSettings.for_render(board_.render, board_.seed, **options)
+    engine = Engine(vqgan, clip, settings)
     store = FrameStore(folder / "out")
     render_frames(plan, engine, store, progress=False)
     return [
