@@ -1,6 +1,6 @@
 """Reads a frame of the shapes world from its pixels alone, independently of CLIP: the colour
 of its shape (the hue of its saturated pixels), how much of the frame it covers, where it is,
-and its form (circularity and how well a turned box fits it)."""
+and its form (which of a circle, square or triangle of its area, turned, covers it best)."""
 
 from __future__ import annotations
 
@@ -27,15 +27,16 @@ HUES = {
 # A pixel belongs to a shape if it is clearly coloured, or nearly white; the backgrounds are
 # black and a dark grey, neither saturated nor bright.
 SATURATED, BRIGHT, WHITE = 0.4, 0.3, 0.75
+# Edge slivers narrower than 2 * OPENING + 1 pixels are not part of a shape's form.
+OPENING = 2
 
 
 @dataclass(frozen=True)
 class Reading:
     shares: dict[str, float]  # each colour's share of the shape pixels ("white" included)
-    area: float  # the largest shape's share of the frame
+    area: float  # the shape's share of the frame: the largest region of the main colour
     centre: tuple[float, float]  # its centroid, as fractions of the width and height
-    circularity: float  # 4π·area/perimeter²: 1 for a disc, about 0.8 for a square
-    box_fill: float  # its area over that of the tightest turned rectangle: disc π/4, square 1
+    fits: dict[str, float]  # how well a circle, square and triangle of its area fit it (IoU)
 
     @property
     def colour(self) -> str | None:
@@ -46,17 +47,10 @@ class Reading:
 
     @property
     def form(self) -> str | None:
-        """circle, square or triangle, whichever the measures are nearest; None for no shape."""
-        if self.area < 0.002:
+        """circle, square or triangle, whichever fits best; None for no shape."""
+        if self.area < 0.002 or not self.fits:
             return None
-        prototypes = {"circle": (1.0, math.pi / 4), "square": (0.87, 1.0), "triangle": (0.65, 0.5)}
-        return min(
-            prototypes,
-            key=lambda name: (
-                (self.circularity - prototypes[name][0]) ** 2
-                + (self.box_fill - prototypes[name][1]) ** 2
-            ),
-        )
+        return max(self.fits, key=self.fits.get)
 
 
 def hsv(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,39 +112,68 @@ def largest_blob(mask: np.ndarray) -> np.ndarray:
     return labels == best if best else np.zeros_like(mask)
 
 
-def perimeter(mask: np.ndarray) -> float:
-    """The boundary's length by Crofton's formula: crossings counted in four directions."""
-    padded = np.pad(mask, 1).astype(np.int8)
-    straight = np.abs(np.diff(padded, axis=0)).sum() + np.abs(np.diff(padded, axis=1)).sum()
-    diagonal = (
-        np.abs(padded[1:, 1:] - padded[:-1, :-1]).sum()
-        + np.abs(padded[1:, :-1] - padded[:-1, 1:]).sum()
-    )
-    return math.pi / 8 * (straight + diagonal / math.sqrt(2))
+def opened(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Morphological opening with a (2r+1)-square: removes the slivers and specks narrower
+    than that along a region's edge (a decoder's edge artefacts) and keeps its body."""
+    offsets = range(-radius, radius + 1)
+
+    def shifted(image: np.ndarray, dy: int, dx: int, fill: bool) -> np.ndarray:
+        padded = np.pad(image, radius, constant_values=fill)
+        height, width = image.shape
+        return padded[radius + dy : radius + dy + height, radius + dx : radius + dx + width]
+
+    shifts = [(dy, dx) for dy in offsets for dx in offsets]
+    eroded = np.logical_and.reduce([shifted(mask, dy, dx, True) for dy, dx in shifts])
+    return np.logical_or.reduce([shifted(eroded, dy, dx, False) for dy, dx in shifts])
 
 
-def box_fill(mask: np.ndarray) -> float:
-    """Area over the smallest area of a rectangle around the region, turned in 3° steps."""
-    ys, xs = np.nonzero(mask)
-    points = np.stack([xs - xs.mean(), ys - ys.mean()])
-    smallest = math.inf
+def template_fits(region: np.ndarray) -> dict[str, float]:
+    """The best intersection-over-union of the region with a circle, a square and an
+    equilateral triangle of the same area on the same centroid, each turned every 3°."""
+    ys, xs = np.nonzero(region)
+    area = len(xs)
+    height, width = region.shape
+    grid_y, grid_x = np.mgrid[0:height, 0:width]
+    px, py = grid_x - xs.mean(), grid_y - ys.mean()
+    radius = math.sqrt(area / math.pi)
+    half_side = math.sqrt(area) / 2
+    inradius = math.sqrt(area / (3 * math.sqrt(3)))  # of the triangle with that area
+
+    def iou(template: np.ndarray) -> float:
+        both = np.logical_and(template, region).sum()
+        return float(both / np.logical_or(template, region).sum())
+
+    fits = {"circle": iou(np.hypot(px, py) <= radius)}
+    squares = []
     for degrees in range(0, 90, 3):
-        angle = math.radians(degrees)
-        turned = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
-        u, v = turned @ points
-        smallest = min(smallest, (np.ptp(u) + 1) * (np.ptp(v) + 1))
-    return len(xs) / smallest
+        a = math.radians(degrees)
+        u, v = px * math.cos(a) + py * math.sin(a), -px * math.sin(a) + py * math.cos(a)
+        squares.append(iou((np.abs(u) <= half_side) & (np.abs(v) <= half_side)))
+    fits["square"] = max(squares)
+    triangles = []
+    for degrees in range(0, 120, 3):
+        # Inside: within the inradius of the centroid along each of the three edge normals.
+        normals = [math.radians(degrees + 120 * k) for k in range(3)]
+        inside = np.logical_and.reduce(
+            [px * math.cos(n) + py * math.sin(n) <= inradius for n in normals]
+        )
+        triangles.append(iou(inside))
+    fits["triangle"] = max(triangles)
+    return fits
 
 
 def read_frame(pixels: np.ndarray) -> Reading:
-    """What an (H, W, 3) uint8 frame shows, from its pixels."""
+    """What an (H, W, 3) uint8 frame shows, from its pixels: the colours of everything that
+    is not background, and the position and form of the largest region of the main colour."""
     height, width, _ = pixels.shape
+    names = colour_names(pixels)
     shares = colour_shares(pixels)
-    blob = largest_blob(colour_names(pixels) != "")
-    area = float(blob.sum())
-    if area == 0:
-        return Reading(shares, 0.0, (0.5, 0.5), 0.0, 0.0)
-    ys, xs = np.nonzero(blob)
+    if not shares:
+        return Reading(shares, 0.0, (0.5, 0.5), {})
+    main = max(shares, key=shares.get)
+    region = largest_blob(opened(names == main, OPENING))
+    if not region.any():
+        region = largest_blob(names == main)
+    ys, xs = np.nonzero(region)
     centre = (float(xs.mean() + 0.5) / width, float(ys.mean() + 0.5) / height)
-    circularity = 4 * math.pi * area / perimeter(blob) ** 2
-    return Reading(shares, area / (height * width), centre, circularity, box_fill(blob))
+    return Reading(shares, len(xs) / (height * width), centre, template_fits(region))

@@ -95,10 +95,11 @@ def test_the_vqgan_reconstructs_the_world(shapes_models):
         z = vqgan.encode(images * 2 - 1)
         decoded = vqgan.decode(vqgan.quantize_st(z)).add(1).div(2)
     read = [read_frame(pixels) for pixels in as_uint8(decoded)]
-    # Colours only: the decoder's edges carry small blobs of other colours, which the
-    # reader's form measures trip on (10 of 24 forms read right when this was written).
+    # The decoder's edges carry slivers of other colours; the reader looks past them (23 of
+    # 24 forms and 22 of 24 colours read right when this was written).
     colours = sum(r.colour == s.colour for r, s in zip(read, scenes, strict=True))
-    assert colours >= 22, colours
+    forms = sum(r.form == s.shape for r, s in zip(read, scenes, strict=True))
+    assert colours >= 22 and forms >= 20, (colours, forms)
 
 
 def test_clip_tells_the_world_s_attributes_apart(shapes_models):
