@@ -341,7 +341,11 @@ class Engine:
                 z = warp_by(previous.z, moved, canvas)
             else:
                 z = self.image_to_latent(warp_by(previous.image, moved))
-            steps, adam = self.settings.steps, previous.adam
+            # Adam's moments point the way the previous frame's prompts pulled; once the
+            # prompts move (a morph, a new keyframe) they would keep pushing that way and the
+            # picture would lag the storyboard, so a changed frame starts a fresh Adam.
+            unchanged = plan.frames[previous.index].prompts == frame.prompts
+            steps, adam = self.settings.steps, previous.adam if unchanged else None
         z, loss, adam = self.optimise(z, frame.prompts, steps, generator, adam)
         with torch.no_grad():
             image = self.latent_to_image(z)

@@ -210,3 +210,22 @@ def test_bad_models_fail_clearly_and_leave_frames_alone(
     for word in words:
         assert word in result.stderr
     assert frames_of(tmp_path / "out") == before
+
+
+def test_carried_adam_starts_fresh_where_the_prompts_change(tiny_models, tmp_path):
+    # Moments gathered on one prompt keep pushing towards it; a frame whose prompts differ
+    # from the previous optimised frame's must not inherit them (a morph would lag).
+    from pipeline.cli import load_plan
+
+    path = tmp_path / "board.yaml"
+    path.write_text(BOARD)
+    _, _, plan = load_plan(str(path))
+    assert plan.frames[3].prompts != plan.frames[0].prompts
+    assert plan.frames[7].prompts == plan.frames[6].prompts
+    engine = engine_for(tiny_models, steps=2, first_steps=4, carry_optimizer=True)
+    first, _ = engine.anchor(0, plan, None)
+    morphing, _ = engine.anchor(3, plan, first)
+    settled, _ = engine.anchor(6, plan, morphing)
+    held, _ = engine.anchor(7, plan, settled)
+    steps = [int(anchor.adam["step"]) for anchor in (first, morphing, settled, held)]
+    assert steps == [4, 2, 2, 4]
