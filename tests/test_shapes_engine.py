@@ -1,7 +1,7 @@
 """With the `shapes` models the engine's renders follow what their storyboards say: a pixel
 classifier that knows nothing of CLIP (tests/shape_reader.py) reads the prompt's colour in
 them, sees a morph change colour between its keyframes, a negative prompt push its colour
-away, zoom grow the prompt's shape and pan move it the right way.
+away, zoom grow the prompt's shape and a sideways pan move it the right way.
 
 Not yet checked, because these models do not do it yet: that the shape comes out round or
 square. From a random start, the engine's frames end as a patch of the prompt's colour among
