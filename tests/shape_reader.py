@@ -41,9 +41,7 @@ class Reading:
     @property
     def colour(self) -> str | None:
         """The colour most of the shape's pixels have, or None when nothing stands out."""
-        if not self.shares:
-            return None
-        return max(self.shares, key=self.shares.get)
+        return main_colour(self.shares)
 
     @property
     def form(self) -> str | None:
@@ -51,6 +49,10 @@ class Reading:
         if self.area < 0.002 or not self.fits:
             return None
         return max(self.fits, key=self.fits.get)
+
+
+def main_colour(shares: dict[str, float]) -> str | None:
+    return max(shares, key=shares.get) if shares else None
 
 
 def hsv(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,8 +82,8 @@ def colour_names(pixels: np.ndarray) -> np.ndarray:
     return names
 
 
-def colour_shares(pixels: np.ndarray) -> dict[str, float]:
-    names = colour_names(pixels)
+def colour_shares(names: np.ndarray) -> dict[str, float]:
+    """Each colour's share of the pixels that are not background, from `colour_names`."""
     shape = names[names != ""]
     if shape.size == 0:
         return {}
@@ -167,10 +169,10 @@ def read_frame(pixels: np.ndarray) -> Reading:
     is not background, and the position and form of the largest region of the main colour."""
     height, width, _ = pixels.shape
     names = colour_names(pixels)
-    shares = colour_shares(pixels)
-    if not shares:
+    shares = colour_shares(names)
+    main = main_colour(shares)
+    if main is None:
         return Reading(shares, 0.0, (0.5, 0.5), {})
-    main = max(shares, key=shares.get)
     region = largest_blob(opened(names == main, OPENING))
     if not region.any():
         region = largest_blob(names == main)

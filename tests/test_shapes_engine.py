@@ -40,8 +40,8 @@ ENGINES = [
 RENDER = {"steps": 2, "first_steps": 24, "cuts": 8, "lr": 0.1}
 # A morph needs the optimiser to keep up with the prompts: at two steps a frame cadence 2
 # crossed over one frame too late (73 of 96), at three in time (bench/RESULTS.md). Camera
-# moves need the opposite: at three, the classic loop's fresh Adam repaints a small shape
-# faster than a pan of 1.5 px a frame moves it.
+# moves need the opposite: at three, the classic loop's fresh Adam repainted a small red
+# circle faster than a pan of [1.5, -2] px a frame moved it (its red went left, not right).
 MORPH_STEPS = 3
 
 
