@@ -471,16 +471,14 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     from pipeline.models.registry import file_sha256, models_dir
 
     files = shapes.build_shapes(models_dir() / shapes.NAME)
-    same = shapes.same_weights(files, shapes.shapes_files())
+    digests = shapes.weight_digests(files)
     for path in files.all:
         print(f"{path}  {file_sha256(path)}")
-    for model, equal in same.items():
-        verdict = "the same weights as" if equal else "different weights from"
-        print(f"the {model}: {verdict} the one that ships with feverdream")
-    print(
-        "renders with `shapes` use the files that ship with feverdream; to use these, give "
-        f"their paths: models: {{vqgan: {files.vqgan_ckpt}, clip: {files.clip}}}"
-    )
+    for model, digest in digests.items():
+        same = digest == shapes.REFERENCE_DIGESTS[model]
+        verdict = "the same weights as" if same else "different weights from"
+        print(f"the {model}: {verdict} the reference build (the one the tests were measured on)")
+    print("renders that name `shapes` use these files")
     return 0
 
 
@@ -491,7 +489,7 @@ def _add_models_verbs(sub: argparse._SubParsersAction) -> None:
         help="list, download and locate VQGAN and CLIP checkpoints",
         description="Model files live in the models folder: FEVERDREAM_MODELS, else your "
         "user cache. `tiny` needs no download (random weights: abstract noise, not art); "
-        "`shapes` ships with feverdream (trained by it on drawn shapes).",
+        "`shapes` is trained by feverdream on drawn shapes, on first use or by `models build`.",
     )
     verbs = models.add_subparsers(dest="models_verb", metavar="ACTION", required=True)
 
@@ -507,7 +505,7 @@ def _add_models_verbs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_models_path)
 
     p = verbs.add_parser(
-        "build", help="train the `shapes` models again from scratch (about 30 min on a 2-core CPU)"
+        "build", help="train the `shapes` models from scratch (about 15 min on a 2-core CPU)"
     )
     p.add_argument("name", choices=["shapes"], help="the models feverdream trains itself")
     p.set_defaults(func=cmd_models_build)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 
@@ -26,9 +29,7 @@ def _tiny_model_files(tmp_path_factory: pytest.TempPathFactory):
 def tiny_model_dir(_tiny_model_files, _isolated_dirs):
     """A models folder (this test's FEVERDREAM_MODELS) holding the tiny models' files, so
     `tiny` loads through the real loaders without being built again."""
-    import os
     import shutil
-    from pathlib import Path
 
     folder = Path(os.environ["FEVERDREAM_MODELS"])
     folder.mkdir(parents=True, exist_ok=True)
@@ -39,3 +40,35 @@ def tiny_model_dir(_tiny_model_files, _isolated_dirs):
     ):
         shutil.copy(path, folder / path.name)
     return folder
+
+
+# Where `make setup` trains the shapes models (git-ignored); a test session trains them there
+# itself if they are missing, which takes about fifteen minutes.
+SHAPES_DIR = Path(__file__).resolve().parents[1] / ".models" / "shapes"
+
+
+@pytest.fixture(scope="session")
+def shapes_model_files():
+    """The shapes models' files, trained once into the checkout's .models/shapes."""
+    from pipeline.models import shapes
+
+    return shapes.ensure_shapes(SHAPES_DIR, progress=False)
+
+
+@pytest.fixture
+def shapes_model_dir(shapes_model_files, _isolated_dirs):
+    """A models folder (this test's FEVERDREAM_MODELS) in which `shapes` names the trained
+    files, so that it loads by name without training again."""
+    folder = Path(os.environ["FEVERDREAM_MODELS"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "shapes").symlink_to(SHAPES_DIR, target_is_directory=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shapes_models(shapes_model_files):
+    """The shapes VQGAN and CLIP, loaded once by path through the real loaders."""
+    from pipeline.models.registry import load_models
+
+    files = shapes_model_files
+    return load_models(str(files.vqgan_ckpt), str(files.clip), "cpu")

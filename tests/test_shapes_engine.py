@@ -26,7 +26,6 @@ from shape_reader import Reading, read_frame
 
 from pipeline.cli import load_plan
 from pipeline.engine import CLASSIC_OPTIONS, Engine, EngineSettings, fast_options, render_frames
-from pipeline.models.registry import load_models
 from pipeline.store import FrameStore
 
 # What a render on this machine chooses with cadence 2: bf16 only where the CPU has it (on
@@ -43,11 +42,6 @@ RENDER = {"steps": 2, "first_steps": 24, "cuts": 8, "lr": 0.1}
 # moves need the opposite: at three, the classic loop's fresh Adam repainted a small red
 # circle faster than a pan of [1.5, -2] px a frame moved it (its red went left, not right).
 MORPH_STEPS = 3
-
-
-@pytest.fixture(scope="module")
-def shapes_models():
-    return load_models("shapes", "shapes", "cpu")
 
 
 def storyboard(

@@ -36,11 +36,6 @@ def as_uint8(images: torch.Tensor) -> list[np.ndarray]:
     return list((images.clamp(0, 1).permute(0, 2, 3, 1) * 255).round().byte().numpy())
 
 
-@pytest.fixture(scope="module")
-def shapes_models():
-    return load_models("shapes", "shapes", "cpu")
-
-
 def test_the_pixel_reader_reads_drawn_scenes_exactly():
     scenes, images = scenes_and_pixels(120, seed=100)
     for scene, pixels in zip(scenes, as_uint8(images), strict=True):
@@ -56,32 +51,32 @@ def test_the_reader_s_hues_are_the_world_s_palette():
         assert read_frame(np.tile(pixel, (8, 8, 1))).colour == name, (name, hue)
 
 
-def test_shapes_loads_by_name_through_the_real_loaders(shapes_models):
-    vqgan, clip = shapes_models
+def test_shapes_loads_by_name_through_the_real_loaders(shapes_model_dir, shapes_model_files):
+    vqgan, clip = load_models("shapes", "shapes", "cpu")
     assert isinstance(vqgan, VQGAN) and isinstance(clip, CLIPModel)
     assert vqgan.downsample == 8 and vqgan.config.n_embed <= 1024
-    files = shapes.shapes_files()
-    assert vqgan.checksums[files.vqgan_ckpt.name] == shapes.SHA256[files.vqgan_ckpt.name]
-    assert clip.checksums[files.clip.name] == shapes.SHA256[files.clip.name]
+    files = shapes_model_files
+    assert vqgan.checksums[files.vqgan_ckpt.name] == file_sha256(files.vqgan_ckpt)
+    assert clip.checksums[files.clip.name] == file_sha256(files.clip)
     assert clip.context_length <= 77 and clip.model.vocab_size == 49408
 
 
-def test_the_committed_files_are_the_ones_the_registry_names():
-    for path in shapes.shapes_files().all:
-        assert file_sha256(path) == shapes.SHA256[path.name], path
+def test_the_models_the_tests_use_are_the_reference_build(shapes_model_files):
+    # Every expectation in these tests was measured on these exact weights.
+    assert shapes.weight_digests(shapes_model_files) == shapes.REFERENCE_DIGESTS
 
 
-def test_a_corrupted_shapes_file_is_refused(tmp_path: Path):
-    good = shapes.shapes_files().clip
+def test_a_corrupted_shapes_file_is_refused(tmp_path: Path, shapes_model_files):
+    good = shapes_model_files.clip
     bad = tmp_path / good.name
     data = bytearray(good.read_bytes())
     data[len(data) // 2] ^= 0xFF
     bad.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="SHA-256"):
-        load_clip(bad, shapes.SHA256[good.name], "shapes")
+        load_clip(bad, file_sha256(good), "shapes")
 
 
-def test_models_list_says_what_shapes_knows(capsys):
+def test_models_list_says_what_shapes_knows(capsys, shapes_model_dir):
     assert main(["models", "list"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("shapes ")]
     assert len(rows) == 2
@@ -146,4 +141,10 @@ def test_a_rebuild_is_deterministic_and_loads(tmp_path: Path):
     assert first.vqgan_ckpt.read_bytes() == second.vqgan_ckpt.read_bytes()
     assert first.vqgan_config.read_bytes() == second.vqgan_config.read_bytes()
     assert load_vqgan(first.vqgan_ckpt, first.vqgan_config).downsample == 8
-    assert shapes.same_weights(first, second) == {"VQGAN": True, "CLIP": True}
+    assert shapes.weight_digests(first) == shapes.weight_digests(second)
+
+
+def test_models_path_says_how_to_build_shapes_when_they_are_not_built(capsys):
+    # Only a build or a render trains them; asking where they are does not.
+    assert main(["models", "path", "shapes"]) != 0
+    assert "feverdream models build shapes" in capsys.readouterr().err

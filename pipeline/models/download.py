@@ -23,10 +23,10 @@ from pipeline.models.registry import (
     file_sha256,
     find_entry,
     models_dir,
+    record_sha256,
     recorded_sha256,
     unknown_name_error,
 )
-from pipeline.store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ _TIMEOUT = httpx.Timeout(30.0, connect=15.0)
 
 def _by_hand(file: ModelFile, dest: Path) -> str:
     return f"You can fetch {file.url} by hand and save it as {dest}."
-
-
-def _record(dest: Path, sha256: str) -> None:
-    atomic_write(Path(f"{dest}.sha256"), lambda tmp: tmp.write_text(f"{sha256}  {dest.name}\n"))
 
 
 def _check_present(file: ModelFile, dest: Path) -> str:
@@ -52,7 +48,7 @@ def _check_present(file: ModelFile, dest: Path) -> str:
             f"delete it and run the download again. {_by_hand(file, dest)}"
         )
     if recorded_sha256(dest) != actual:
-        _record(dest, actual)
+        record_sha256(dest, actual)
     return actual
 
 
@@ -154,7 +150,7 @@ def fetch(file: ModelFile, dest: Path, client: httpx.Client | None = None) -> st
             f"expected; it was deleted, not kept. Try again later. {_by_hand(file, dest)}"
         )
     os.replace(part, dest)
-    _record(dest, actual)
+    record_sha256(dest, actual)
     log.info("%s: %s (sha256 %s)", dest.name, dest, actual)
     return actual
 

@@ -29,6 +29,7 @@ from pipeline.models.architectures import (
     TINY_VQGAN,
     VQGANConfig,
 )
+from pipeline.store import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -301,6 +302,11 @@ def recorded_sha256(path: Path) -> str | None:
     return words[0].lower() if words else None
 
 
+def record_sha256(path: Path, sha256: str) -> None:
+    """Write `<file>.sha256`, which later loads check the file against."""
+    atomic_write(Path(f"{path}.sha256"), lambda tmp: tmp.write_text(f"{sha256}  {path.name}\n"))
+
+
 def expected_sha256(file: ModelFile, path: Path) -> str | None:
     return file.sha256 or recorded_sha256(path)
 
@@ -318,16 +324,8 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _shapes_files() -> shapes.ShapesFiles:
-    """The shapes models' files, which ship inside the package."""
-    files = shapes.shapes_files()
-    missing = [path for path in files.all if not path.is_file()]
-    if missing:
-        raise ModelError(
-            f"the shapes models are missing from this installation ({missing[0]}): reinstall "
-            "feverdream, or train them with `feverdream models build shapes` and give the "
-            "paths it prints"
-        )
-    return files
+    """The shapes models' files in the models folder, trained there on first use."""
+    return shapes.ensure_shapes(models_dir() / shapes.NAME)
 
 
 def resolve_vqgan(
@@ -347,7 +345,7 @@ def resolve_vqgan(
         return files.vqgan_ckpt, files.vqgan_config, None
     if name == SHAPES:
         files = _shapes_files()
-        return files.vqgan_ckpt, files.vqgan_config, shapes.SHA256[files.vqgan_ckpt.name]
+        return files.vqgan_ckpt, files.vqgan_config, recorded_sha256(files.vqgan_ckpt)
     entry = find_entry("vqgan", name)
     if isinstance(entry, VQGANEntry):
         folder = models_dir()
@@ -379,7 +377,7 @@ def resolve_clip(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None
         return ensure_tiny(models_dir()).clip, None
     if name == SHAPES:
         path = _shapes_files().clip
-        return path, shapes.SHA256[path.name]
+        return path, recorded_sha256(path)
     entry = find_entry("clip", name)
     if isinstance(entry, CLIPEntry):
         path = models_dir() / entry.file.filename
@@ -402,7 +400,13 @@ def model_paths(name: str) -> list[Path]:
         files = ensure_tiny(models_dir())
         return [files.vqgan_ckpt, files.vqgan_config, files.clip]
     if name == SHAPES:
-        return list(_shapes_files().all)
+        files = shapes.shapes_files(models_dir() / shapes.NAME)
+        if not files.built:
+            raise ModelError(
+                f"the shapes models are not built in {files.clip.parent} yet: run "
+                "`feverdream models build shapes` (or render a storyboard that names them)"
+            )
+        return list(files.all)
     if find_entry("vqgan", name):
         return list(resolve_vqgan(name)[:2])
     if find_entry("clip", name):
@@ -433,9 +437,9 @@ def _tiny_status(kind: str) -> ModelStatus:
 
 
 def _shapes_status(kind: str) -> ModelStatus:
-    files = shapes.shapes_files()
+    files = shapes.shapes_files(models_dir() / shapes.NAME)
     paths = (files.vqgan_ckpt, files.vqgan_config) if kind == "vqgan" else (files.clip,)
-    present = all(path.is_file() for path in paths)
+    present = files.built
     size = sum(path.stat().st_size for path in paths) if present else None
     return ModelStatus(SHAPES, present, paths, size, shapes.NOTES)
 
