@@ -99,7 +99,7 @@ def shapes_files(directory: Path) -> ShapesFiles:
 
 
 def ensure_shapes(directory: Path, progress: bool = True) -> ShapesFiles:
-    """The shapes models' files in `directory`, trained there first if any is missing."""
+    """The shapes models' files in `directory`, trained there first unless a build finished."""
     files = shapes_files(directory)
     if files.built:
         return files
@@ -128,6 +128,9 @@ def build_shapes(
 
     files = shapes_files(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # Until the new records are written, the folder does not count as built.
+    for path in files.all:
+        Path(f"{path}.sha256").unlink(missing_ok=True)
     # spawn, not fork: the parent may already hold torch's thread pools.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
