@@ -62,8 +62,12 @@ def test_shapes_loads_by_name_through_the_real_loaders(shapes_model_dir, shapes_
 
 
 def test_the_models_the_tests_use_are_the_reference_build(shapes_model_files):
-    # Every expectation in these tests was measured on these exact weights.
-    assert shapes.weight_digests(shapes_model_files) == shapes.REFERENCE_DIGESTS
+    # The expectations in these tests were measured on these exact weights. Another CPU's
+    # kernels train other weights in the last bits, and no reference is recorded for those.
+    reference = shapes.reference_digests()
+    if reference is None:
+        pytest.skip(f"no reference build recorded for {torch.backends.cpu.get_cpu_capability()}")
+    assert shapes.weight_digests(shapes_model_files) == reference
 
 
 def test_a_corrupted_shapes_file_is_refused(tmp_path: Path, shapes_model_files):
@@ -114,7 +118,7 @@ def test_clip_tells_the_world_s_attributes_apart(shapes_models):
         words = clip.encode_text([text.text for text in texts])
         guesses = (embedded @ words.T).argmax(dim=1)
         truth = [[getattr(t, key) for t in texts].index(getattr(s, key)) for s in scenes]
-        accuracy[key] = float((guesses == torch.tensor(truth)).float().mean())
+        accuracy[key] = float((guesses == torch.tensor(truth)).double().mean())
     assert accuracy["colour"] >= 0.95 and accuracy["background"] >= 0.95, accuracy
     assert accuracy["size"] >= 0.85 and accuracy["shape"] >= 0.7, accuracy
 
