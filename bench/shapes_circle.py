@@ -1,0 +1,149 @@
+"""How close the engine gets to "a large red circle on a black background" with the shapes
+models: the red-circle check of tests/test_shapes_engine.py for ten seeds, read by the
+tests' pixel reader (colour and form of each last frame), and CLIP's energy (the engine's
+loss over 64 cutouts: all, the 16 whole-frame views, the 48 crops) of the drawn circle, of
+its VQGAN reconstruction and of the engine's frames. With `--from-drawn` the engine starts
+from the drawn circle instead, and the reading after every 20 steps shows whether the circle
+stays a circle under optimisation (is it what CLIP likes best nearby?).
+
+    .venv/bin/python bench/shapes_circle.py [--models .models/shapes] [--first 100 --cuts 16]
+        [--engine classic|fast] [--codebook-std 0.6] [--from-drawn] [--sheet out.png]
+
+Figures and what they meant: bench/RESULTS.md, "The shapes world's circle".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from shape_reader import read_frame  # noqa: E402
+
+from pipeline.cli import load_plan  # noqa: E402
+from pipeline.engine import (  # noqa: E402
+    CLASSIC_OPTIONS,
+    Engine,
+    EngineSettings,
+    fast_options,
+    frame_generator,
+    make_cutouts,
+    render_frames,
+    spherical_distance,
+    to_uint8,
+)
+from pipeline.models.registry import load_models  # noqa: E402
+from pipeline.models.shapes import shapes_files  # noqa: E402
+from pipeline.models.shapes.train import _scale_codebook  # noqa: E402
+from pipeline.models.shapes.world import Scene, draw  # noqa: E402
+from pipeline.store import FrameStore  # noqa: E402
+
+PROMPT = "a large red circle on a black background"
+CIRCLE = Scene("black", "circle", "red", "large", "centre", 0.5, 0.5, 0.36, 0.0)
+
+
+def energy(clip, image: torch.Tensor, text: torch.Tensor) -> tuple[float, float, float]:
+    views = make_cutouts(image, 64, clip.input_resolution, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        distance = spherical_distance(clip.encode_image(views), text)[:, 0]
+    return float(distance.mean()), float(distance[:16].mean()), float(distance[16:].mean())
+
+
+def render_seed(models, folder: Path, seed: int, args, options: dict) -> np.ndarray:
+    board = textwrap.dedent(
+        f"""\
+        title: circle
+        seed: {seed}
+        fps: 24
+        size: 360x640
+        duration: 3f
+        render: {{size: 144x256, steps: 2, first_steps: {args.first}, cuts: {args.cuts}}}
+        models: {{vqgan: shapes, clip: shapes}}
+        keyframes:
+          - {{at: 0s, prompt: "{PROMPT}"}}
+        """
+    )
+    path = folder / "board.yaml"
+    path.write_text(board)
+    storyboard, _, plan = load_plan(str(path))
+    engine = Engine(*models, EngineSettings.for_render(storyboard.render, seed, **options))
+    store = FrameStore(folder / "out")
+    render_frames(plan, engine, store, progress=False)
+    return np.asarray(Image.open(store.frame_path(plan.n_frames - 1)).convert("RGB"))
+
+
+def from_drawn(models, args) -> list[np.ndarray]:
+    vqgan, clip = models
+    settings = EngineSettings(144, 256, 2, args.first, args.cuts, 0.1, 0)
+    engine = Engine(vqgan, clip, settings)
+    start = engine.image_to_latent(draw([CIRCLE], 144, 256))
+    frames = []
+    for seed in range(3):
+        z, generator = start.clone(), frame_generator(seed, 0)
+        for block in range(4):
+            z, loss, _ = engine.optimise(z, ((PROMPT, 1.0),), 20, generator)
+            with torch.no_grad():
+                frames.append(to_uint8(engine.latent_to_image(z)))
+            reading = read_frame(frames[-1])
+            print(f"seed {seed} step {20 * (block + 1)}: loss {loss:.3f}, {reading.form}")
+    return frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=Path, default=Path(".models/shapes"))
+    parser.add_argument("--first", type=int, default=100, help="steps of the first frame")
+    parser.add_argument("--cuts", type=int, default=16)
+    parser.add_argument("--engine", choices=("classic", "fast"), default="classic")
+    parser.add_argument("--from-drawn", action="store_true")
+    parser.add_argument("--sheet", type=Path, help="write the frames side by side here")
+    parser.add_argument(
+        "--codebook-std", type=float, help="rescale the VQGAN's latent space to this spread first"
+    )
+    args = parser.parse_args()
+    files = shapes_files(args.models)
+    models = load_models(str(files.vqgan_ckpt), str(files.clip), "cpu")
+    vqgan, clip = models
+    if args.codebook_std:
+        _scale_codebook(vqgan, args.codebook_std)
+    if args.from_drawn:
+        frames = from_drawn(models, args)
+    else:
+        options = CLASSIC_OPTIONS if args.engine == "classic" else fast_options("cpu", 2)
+        frames = []
+        with tempfile.TemporaryDirectory() as scratch:
+            for seed in range(10):
+                folder = Path(scratch) / f"seed{seed}"
+                folder.mkdir()
+                frames.append(render_seed(models, folder, seed, args, options))
+                reading = read_frame(frames[-1])
+                fits = {form: round(fit, 2) for form, fit in reading.fits.items()}
+                print(f"seed {seed}: {reading.colour} {reading.form} {fits}")
+        readings = [read_frame(frame) for frame in frames]
+        red = sum(r.colour == "red" for r in readings)
+        round_ = sum(r.colour == "red" and r.form == "circle" for r in readings)
+        print(f"red {red}/10, red and circular {round_}/10")
+        text = clip.encode_text([PROMPT])
+        drawn = draw([CIRCLE], 144, 256)
+        with torch.no_grad():
+            rebuilt = vqgan.decode(vqgan.quantize_st(vqgan.encode(drawn * 2 - 1)))
+        rebuilt = rebuilt.add(1).div(2).clamp(0, 1)
+        as_images = [torch.tensor(f).permute(2, 0, 1)[None].float() / 255 for f in frames]
+        made = np.mean([energy(clip, image, text) for image in as_images], axis=0)
+        print("energy (all, whole views, crops):")
+        print("  drawn circle   ", *(f"{v:.3f}" for v in energy(clip, drawn, text)))
+        print("  its VQGAN copy ", *(f"{v:.3f}" for v in energy(clip, rebuilt, text)))
+        print("  engine frames  ", *(f"{v:.3f}" for v in made))
+    if args.sheet:
+        Image.fromarray(np.concatenate(frames, axis=1)).save(args.sheet)
+
+
+if __name__ == "__main__":
+    main()
