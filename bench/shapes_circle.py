@@ -9,7 +9,7 @@ stays a circle under optimisation (is it what CLIP likes best nearby?).
     .venv/bin/python bench/shapes_circle.py [--models .models/shapes] [--first 100 --cuts 16]
         [--engine classic|fast] [--codebook-std 0.6] [--from-drawn] [--sheet out.png]
 
-Figures and what they meant: bench/RESULTS.md, "The shapes world's circle".
+Figures and what they meant: bench/RESULTS.md, "The shapes world on an AVX-512 machine".
 """
 
 from __future__ import annotations

@@ -471,7 +471,6 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     from pipeline.models.registry import file_sha256, models_dir
 
     files = shapes.build_shapes(models_dir() / shapes.NAME)
-    digests = shapes.weight_digests(files)
     for path in files.all:
         print(f"{path}  {file_sha256(path)}")
     reference = shapes.reference_digests()
@@ -481,10 +480,13 @@ def cmd_models_build(args: argparse.Namespace) -> int:
             f"({', '.join(shapes.REFERENCE_DIGESTS)} are): the weights differ from those the "
             "tests were measured on in the last bits"
         )
-    for model, digest in digests.items() if reference else ():
-        same = digest == reference[model]
-        verdict = "the same weights as" if same else "different weights from"
-        print(f"the {model}: {verdict} the reference build (the one the tests were measured on)")
+    else:
+        for model, digest in shapes.weight_digests(files).items():
+            same = digest == reference[model]
+            verdict = "the same weights as" if same else "different weights from"
+            print(
+                f"the {model}: {verdict} the reference build (the one the tests were measured on)"
+            )
     print("renders that name `shapes` use these files")
     return 0
 

@@ -114,7 +114,8 @@ def test_a_red_circle_prompt_comes_out_red_for_most_seeds(shapes_models, tmp_pat
     # Colour only: with these models the engine's frames are red but not yet round (see the
     # module's docstring). From random codes the first frame gets FIRST_STEPS steps with twice
     # the cutouts of the other checks: at 24 steps and 8 cuts 5 of 10 seeds came out red with
-    # the AVX-512 build, at 100 and 16 every first frame was red (bench/RESULTS.md).
+    # the AVX-512 build of the codebook at 0.3, at 100 and 16 every first frame was red
+    # (bench/RESULTS.md).
     keyframes = """\
         - at: 0s
           prompt: "a large red circle on a black background"

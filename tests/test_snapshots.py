@@ -40,10 +40,9 @@ TOLERANCE = 5e-6
 
 def first_difference(got, want, where: str = "") -> str | None:
     """Where two JSON values first differ (numbers by more than TOLERANCE), or None."""
-    numbers = (int, float)
-    if isinstance(got, numbers) and isinstance(want, numbers):
-        same = not isinstance(got, bool) and abs(got - want) <= TOLERANCE
-        return None if same or got == want else f"{where or '.'}: {got!r} != {want!r}"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (got, want)):
+        same = abs(got - want) <= TOLERANCE
+        return None if same else f"{where or '.'}: {got!r} != {want!r}"
     if type(got) is not type(want):
         return f"{where or '.'}: {got!r} != {want!r}"
     if isinstance(got, dict):
@@ -74,6 +73,7 @@ def test_a_changed_plan_number_is_caught():
     assert first_difference([{**plan[0], "frame": 4}], plan) == "[0].frame: 4 != 3"
     renamed = [{"frame": 3, "zoom": 1.0125, "prompts": [["b", 0.5]]}]
     assert first_difference(renamed, plan) == "[0].prompts[0][0]: 'b' != 'a'"
+    assert first_difference([True], [1]) == "[0]: True != 1"
 
 
 def test_every_example_uses_the_soundtrack():

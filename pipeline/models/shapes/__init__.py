@@ -117,7 +117,7 @@ def ensure_shapes(directory: Path, progress: bool = True) -> ShapesFiles:
     if files.built:
         return files
     log.warning(
-        "the shapes models are not built yet: training them into %s (once; about 20 "
+        "the shapes models are not built yet: training them into %s (once; about 15 "
         "minutes on a 2-core CPU)",
         directory,
     )

@@ -55,7 +55,7 @@ class VQGANTraining:
     # The codebook is scaled to this spread per dimension after training (the decoded images
     # stay the same): wide enough that a fresh Adam's first steps at lr 0.1, which move every
     # latent by about the lr, do not repaint a frame (at 0.3 the classic loop's two steps a
-    # frame turned 4 of 10 red first frames blue by the third frame; at 0.6 none, and the
+    # frame turned 2 of 10 red first frames blue by the third frame; at 0.6 none, and the
     # first frame still comes out red within 100 steps: bench/RESULTS.md).
     codebook_std: float = 0.6
 
