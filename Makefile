@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pipeline.audio --warm
 	touch $(STAMP)
 
-# About fifteen minutes on two cores, once; again only when the recipe changes.
+# About twenty minutes on two cores, once; again only when the recipe changes.
 $(SHAPES): pipeline/models/shapes/train.py pipeline/models/shapes/world.py | $(STAMP)
 	FEVERDREAM_MODELS=$(MODELS) $(VENV)/bin/feverdream models build shapes
 

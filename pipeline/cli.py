@@ -476,8 +476,8 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     reference = shapes.reference_digests()
     if reference is None:
         print(
-            "no reference build is recorded for this CPU's kernels "
-            f"({', '.join(shapes.REFERENCE_DIGESTS)} are): the weights differ from those the "
+            f"no reference build is recorded for this CPU's kernels ({shapes.cpu_kernels()}; "
+            f"{', '.join(shapes.REFERENCE_DIGESTS)} are): the weights differ from those the "
             "tests were measured on in the last bits"
         )
     else:
@@ -514,7 +514,7 @@ def _add_models_verbs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_models_path)
 
     p = verbs.add_parser(
-        "build", help="train the `shapes` models from scratch (about 15 min on a 2-core CPU)"
+        "build", help="train the `shapes` models from scratch (about 20 min on a 2-core CPU)"
     )
     p.add_argument("name", choices=["shapes"], help="the models feverdream trains itself")
     p.set_defaults(func=cmd_models_build)

@@ -43,7 +43,7 @@ def tiny_model_dir(_tiny_model_files, _isolated_dirs):
 
 
 # Where `make setup` trains the shapes models (git-ignored); a test session trains them there
-# itself if they are missing, which takes about fifteen minutes.
+# itself if they are missing, which takes about twenty minutes.
 SHAPES_DIR = Path(__file__).resolve().parents[1] / ".models" / "shapes"
 
 

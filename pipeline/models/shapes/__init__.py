@@ -5,9 +5,10 @@ engine is checked for meaning rather than plumbing: they know colours, shapes, s
 positions (`world.py`), nothing else. They are the classes the real models load as, in the
 real file formats. Model files stay out of the repository: `feverdream models build shapes`
 trains them into the models folder (`train.py`, seeded and deterministic on one CPU thread
-each; the two train side by side in about fifteen minutes on two cores), and a render that
-names `shapes` builds them there on first use. A `<file>.sha256` beside each file, written by
-the build, is checked on every load.
+each; the two train side by side, then CLIP goes on against the engine's own frames through
+that VQGAN: about twenty minutes on two cores), and a render that names `shapes` builds them
+there on first use. A `<file>.sha256` beside each file, written by the build, is checked on
+every load.
 
 Importing this module is cheap (no torch).
 """
@@ -25,34 +26,55 @@ from pipeline.models.architectures import VQGANConfig
 if TYPE_CHECKING:
     import torch
 
-    from pipeline.models.shapes.train import CLIPTraining, VQGANTraining
+    from pipeline.models.shapes.train import CLIPHardening, CLIPTraining, VQGANTraining
 
 log = logging.getLogger(__name__)
 
 NAME = "shapes"
 NOTES = (
     "trained by feverdream on drawn shapes: understands colours, shapes, sizes and positions, "
-    "nothing else; built on first use (about 15 min on a 2-core CPU)"
+    "nothing else; built on first use (about 20 min on a 2-core CPU)"
 )
 # `tensor_digest` of the models the committed recipe trained (torch 2.14.1, one thread each),
-# by the CPU kernels torch picked (`torch.backends.cpu.get_cpu_capability()`): the same recipe
-# trains other weights in the last bits with other kernels (an AVX2 EPYC's build differed from
-# an AVX-512 Xeon's, also with the Xeon held to AVX2). The tests' expectations were measured on
-# the builds recorded here; a build elsewhere differs in the last bits, and the engine checks
-# have thin margins (bench/RESULTS.md): one may come out otherwise there.
+# by the CPU's maker and the kernels torch picked (`cpu_kernels()`): the same recipe trains
+# other weights in the last bits with other kernels (an AVX2 EPYC's build differed from an
+# AVX-512 Xeon's, also with the Xeon held to AVX2, and an AVX-512 EPYC's from both: MKL and
+# oneDNN take other paths on AMD's CPUs). The tests' expectations were measured on the builds
+# recorded here; a build elsewhere differs in the last bits, and the engine checks have thin
+# margins (bench/RESULTS.md): one may come out otherwise there.
 REFERENCE_DIGESTS: dict[str, dict[str, str]] = {
-    "AVX512": {
+    "GenuineIntel AVX512": {
         "VQGAN": "e3d060c69c7d4759a0f0bf2aa651ebaa33099e936a9c4d54fdd4979b7741d806",
-        "CLIP": "d576b4fe95ac6d45f1ff7c2f26dbca0eac0cbad38eef0d00644a79928300e3ca",
+        "CLIP": "0b7a32db16d0317739c8aace7eed5dc7edfda047a9ef58a9d6c0b470019cb1c5",
+    },
+    "AuthenticAMD AVX512": {
+        "VQGAN": "8f8e55db6dcba0c30fbadcbeb8583e8804f8dd10bf5e38a24f62e61c220d8f5c",
+        "CLIP": "abf34169c76f188f97fb3f1dab7c3bc4ce3f4bfb6590386bfd56da47f131e08f",
     },
 }
 
 
-def reference_digests() -> dict[str, str] | None:
-    """The reference build's digests for this machine's CPU kernels, if one is recorded."""
+def cpu_kernels() -> str:
+    """The CPU's maker and the kernel set torch picked on it, as REFERENCE_DIGESTS keys them:
+    "GenuineIntel AVX512", "AuthenticAMD AVX2"."""
+    import platform
+
     import torch
 
-    return REFERENCE_DIGESTS.get(torch.backends.cpu.get_cpu_capability())
+    vendor = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{vendor} {torch.backends.cpu.get_cpu_capability()}"
+
+
+def reference_digests() -> dict[str, str] | None:
+    """The reference build's digests for this machine's CPU kernels, if one is recorded."""
+    return REFERENCE_DIGESTS.get(cpu_kernels())
 
 
 # f8 like the OpenImages VQGAN, and as light at full resolution as taming's modules allow
@@ -117,7 +139,7 @@ def ensure_shapes(directory: Path, progress: bool = True) -> ShapesFiles:
     if files.built:
         return files
     log.warning(
-        "the shapes models are not built yet: training them into %s (once; about 15 "
+        "the shapes models are not built yet: training them into %s (once; about 20 "
         "minutes on a 2-core CPU)",
         directory,
     )
@@ -128,16 +150,18 @@ def build_shapes(
     directory: Path,
     vqgan: VQGANTraining | None = None,
     clip: CLIPTraining | None = None,
+    hardening: CLIPHardening | None = None,
     progress: bool = True,
 ) -> ShapesFiles:
     """Train both models from scratch (by the committed recipe unless told otherwise), side
-    by side in two processes of one thread each, and write them and their `.sha256` records
-    into `directory`; returns their files."""
+    by side in two processes of one thread each, then CLIP's second stage against the engine
+    with that VQGAN, and write them and their `.sha256` records into `directory`; returns
+    their files."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from pipeline.models.registry import file_sha256, record_sha256
-    from pipeline.models.shapes.train import CLIPTraining, VQGANTraining
+    from pipeline.models.shapes.train import CLIPHardening, CLIPTraining, VQGANTraining
 
     files = shapes_files(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -153,6 +177,7 @@ def build_shapes(
         ]
         for job in jobs:
             job.result()
+        pool.submit(_harden_clip, hardening or CLIPHardening(), files, progress).result()
     for path in files.all:
         record_sha256(path, file_sha256(path))
     return files
@@ -172,6 +197,17 @@ def _train_clip(settings: CLIPTraining, files: ShapesFiles, progress: bool) -> N
 
     log.info("training the shapes CLIP into %s", files.clip)
     save_clip_torchscript(train_clip(settings, progress=progress), files.clip)
+
+
+def _harden_clip(settings: CLIPHardening, files: ShapesFiles, progress: bool) -> None:
+    from pipeline.models.clip import load_clip, save_clip_torchscript
+    from pipeline.models.shapes.train import harden_clip
+    from pipeline.models.vqgan import load_vqgan
+
+    log.info("training the shapes CLIP against the engine's frames into %s", files.clip)
+    vqgan = load_vqgan(files.vqgan_ckpt, files.vqgan_config)
+    clip = harden_clip(load_clip(files.clip), vqgan, settings, progress=progress)
+    save_clip_torchscript(clip, files.clip)
 
 
 def tensor_digest(state: dict[str, torch.Tensor]) -> str:

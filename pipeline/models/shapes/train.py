@@ -2,10 +2,15 @@
 
 The models are the classes the engine loads for the real ones: a taming VQGAN (Encoder,
 Decoder, VectorQuantizer2; f8, a small codebook) trained to reconstruct drawn canvases, and an
-open_clip CLIP (a small ViT and a small text transformer on CLIP's own tokenizer) trained
-contrastively on captioned scenes. CLIP learns from exactly the views the engine will show it,
-`make_cutouts` of a 9:16 canvas, so that its gradient through the engine's cutouts means what
-the prompt says.
+open_clip CLIP (a small ResNet image tower, like RN50's, and a small text transformer on
+CLIP's own tokenizer) trained contrastively on captioned scenes. CLIP learns from exactly the
+views the engine will show it, `make_cutouts` of a 9:16 canvas, so that its gradient through
+the engine's cutouts means what the prompt says.
+
+CLIP then has a second stage (`harden_clip`), once the VQGAN is trained: the engine itself
+optimises frames through that VQGAN towards captions, and CLIP learns that each of those
+frames must cost more for its caption than the drawn scene the caption describes. Trained on
+drawings alone, CLIP preferred the engine's clutter of coloured blobs to any drawn shape.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.engine import make_cutouts
+from pipeline.engine import Engine, EngineSettings, make_cutouts, spherical_distance
 from pipeline.models.clip import CLIP_MEAN, CLIP_STD, CLIPModel, build_clip
 from pipeline.models.shapes import SHAPES_CLIP, SHAPES_VQGAN, world
 from pipeline.models.shapes.world import (
@@ -79,6 +84,26 @@ class CLIPTraining:
     probe_weight: float = 1.0
     # A view shows the shape when more than this share of it is the shape's pixels.
     visible: float = 0.1
+
+
+@dataclass(frozen=True)
+class CLIPHardening:
+    """CLIP's second stage, against the engine's own frames (`harden_clip`)."""
+
+    rounds: int = 250
+    chains: int = 16  # frames being optimised at once, each towards its own caption
+    advance: int = 4  # chains the engine moves on each round...
+    chain_steps: int = 3  # ...by this many of its steps
+    chain_age: int = 100  # steps after which a chain starts again from random codes
+    cuts: int = 8  # the engine's cutouts for a chain's steps
+    judge_cuts: int = 16  # cutouts that compare a chain's frame with its drawn scene
+    engine_lr: float = 0.1
+    scenes: int = 32  # scenes per batch of the first stage's loss, which goes on beside
+    lr: float = 3e-4
+    weight: float = 4.0  # of the frames-against-drawings loss, beside the first stage's
+    tau: float = 0.05  # how sharply that loss tells a frame's energy from its drawing's
+    seed: int = 13
+    threads: int = 1
 
 
 @contextlib.contextmanager
@@ -308,6 +333,40 @@ def _per_attribute(
     return losses.mean() if weights is None else (losses * weights).sum() / weights.sum()
 
 
+def _scene_losses(
+    model: nn.Module,
+    rng: random.Random,
+    generator: torch.Generator,
+    settings: CLIPTraining,
+    attributes: list[Description],
+    sizes: list[int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch of captioned scenes: the image tower's features of its views, the
+    contrastive and per-attribute loss, and which one-attribute texts each view shows."""
+    resolution = SHAPES_CLIP["vision_cfg"]["image_size"]
+    views, scenes, hidden, visible = _clip_batch(rng, generator, settings, resolution)
+    captions = [random_description(scene, rng) for scene in scenes[:: settings.views]]
+    texts = [text.text for text in captions + attributes]
+    tokens = open_clip.tokenize(texts, context_length=model.context_length)
+    features = model.encode_image(_normalised(views))
+    images = F.normalize(features, dim=-1)
+    words = model.encode_text(tokens, normalize=True)
+    logits = model.logit_scale.exp() * images @ words.T
+    match = _matches(scenes, captions + attributes, visible)
+    count = len(captions)
+    said, true = logits[:, :count], match[:, :count]
+    clean = true * (1 - hidden[:, None]) ** 2
+    contrastive = (_soft_cross_entropy(said, true) + _soft_cross_entropy(said.T, clean.T)) / 2
+    attribute = _per_attribute(logits[:, count:], match[:, count:], sizes)
+    return features, contrastive + attribute, match[:, count:]
+
+
+def _normalised(images: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 def train_clip(settings: CLIPTraining = CLIPTraining(), progress: bool = True) -> CLIPModel:
     """A CLIP trained contrastively on captioned views of the world.
 
@@ -335,8 +394,6 @@ def train_clip(settings: CLIPTraining = CLIPTraining(), progress: bool = True) -
             keep[_known_tokens()] = True
             model.token_embedding.weight[~keep] = 0
         resolution = SHAPES_CLIP["vision_cfg"]["image_size"]
-        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
         groups = attribute_descriptions()
         sizes = [len(group) for group in groups]
         attributes = [text for group in groups for text in group]
@@ -358,27 +415,14 @@ def train_clip(settings: CLIPTraining = CLIPTraining(), progress: bool = True) -
         for step in bar:
             for group in optimiser.param_groups:
                 group["lr"] = settings.lr * _cosine(step, settings.steps, 100)
-            views, scenes, hidden, visible = _clip_batch(rng, generator, settings, resolution)
-            captions = [random_description(scene, rng) for scene in scenes[:: settings.views]]
-            texts = [text.text for text in captions + attributes]
-            tokens = open_clip.tokenize(texts, context_length=model.context_length)
-            features = model.encode_image((views - mean) / std)
-            images = F.normalize(features, dim=-1)
-            words = model.encode_text(tokens, normalize=True)
-            logits = model.logit_scale.exp() * images @ words.T
-            match = _matches(scenes, captions + attributes, visible)
-            count = len(captions)
-            said, true = logits[:, :count], match[:, :count]
-            clean = true * (1 - hidden[:, None]) ** 2
-            contrastive = (
-                _soft_cross_entropy(said, true) + _soft_cross_entropy(said.T, clean.T)
-            ) / 2
-            attribute = _per_attribute(logits[:, count:], match[:, count:], sizes)
-            probed = _per_attribute(probe(features), match[:, count:], sizes, weights)
+            features, captioned, match = _scene_losses(
+                model, rng, generator, settings, attributes, sizes
+            )
+            probed = _per_attribute(probe(features), match, sizes, weights)
             if step < settings.probe_steps:
                 loss = probed
             else:
-                loss = contrastive + attribute + settings.probe_weight * probed
+                loss = captioned + settings.probe_weight * probed
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -386,3 +430,143 @@ def train_clip(settings: CLIPTraining = CLIPTraining(), progress: bool = True) -
                 model.logit_scale.clamp_(0, math.log(100))
             bar.set_postfix(loss=f"{loss.item():.3f}", probe=f"{probed.item():.3f}")
     return CLIPModel(model.eval(), resolution)
+
+
+# --- CLIP, second stage --------------------------------------------------------------------
+
+
+@dataclass
+class _Chain:
+    """A frame the engine is optimising from random codes towards `caption`, and the drawn
+    scene the caption describes."""
+
+    scene: Scene
+    caption: str
+    z: torch.Tensor
+    adam: dict[str, torch.Tensor] | None = None
+    age: int = 0
+
+
+def _new_chain(engine: Engine, rng: random.Random, generator: torch.Generator) -> _Chain:
+    # Prompts like the ones people write: colour, shape and size, mostly a background, at
+    # times a place.
+    scene = random_scene(rng)
+    caption = Description(
+        scene.colour,
+        scene.shape,
+        scene.size,
+        scene.position if rng.random() < 0.3 else None,
+        scene.background if rng.random() < 0.7 else None,
+    )
+    return _Chain(scene, caption.text, engine.random_latent(generator))
+
+
+def _energies(
+    clip: CLIPModel, images: torch.Tensor, texts: torch.Tensor, cuts: int, seed: int
+) -> torch.Tensor:
+    """The engine's loss of each image for its text, over the same `cuts` cutouts."""
+    energies = []
+    for image, text in zip(images, texts, strict=True):
+        views = make_cutouts(
+            image[None], cuts, clip.input_resolution, torch.Generator().manual_seed(seed)
+        )
+        energies.append(spherical_distance(clip.encode_image(views), text[None])[:, 0].mean())
+    return torch.stack(energies)
+
+
+def harden_clip(
+    clip: CLIPModel,
+    vqgan: VQGAN,
+    settings: CLIPHardening = CLIPHardening(),
+    progress: bool = True,
+) -> CLIPModel:
+    """Go on training a first-stage CLIP against the frames the engine makes with it.
+
+    Trained on drawn scenes only, CLIP likes the engine's frames better than the scenes their
+    prompts describe (a mass of the prompt's colour among blobs of every other: bench/
+    RESULTS.md), and the engine finds those frames, not shapes. Here chains of frames are
+    optimised from random codes through the VQGAN by the engine itself (its loss, cutouts and
+    Adam, as a render's first frame), each towards its own caption, while CLIP learns that
+    each chain's frame must cost more for its caption than the drawn scene it describes; the
+    first stage's loss goes on beside, so CLIP keeps what it knew. The chains keep moving
+    against the CLIP of the moment and start again from random codes at `chain_age` steps, so
+    CLIP meets frames from every stage of a first frame's optimisation.
+    """
+    with _deterministic(settings.seed, settings.threads):
+        rng = random.Random(settings.seed)
+        generator = torch.Generator().manual_seed(settings.seed)
+        model = clip.model
+        model.train()
+        for module in model.modules():
+            # The running statistics stay the first stage's: these batches are few scenes.
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        model.requires_grad_(True)
+        height, width = CANVAS[1], CANVAS[0]
+        engine = Engine(
+            vqgan,
+            clip,
+            EngineSettings(
+                width=width,
+                height=height,
+                steps=settings.chain_steps,
+                first_steps=settings.chain_age,
+                cuts=settings.cuts,
+                lr=settings.engine_lr,
+                seed=settings.seed,
+                carry_optimizer=True,
+            ),
+        )
+        first_stage = CLIPTraining(scenes=settings.scenes)
+        groups = attribute_descriptions()
+        sizes = [len(group) for group in groups]
+        attributes = [text for group in groups for text in group]
+        parameters = list(model.parameters())
+        optimiser = torch.optim.AdamW(
+            [
+                {"params": [p for p in parameters if p.ndim >= 2]},
+                {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
+            ],
+            lr=settings.lr,
+            weight_decay=first_stage.weight_decay,
+        )
+        chains = [_new_chain(engine, rng, generator) for _ in range(settings.chains)]
+        bar = tqdm(
+            range(settings.rounds), desc="shapes CLIP, against the engine", disable=not progress
+        )
+        for round_ in bar:
+            picked = [
+                chains[(round_ * settings.advance + i) % len(chains)]
+                for i in range(settings.advance)
+            ]
+            engine.embeddings.clear()  # CLIP's text tower moved since the last round
+            for chain in picked:
+                chain.z, _, chain.adam = engine.optimise(
+                    chain.z, ((chain.caption, 1.0),), settings.chain_steps, generator, chain.adam
+                )
+                chain.age += settings.chain_steps
+            _, captioned, _ = _scene_losses(model, rng, generator, first_stage, attributes, sizes)
+            tokens = open_clip.tokenize(
+                [c.caption for c in picked], context_length=model.context_length
+            )
+            texts = model.encode_text(tokens, normalize=True)
+            with torch.no_grad():
+                frames = torch.cat([engine.latent_to_image(chain.z) for chain in picked])
+            drawings = world.draw([chain.scene for chain in picked], width, height)
+            # The same cutouts of a frame and of its drawing: only what they show differs.
+            framed = _energies(clip, frames, texts, settings.judge_cuts, round_)
+            drawn = _energies(clip, drawings, texts, settings.judge_cuts, round_)
+            judged = (F.softplus((drawn - framed) / settings.tau) * settings.tau).mean()
+            loss = captioned + settings.weight * judged
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            for i, chain in enumerate(chains):
+                if chain.age >= settings.chain_age:
+                    chains[i] = _new_chain(engine, rng, generator)
+            won = (drawn < framed).float().mean()
+            bar.set_postfix(loss=f"{captioned.item():.3f}", drawings_win=f"{won.item():.2f}")
+        model.eval().requires_grad_(False)
+    return clip
