@@ -1,14 +1,16 @@
 """With the `shapes` models the engine's renders follow what their storyboards say: a pixel
 classifier that knows nothing of CLIP (tests/shape_reader.py) reads the prompt's colour in
 them, sees a morph change colour between its keyframes, a negative prompt push its colour
-away, zoom grow the prompt's shape and a sideways pan move it the right way.
+away, zoom grow the prompt's shape and a pan move it sideways and upwards the right way
+(where these models paint one clean mass for the camera to move: see DRIFTING).
 
 Not yet checked, because these models do not do it yet: that the shape comes out round or
-square. From a random start the engine paints a mass of the prompt's colour among blobs of
-others, not one clean shape (0-3 of 10 seeds read as circles in every variant tried): started
-from a drawn red circle, the engine bends its outline and paints blobs round it within 20
-steps, so this CLIP does not like the circle best among the pictures near it.
-`bench/shapes_circle.py` measures both; bench/RESULTS.md has the figures. The reader itself
+square. With CLIP's second stage (pipeline/models/shapes/train.py, `harden_clip`) the engine
+paints one mass of the prompt's colour on a mostly dark background on the Intel reference
+build, with a ragged outline (2 of 10 seeds read as circles); there the drawn circle costs
+less for its caption than the engine's frames (0.66 against about 0.75), so the engine stops
+in a local minimum rather than at a CLIP that prefers blobs.
+`bench/shapes_circle.py` measures it; bench/RESULTS.md has the figures. The reader itself
 reads forms right through the VQGAN (tests/test_shapes_models.py).
 
 Every check runs on the classic loop and on the fast paths a render picks (cadence 2, carried
@@ -45,15 +47,17 @@ RENDER = {"steps": 2, "first_steps": 24, "cuts": 8, "lr": 0.1}
 MORPH_STEPS = 3
 # What the red-circle check gives the first frame, from random codes (see that test).
 FIRST_STEPS, FIRST_CUTS = 100, 16
-# The camera checks follow the largest region of the main colour, and with these models that
-# region jumps between the masses the engine paints from frame to frame: on the AVX-512
-# reference build zoom (classic) and pan (both engines) fail, and which of them pass changed
-# with the first frame's steps and the codebook's spread more than with the camera (bench/
-# RESULTS.md, "The shapes world on an AVX-512 machine"). They run and report until a CLIP that
-# paints one clean shape makes them mean something; the camera's own arithmetic is checked
-# exactly in tests/test_engine_motion.py.
+# The camera checks follow the largest region of the main colour, so they mean something only
+# where the engine paints one clean mass of it. It does on the Intel AVX-512 reference build:
+# there all four pass (seed 1; over seeds 0-5 the classic loop 6 of 6 each, the fast paths 3-5
+# of 6). The same recipe on an AMD AVX-512 CPU trains other weights in the last bits, and with
+# those the engine paints red among masses of blue and green again: a sideways pan's last frame
+# read blue for 3 of 6 seeds (classic) and 6 of 6 (fast), and which pass depends on the draw
+# (bench/RESULTS.md, "CLIP against the engine"). They run and report until the shapes models
+# paint one clean shape on every build; the camera's own arithmetic is checked exactly in
+# tests/test_engine_motion.py.
 DRIFTING = pytest.mark.xfail(
-    reason="the shapes models paint no clean shape for the camera to move yet", strict=False
+    reason="the shapes models paint one clean mass on some builds only", strict=False
 )
 
 
@@ -187,21 +191,29 @@ def test_zoom_grows_the_shape(shapes_models, tmp_path, options):
     assert last.area > 1.5 * first.area, (first.area, last.area)
 
 
+PANS = [
+    pytest.param([2, 0], (1.0, 0.0), id="right"),
+    pytest.param([0, -2], (0.0, -1.0), id="up"),
+]
+
+
 @DRIFTING
+@pytest.mark.parametrize("pan, direction", PANS)
 @pytest.mark.parametrize("options", ENGINES)
-def test_pan_moves_the_shape_the_right_way(shapes_models, tmp_path, options):
-    # [2, 0] pixels a frame for a second on a 144x256 canvas: 48 px right (a third of the
-    # width) if the picture only moved; the optimiser repaints some of it each frame and the
-    # edge it moves towards cuts the shape off, so the check asks for an eighth of that.
-    # Only sideways: the same move upwards ([0, -2]) the optimiser mostly undid with the
-    # earlier build (the centre rose 1-2% of the height), which the next CLIP has to change.
-    keyframes = """\
+def test_pan_moves_the_shape_the_right_way(shapes_models, tmp_path, options, pan, direction):
+    # 2 pixels a frame for a second: 48 px, a third of the 144 px width or a fifth of the
+    # 256 px height, if the picture only moved; the optimiser repaints some of it each frame
+    # and the edge it moves towards cuts the shape off, so the check asks for 4% of the
+    # canvas along the pan (centres are fractions of width and height; y grows downwards).
+    keyframes = f"""\
         - at: 0s
           prompt: "a large red circle on a black background"
-          pan: [2, 0]
+          pan: {pan}
         """
     board = storyboard(1, "1s", keyframes, first_steps=FIRST_STEPS)
     frames = render(shapes_models, tmp_path, board, options)
     first, last = frames[0], frames[-1]
     assert (first.colour, last.colour) == ("red", "red"), (first.shares, last.shares)
-    assert last.centre[0] - first.centre[0] > 0.04, (first.centre, last.centre)
+    moved = [b - a for a, b in zip(first.centre, last.centre, strict=True)]
+    along = moved[0] * direction[0] + moved[1] * direction[1]
+    assert along > 0.04, (first.centre, last.centre)
