@@ -361,6 +361,27 @@ def _scene_losses(
     return features, contrastive + attribute, match[:, count:]
 
 
+def _adamw(parameters: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases, norms' scales and the logit scale."""
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in parameters if p.ndim >= 2]},
+            {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=lr,
+        weight_decay=weight_decay,
+    )
+
+
+def _clip_step(model: nn.Module, optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One step of CLIP's optimiser, the logit scale held at most 100 as CLIP's is."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+
+
 def _normalised(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
@@ -402,14 +423,8 @@ def train_clip(settings: CLIPTraining = CLIPTraining(), progress: bool = True) -
         weights = torch.tensor(
             [settings.shape_weight if group[0].shape else 1.0 for group in groups]
         )
-        parameters = [*model.parameters(), *probe.parameters()]
-        optimiser = torch.optim.AdamW(
-            [
-                {"params": [p for p in parameters if p.ndim >= 2]},
-                {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
-            ],
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
+        optimiser = _adamw(
+            [*model.parameters(), *probe.parameters()], settings.lr, settings.weight_decay
         )
         bar = tqdm(range(settings.steps), desc="shapes CLIP", disable=not progress, position=1)
         for step in bar:
@@ -423,11 +438,7 @@ def train_clip(settings: CLIPTraining = CLIPTraining(), progress: bool = True) -
                 loss = probed
             else:
                 loss = captioned + settings.probe_weight * probed
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
+            _clip_step(model, optimiser, loss)
             bar.set_postfix(loss=f"{loss.item():.3f}", probe=f"{probed.item():.3f}")
     return CLIPModel(model.eval(), resolution)
 
@@ -521,15 +532,7 @@ def harden_clip(
         groups = attribute_descriptions()
         sizes = [len(group) for group in groups]
         attributes = [text for group in groups for text in group]
-        parameters = list(model.parameters())
-        optimiser = torch.optim.AdamW(
-            [
-                {"params": [p for p in parameters if p.ndim >= 2]},
-                {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
-            ],
-            lr=settings.lr,
-            weight_decay=first_stage.weight_decay,
-        )
+        optimiser = _adamw(list(model.parameters()), settings.lr, first_stage.weight_decay)
         chains = [_new_chain(engine, rng, generator) for _ in range(settings.chains)]
         bar = tqdm(
             range(settings.rounds), desc="shapes CLIP, against the engine", disable=not progress
@@ -558,11 +561,7 @@ def harden_clip(
             drawn = _energies(clip, drawings, texts, settings.judge_cuts, round_)
             judged = (F.softplus((drawn - framed) / settings.tau) * settings.tau).mean()
             loss = captioned + settings.weight * judged
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
+            _clip_step(model, optimiser, loss)
             for i, chain in enumerate(chains):
                 if chain.age >= settings.chain_age:
                     chains[i] = _new_chain(engine, rng, generator)
