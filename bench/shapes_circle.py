@@ -4,7 +4,7 @@ tests' pixel reader (colour and form of each last frame), and CLIP's energy (the
 loss over 64 cutouts: all, the 16 whole-frame views, the 48 crops) of the drawn circle, of
 its VQGAN reconstruction and of the engine's frames, and what CLIP itself takes the forms of
 the drawings and of the frames for (its zero-shot reading). With `--from-drawn` the engine starts
-from the drawn circle instead, and the reading after every 20 steps shows whether the circle
+from the drawn shape instead, and the reading after every 20 steps shows whether the circle
 stays a circle under optimisation (is it what CLIP likes best nearby?). With `--shape square`
 or `triangle` the prompt and the drawing are that shape instead, which shows whether the
 prompt's shape steers the form at all; `--frames` and `--steps` render more frames after the
@@ -47,7 +47,7 @@ from pipeline.engine import (  # noqa: E402
 from pipeline.models.registry import load_models  # noqa: E402
 from pipeline.models.shapes import shapes_files  # noqa: E402
 from pipeline.models.shapes.train import _scale_codebook  # noqa: E402
-from pipeline.models.shapes.world import Scene, draw  # noqa: E402
+from pipeline.models.shapes.world import SHAPES, Scene, draw  # noqa: E402
 from pipeline.store import FrameStore  # noqa: E402
 
 
@@ -66,16 +66,12 @@ def energy(clip, image: torch.Tensor, text: torch.Tensor) -> tuple[float, float,
     return float(distance.mean()), float(distance[:16].mean()), float(distance[16:].mean())
 
 
-SHAPES = ("circle", "square", "triangle")
-
-
-def shape_reading(clip, image: torch.Tensor) -> list[float]:
-    """CLIP's own zero-shot reading of the form: softmax over "a circle", "a square" and "a
-    triangle" at CLIP's logit scale, averaged over 32 cutouts."""
+def shape_reading(clip, image: torch.Tensor, words: torch.Tensor) -> list[float]:
+    """CLIP's own zero-shot reading of the form: softmax over the embeddings `words` of "a
+    circle", "a square" and "a triangle" at CLIP's logit scale, averaged over 32 cutouts."""
     views = make_cutouts(image, 32, clip.input_resolution, torch.Generator().manual_seed(0))
     with torch.no_grad():
         seen = torch.nn.functional.normalize(clip.encode_image(views), dim=-1)
-        words = clip.encode_text([f"a {shape}" for shape in SHAPES])
         logits = clip.model.logit_scale.exp() * seen @ words.T
     return [float(p) for p in logits.softmax(dim=-1).mean(dim=0)]
 
@@ -125,7 +121,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path(".models/shapes"))
     parser.add_argument("--first", type=int, default=100, help="steps of the first frame")
     parser.add_argument("--cuts", type=int, default=16)
-    parser.add_argument("--shape", choices=("circle", "square", "triangle"), default="circle")
+    parser.add_argument("--shape", choices=SHAPES, default="circle")
     parser.add_argument("--frames", type=int, default=3, help="frames rendered; the last is read")
     parser.add_argument("--steps", type=int, default=2, help="steps of each frame after the first")
     parser.add_argument("--engine", choices=("classic", "fast"), default="classic")
@@ -169,10 +165,11 @@ def main() -> None:
         print(f"  drawn {args.shape:9}", *(f"{v:.3f}" for v in energy(clip, drawn, text)))
         print("  its VQGAN copy ", *(f"{v:.3f}" for v in energy(clip, rebuilt, text)))
         print("  engine frames  ", *(f"{v:.3f}" for v in made))
-        said = np.mean([shape_reading(clip, image) for image in as_images], axis=0)
-        print("CLIP's own reading of the form (circle, square, triangle):")
+        words = clip.encode_text([f"a {shape}" for shape in SHAPES])
+        said = np.mean([shape_reading(clip, image, words) for image in as_images], axis=0)
+        print(f"CLIP's own reading of the form ({', '.join(SHAPES)}):")
         for shape in SHAPES:
-            read = shape_reading(clip, draw([drawing(shape)], 144, 256))
+            read = shape_reading(clip, draw([drawing(shape)], 144, 256), words)
             print(f"  drawn {shape:9}", *(f"{p:.2f}" for p in read))
         print("  engine frames  ", *(f"{p:.2f}" for p in said))
     if args.sheet:
