@@ -4,10 +4,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.feverdream-installed
 STORYBOARD ?= storyboards/anxiety.yaml
-# The shapes models, trained by the project's own recipe into the checkout (git-ignored):
-# `make test` and `make demo` use them. The last file the build writes stands for all three.
-MODELS := $(CURDIR)/.models
-SHAPES := $(MODELS)/shapes/shapes-clip.pt.sha256
 
 .PHONY: setup test lint render demo demo-tiny bench clean
 
@@ -23,22 +19,18 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pipeline.audio --warm
 	touch $(STAMP)
 
-# About twenty minutes on two cores, once; again only when the recipe changes.
-$(SHAPES): pipeline/models/shapes/train.py pipeline/models/shapes/world.py | $(STAMP)
-	FEVERDREAM_MODELS=$(MODELS) $(VENV)/bin/feverdream models build shapes
-
 lint: setup
-	$(VENV)/bin/ruff check pipeline tests bench audio
+	$(VENV)/bin/ruff check pipeline tests bench audio tools
 
-test: setup lint $(SHAPES)
+test: setup lint
 	$(VENV)/bin/pytest -q
 
 render: setup
 	$(VENV)/bin/feverdream render $(STORYBOARD)
 
-# The shapes world with the models feverdream trains itself (built by setup into .models).
-demo: setup $(SHAPES)
-	FEVERDREAM_MODELS=$(MODELS) $(VENV)/bin/feverdream render storyboards/demo-shapes.yaml
+# The shapes world, with the models feverdream trained itself (they ship with the package).
+demo: setup
+	$(VENV)/bin/feverdream render storyboards/demo-shapes.yaml
 
 # The whole path of a real storyboard in minutes, with random-weight `tiny` models (noise).
 demo-tiny: setup
@@ -48,4 +40,4 @@ bench: setup
 	$(VENV)/bin/feverdream bench
 
 clean:
-	rm -rf $(VENV) $(MODELS) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

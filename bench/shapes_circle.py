@@ -10,7 +10,7 @@ or `triangle` the prompt and the drawing are that shape instead, which shows whe
 prompt's shape steers the form at all; `--frames` and `--steps` render more frames after the
 first (each re-encoded from the last, as a render does) and read the last.
 
-    .venv/bin/python bench/shapes_circle.py [--models .models/shapes] [--first 100 --cuts 16]
+    .venv/bin/python bench/shapes_circle.py [--models DIR] [--first 100 --cuts 16]
         [--engine classic|fast] [--codebook-std 0.6] [--from-drawn] [--sheet out.png]
         [--shape circle|square|triangle] [--frames 3 --steps 2]
 
@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 from shape_reader import read_frame  # noqa: E402
 
 from pipeline.cli import load_plan  # noqa: E402
@@ -44,11 +45,11 @@ from pipeline.engine import (  # noqa: E402
     spherical_distance,
     to_uint8,
 )
-from pipeline.models.registry import load_models  # noqa: E402
-from pipeline.models.shapes import shapes_files  # noqa: E402
-from pipeline.models.shapes.train import _scale_codebook  # noqa: E402
-from pipeline.models.shapes.world import SHAPES, Scene, draw  # noqa: E402
+from pipeline.models.registry import load_models, packaged_dir  # noqa: E402
 from pipeline.store import FrameStore  # noqa: E402
+from tools.shapes.build import shapes_files  # noqa: E402
+from tools.shapes.train import _scale_codebook  # noqa: E402
+from tools.shapes.world import SHAPES, Scene, draw  # noqa: E402
 
 
 def prompt(shape: str) -> str:
@@ -118,7 +119,9 @@ def from_drawn(models, args) -> list[np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=Path, default=Path(".models/shapes"))
+    parser.add_argument(
+        "--models", type=Path, default=packaged_dir(), help="default: the reference build"
+    )
     parser.add_argument("--first", type=int, default=100, help="steps of the first frame")
     parser.add_argument("--cuts", type=int, default=16)
     parser.add_argument("--shape", choices=SHAPES, default="circle")

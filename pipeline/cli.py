@@ -433,7 +433,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         print(f"\n{title:26} {'size':>10}  {'status':8} notes / path")
         for row in registry.status(kind):
             state = "present" if row.present else "missing"
-            if row.name == registry.TINY and not row.present:
+            if row.source is registry.Source.BUILT and not row.present:
                 state = "on use"
             print(f"{row.name:26} {_size_text(row.size, row.present):>10}  {state:8} {row.notes}")
             if row.present:
@@ -467,28 +467,32 @@ def cmd_models_path(args: argparse.Namespace) -> int:
 
 
 def cmd_models_build(args: argparse.Namespace) -> int:
-    from pipeline.models import shapes
-    from pipeline.models.registry import file_sha256, models_dir
+    from pathlib import Path
 
-    files = shapes.build_shapes(models_dir() / shapes.NAME)
-    for path in files.all:
-        print(f"{path}  {file_sha256(path)}")
-    reference = shapes.reference_digests()
-    if reference is None:
-        print(
-            f"no reference build is recorded for this CPU's kernels ({shapes.cpu_kernels()}; "
-            f"{', '.join(shapes.REFERENCE_DIGESTS)} are): the weights differ from those the "
-            "tests were measured on in the last bits"
-        )
-    else:
-        for model, digest in shapes.weight_digests(files).items():
-            same = digest == reference[model]
-            verdict = "the same weights as" if same else "different weights from"
-            print(
-                f"the {model}: {verdict} the reference build (the one the tests were measured on)"
-            )
-    print("renders that name `shapes` use these files")
+    from pipeline.models.registry import models_dir
+
+    build = _shapes_recipe()
+    into = Path(args.output) if args.output else models_dir() / "shapes-build"
+    build.main(into)
     return 0
+
+
+def _shapes_recipe():
+    """The shapes world's recipe (tools/shapes/build.py), which lives in the source checkout
+    beside the package rather than in it."""
+    import importlib
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "tools" / "shapes" / "build.py").is_file():
+        raise FeverdreamError(
+            "the shapes recipe is not installed with the package: it lives in the source "
+            "checkout (tools/shapes/); run `feverdream models build shapes` from a clone of "
+            "the repository with feverdream installed from it (`make setup`)"
+        )
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    return importlib.import_module("tools.shapes.build")
 
 
 def _add_models_verbs(sub: argparse._SubParsersAction) -> None:
@@ -498,7 +502,8 @@ def _add_models_verbs(sub: argparse._SubParsersAction) -> None:
         help="list, download and locate VQGAN and CLIP checkpoints",
         description="Model files live in the models folder: FEVERDREAM_MODELS, else your "
         "user cache. `tiny` needs no download (random weights: abstract noise, not art); "
-        "`shapes` is trained by feverdream on drawn shapes, on first use or by `models build`.",
+        "`shapes`, trained by feverdream on drawn shapes, ships with the package, and "
+        "`models build shapes` trains it again from its recipe.",
     )
     verbs = models.add_subparsers(dest="models_verb", metavar="ACTION", required=True)
 
@@ -514,9 +519,14 @@ def _add_models_verbs(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_models_path)
 
     p = verbs.add_parser(
-        "build", help="train the `shapes` models from scratch (about 20 min on a 2-core CPU)"
+        "build",
+        help="train the `shapes` models again from their recipe (about 30 min on a 2-core CPU) "
+        "and say how far they are from the ones the package ships",
     )
     p.add_argument("name", choices=["shapes"], help="the models feverdream trains itself")
+    p.add_argument(
+        "-o", "--output", metavar="DIR", help="where to write them (default: MODELS/shapes-build)"
+    )
     p.set_defaults(func=cmd_models_build)
 
 

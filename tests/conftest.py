@@ -42,33 +42,18 @@ def tiny_model_dir(_tiny_model_files, _isolated_dirs):
     return folder
 
 
-# Where `make setup` trains the shapes models (git-ignored); a test session trains them there
-# itself if they are missing, which takes about twenty minutes.
-SHAPES_DIR = Path(__file__).resolve().parents[1] / ".models" / "shapes"
-
-
 @pytest.fixture(scope="session")
 def shapes_model_files():
-    """The shapes models' files, trained once into the checkout's .models/shapes."""
-    from pipeline.models import shapes
+    """The shapes world's reference models, as the package ships them."""
+    from pipeline.models.registry import packaged_dir
+    from tools.shapes.build import shapes_files
 
-    return shapes.ensure_shapes(SHAPES_DIR, progress=False)
-
-
-@pytest.fixture
-def shapes_model_dir(shapes_model_files, _isolated_dirs):
-    """A models folder (this test's FEVERDREAM_MODELS) in which `shapes` names the trained
-    files, so that it loads by name without training again."""
-    folder = Path(os.environ["FEVERDREAM_MODELS"])
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "shapes").symlink_to(SHAPES_DIR, target_is_directory=True)
-    return folder
+    return shapes_files(packaged_dir())
 
 
 @pytest.fixture(scope="session")
-def shapes_models(shapes_model_files):
-    """The shapes VQGAN and CLIP, loaded once by path through the real loaders."""
+def shapes_models():
+    """The shapes VQGAN and CLIP, loaded once by name through the real loaders."""
     from pipeline.models.registry import load_models
 
-    files = shapes_model_files
-    return load_models(str(files.vqgan_ckpt), str(files.clip), "cpu")
+    return load_models("shapes", "shapes", "cpu")

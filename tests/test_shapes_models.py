@@ -1,5 +1,6 @@
-"""The shapes world and its models: drawn scenes read back right, the committed models load
-by name through the real loaders and know the world, and a rebuild is deterministic."""
+"""The shapes world and its models: drawn scenes read back right, the committed reference models
+load by name through the real loaders (nothing is trained) and know the world, and a rebuild
+from the recipe is deterministic and says how far it is from the reference."""
 
 from __future__ import annotations
 
@@ -14,16 +15,12 @@ from shape_reader import HUES, read_frame
 from pipeline.cli import main
 from pipeline.engine import make_cutouts
 from pipeline.errors import ModelError
-from pipeline.models import shapes
+from pipeline.models import registry
 from pipeline.models.clip import CLIPModel, load_clip
 from pipeline.models.registry import file_sha256, load_models
-from pipeline.models.shapes.world import (
-    PALETTE,
-    attribute_descriptions,
-    draw,
-    random_scene,
-)
 from pipeline.models.vqgan import VQGAN, load_vqgan
+from tools.shapes import build
+from tools.shapes.world import PALETTE, attribute_descriptions, draw, random_scene
 
 
 def scenes_and_pixels(count: int, seed: int):
@@ -51,23 +48,23 @@ def test_the_reader_s_hues_are_the_world_s_palette():
         assert read_frame(np.tile(pixel, (8, 8, 1))).colour == name, (name, hue)
 
 
-def test_shapes_loads_by_name_through_the_real_loaders(shapes_model_dir, shapes_model_files):
+def test_shapes_loads_by_name_from_the_package_through_the_real_loaders(shapes_model_files):
     vqgan, clip = load_models("shapes", "shapes", "cpu")
     assert isinstance(vqgan, VQGAN) and isinstance(clip, CLIPModel)
     assert vqgan.downsample == 8 and vqgan.config.n_embed <= 1024
     files = shapes_model_files
-    assert vqgan.checksums[files.vqgan_ckpt.name] == file_sha256(files.vqgan_ckpt)
-    assert clip.checksums[files.clip.name] == file_sha256(files.clip)
+    # The hashes the registry carries are the committed files' and were checked on loading.
+    assert vqgan.checksums[files.vqgan_ckpt.name] == registry.SHAPES_FILES[files.vqgan_ckpt.name]
+    assert vqgan.checksums[files.vqgan_config.name] == file_sha256(files.vqgan_config)
+    assert clip.checksums[files.clip.name] == registry.SHAPES_FILES[files.clip.name]
     assert clip.context_length <= 77 and clip.model.vocab_size == 49408
+    # Nothing was trained or written into the models folder.
+    assert not registry.models_dir().exists()
 
 
-def test_the_models_the_tests_use_are_the_reference_build(shapes_model_files):
-    # The expectations in these tests were measured on these exact weights. Another CPU's
-    # kernels train other weights in the last bits, and no reference is recorded for those.
-    reference = shapes.reference_digests()
-    if reference is None:
-        pytest.skip(f"no reference build recorded for {shapes.cpu_kernels()}")
-    assert shapes.weight_digests(shapes_model_files) == reference
+def test_the_committed_models_are_a_few_megabytes(shapes_model_files):
+    total = sum(path.stat().st_size for path in shapes_model_files.all)
+    assert total < 7_000_000, total
 
 
 def test_a_corrupted_shapes_file_is_refused(tmp_path: Path, shapes_model_files):
@@ -80,11 +77,11 @@ def test_a_corrupted_shapes_file_is_refused(tmp_path: Path, shapes_model_files):
         load_clip(bad, file_sha256(good), "shapes")
 
 
-def test_models_list_says_what_shapes_knows(capsys, shapes_model_dir):
+def test_models_list_says_what_shapes_knows(capsys):
     assert main(["models", "list"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("shapes ")]
     assert len(rows) == 2
-    assert all(shapes.NOTES in row and "present" in row for row in rows)
+    assert all(registry.SHAPES_NOTES in row and "present" in row for row in rows)
 
 
 def test_the_vqgan_reconstructs_the_world(shapes_models):
@@ -134,12 +131,12 @@ def test_an_unknown_word_changes_little(shapes_models):
     assert float(plain @ styled) > float(plain @ other)
 
 
-def test_a_rebuild_is_deterministic_and_loads(tmp_path: Path):
-    # The real recipe takes about twenty minutes; two steps of each stage show that the
-    # models come out the same twice and load through the real loaders. The VQGAN checkpoint
-    # is the same bytes; a TorchScript archive carries a random serialization id, so CLIP's
-    # tensors are compared instead.
-    from pipeline.models.shapes.train import CLIPHardening, CLIPTraining, VQGANTraining
+def test_a_rebuild_is_deterministic_loads_and_is_compared_with_the_reference(tmp_path: Path):
+    # The real recipe takes about thirty minutes; two steps of each stage show that the
+    # models come out the same twice, load through the real loaders, and are measured against
+    # the committed reference. The VQGAN checkpoint is the same bytes; a TorchScript archive
+    # carries a random serialization id, so CLIP's tensors are compared instead.
+    from tools.shapes.train import CLIPHardening, CLIPTraining, VQGANTraining
 
     quick = {
         "vqgan": VQGANTraining(steps=2, batch=1),
@@ -148,15 +145,26 @@ def test_a_rebuild_is_deterministic_and_loads(tmp_path: Path):
             rounds=2, chains=2, advance=1, chain_steps=1, chain_age=2, scenes=4, judge_cuts=4
         ),
     }
-    first = shapes.build_shapes(tmp_path / "a", progress=False, **quick)
-    second = shapes.build_shapes(tmp_path / "b", progress=False, **quick)
+    first = build.build_shapes(tmp_path / "a", progress=False, **quick)
+    second = build.build_shapes(tmp_path / "b", progress=False, **quick)
     assert first.vqgan_ckpt.read_bytes() == second.vqgan_ckpt.read_bytes()
     assert first.vqgan_config.read_bytes() == second.vqgan_config.read_bytes()
     assert load_vqgan(first.vqgan_ckpt, first.vqgan_config).downsample == 8
-    assert shapes.weight_digests(first) == shapes.weight_digests(second)
+    same = build.weights(first), build.weights(second)
+    for model in ("VQGAN", "CLIP"):
+        distance = build.distance(same[0][model], same[1][model])
+        assert distance is not None and distance.identical
+    # Two steps are far from the reference; the reference is no distance from itself.
+    far = build.compare_with_reference(first)
+    assert all(d is not None and not d.identical and d.relative > 0.1 for d in far.values()), far
+    reference = build.weights(build.shapes_files(registry.packaged_dir()))
+    distance = build.distance(reference["CLIP"], reference["CLIP"])
+    assert distance is not None and distance.identical
 
 
-def test_models_path_says_how_to_build_shapes_when_they_are_not_built(capsys):
-    # Only a build or a render trains them; asking where they are does not.
-    assert main(["models", "path", "shapes"]) != 0
-    assert "feverdream models build shapes" in capsys.readouterr().err
+def test_models_path_shapes_names_the_package_s_files_and_trains_nothing(capsys):
+    assert main(["models", "path", "shapes"]) == 0
+    paths = [Path(line) for line in capsys.readouterr().out.split()]
+    files = build.shapes_files(registry.packaged_dir())
+    assert paths == [files.vqgan_ckpt, files.vqgan_config, files.clip]
+    assert not registry.models_dir().exists()

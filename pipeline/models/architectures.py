@@ -1,4 +1,5 @@
-"""The shapes of the known models, without torch: taming VQGAN configs and the tiny models'.
+"""The architectures of the known models, without torch: taming VQGAN configs, and the tiny
+and shapes models'.
 
 The full-size VQGAN configs are the `model.params` of each model's published model.yaml, so
 `--random-weights` and `feverdream bench` can build the real architecture without the files.
@@ -92,4 +93,35 @@ TINY_CLIP: dict[str, Any] = {
     "embed_dim": 64,
     "vision_cfg": {"layers": 2, "width": 64, "patch_size": 16, "image_size": 64},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+}
+
+# The shapes world's models (the recipe that trains them: tools/shapes/). The VQGAN is f8 like
+# the OpenImages one, and as light at full resolution as taming's modules allow (32 channels,
+# the least its GroupNorm(32) takes): the engine decodes every step.
+SHAPES_VQGAN = VQGANConfig(
+    embed_dim=32,
+    n_embed=256,
+    ddconfig={
+        "double_z": False,
+        "z_channels": 32,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 1, 1, 1],
+        "num_res_blocks": 0,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+        "resamp_with_conv": False,
+    },
+)
+
+# The shapes CLIP in open_clip's model-config layout: a ResNet image tower, the class OpenAI's
+# RN50 family loads as (a ViT this small took thousands of steps to tell a circle from a
+# square; the convolutions see it within a hundred), and a text transformer on CLIP's own
+# tokenizer, vocabulary and context. Its width is 64, so the loader infers one head.
+SHAPES_CLIP: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"layers": (1, 1, 1, 1), "width": 16, "image_size": 64, "patch_size": None},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
 }

@@ -400,9 +400,13 @@ def verify_sha256(path: Path, expected: str | None, name: str = "") -> str:
     """The file's SHA-256; raises ModelError before anything reads it if it is not `expected`."""
     actual = file_sha256(path)
     if expected and actual != expected.lower():
-        fix = f"`feverdream models download {name}`" if name else "downloading it again"
+        fix = (
+            f"Delete it and fetch it again with `feverdream models download {name}`."
+            if name
+            else "Delete it and get it again (a file that came with feverdream: reinstall it)."
+        )
         raise ModelError(
             f"{path} has SHA-256 {actual}, but {expected} was expected: the file is corrupt, "
-            f"incomplete or not the one it claims to be. Delete it and fetch it again with {fix}."
+            f"incomplete or not the one it claims to be. {fix}"
         )
     return actual

@@ -17,11 +17,13 @@ from tqdm import tqdm
 
 from pipeline.errors import ModelError
 from pipeline.models.registry import (
-    TINY,
     Entry,
     ModelFile,
+    Source,
+    entry_paths,
     file_sha256,
     find_entry,
+    model_paths,
     models_dir,
     record_sha256,
     recorded_sha256,
@@ -168,26 +170,24 @@ def download_entry(entry: Entry, directory: Path | None = None) -> list[Path]:
 
 
 def download(name: str) -> list[Path]:
-    """Fetch the registry model `name` (VQGAN or CLIP) into the models folder; its paths."""
-    if name == TINY:
-        from pipeline.models.tiny import ensure_tiny
-
-        files = ensure_tiny(models_dir())
-        return [files.vqgan_config, files.vqgan_ckpt, files.clip]
-    entry = find_entry("vqgan", name) or find_entry("clip", name)
-    if entry is None:
+    """Fetch the registry model `name` (VQGAN or CLIP) into the models folder; its paths. A
+    model that is not downloaded (built on first use, or shipped in the package) is only
+    located."""
+    entries = [e for e in (find_entry("vqgan", name), find_entry("clip", name)) if e]
+    if not entries:
         raise unknown_name_error(name)
-    return download_entry(entry)
+    if entries[0].source is not Source.DOWNLOAD:
+        return model_paths(name)
+    return download_entry(entries[0])
 
 
 def ensure_downloaded(name: str) -> None:
     """Fetch a registry model a render names, if its files are not in the models folder yet
-    (a path, or a model that is present, needs nothing)."""
+    (a path, a model that is present, or one that is not downloaded needs nothing)."""
     entry = find_entry("vqgan", name) or find_entry("clip", name)
-    if entry is None:
+    if entry is None or entry.source is not Source.DOWNLOAD:
         return
-    folder = models_dir()
-    if all((folder / file.filename).is_file() for file in entry.files):
+    if all(path.is_file() for path in entry_paths(entry)):
         return
-    log.info("%s is not in %s yet: downloading it once", name, folder)
+    log.info("%s is not in %s yet: downloading it once", name, models_dir())
     download_entry(entry)

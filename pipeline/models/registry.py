@@ -1,30 +1,36 @@
-"""The known models: names, files, download addresses, hashes; where they live; loading by name.
+"""The known models: names, files, where each comes from, hashes; where they live; loading by name.
 
 A storyboard's `models:` names a registry entry (`vqgan_imagenet_f16_16384`, `ViT-B/32`,
-`tiny`) or gives file paths. Downloaded files sit in one folder, the models folder: the
-environment variable FEVERDREAM_MODELS, else the user cache (platformdirs) `feverdream/models`.
-Each downloaded file has a `<file>.sha256` beside it recording the hash of what was fetched;
-later loads check the file against it (or against OpenAI's published hash, for CLIP).
+`shapes`, `tiny`) or gives file paths. Each entry says how its files are obtained (`Source`):
+downloaded into the models folder (the environment variable FEVERDREAM_MODELS, else the user
+cache (platformdirs) `feverdream/models`), written there on first use (`tiny`), or shipped in
+the package (`shapes`, the project's own trained reference). A downloaded file has a
+`<file>.sha256` beside it recording the hash of what was fetched; later loads check the file
+against it, or against the hash the entry carries (OpenAI's published one; the shapes files').
 """
 
 from __future__ import annotations
 
 import difflib
+import enum
 import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
 from pipeline.errors import ModelError
-from pipeline.models import shapes
+from pipeline.models import tiny
 from pipeline.models.architectures import (
     GUMBEL_F8_8192,
     IMAGENET_F16_1024,
     IMAGENET_F16_16384,
+    SHAPES_CLIP,
+    SHAPES_VQGAN,
     TINY_CLIP,
     TINY_VQGAN,
     VQGANConfig,
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
-SHAPES = shapes.NAME
+SHAPES = "shapes"
 NOISE = "random weights: abstract noise, not art"
 RANDOM_WEIGHTS_NOTE = (
     "--random-weights (render flag): the named models' full-size architectures with random "
@@ -50,14 +56,22 @@ RANDOM_SEED = 0
 MB = 1_000_000
 
 
+class Source(enum.Enum):
+    """Where an entry's files come from."""
+
+    DOWNLOAD = "download"  # fetched into the models folder by `models download` or a render
+    BUILT = "built"  # written into the models folder on first use, from fixed seeds (`tiny`)
+    PACKAGED = "packaged"  # shipped inside the package, in pipeline/assets/ (`shapes`)
+
+
 @dataclass(frozen=True)
 class ModelFile:
     """One file of a model: its name in the models folder and where to fetch it."""
 
     filename: str
-    url: str
+    url: str = ""  # where to fetch it (Source.DOWNLOAD only)
     approx_bytes: int | None = None  # as stated by the tools that use it; for display only
-    sha256: str | None = None  # published hash, when there is one
+    sha256: str | None = None  # published (or, for packaged files, committed) hash
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,7 @@ class VQGANEntry:
     checkpoint: ModelFile
     architecture: VQGANConfig
     notes: str = ""
+    source: Source = Source.DOWNLOAD
     kind: str = "vqgan"
 
     @property
@@ -78,9 +93,12 @@ class VQGANEntry:
 class CLIPEntry:
     name: str
     file: ModelFile
-    open_clip_config: str  # open_clip's name for the same architecture, for random weights
+    # open_clip's name for the same architecture, or the model config itself: what
+    # `--random-weights` builds.
+    architecture: str | dict[str, Any]
     input_resolution: int
     notes: str = ""
+    source: Source = Source.DOWNLOAD
     kind: str = "clip"
 
     @property
@@ -240,6 +258,53 @@ CLIPS: dict[str, CLIPEntry] = {
 }
 
 
+# The shapes world's reference models, trained by the project (tools/shapes/) and committed
+# with the package; these hashes are checked at every load. `feverdream models build shapes`
+# trains them again from the recipe and says how far the new weights are from these.
+SHAPES_NOTES = (
+    "trained by feverdream on drawn shapes (tools/shapes/): knows colours, shapes, sizes and "
+    "positions, nothing else; shipped with the package"
+)
+SHAPES_FILES = {
+    "shapes-vqgan.ckpt": "b2dfc7405ca39c0ddbd258b93e6123efd789e99785ef199ab54cb96b937d701a",
+    "shapes-vqgan.yaml": "ca6836470a3ad5e0b950c05f53b11851eba87d9ea8e09a4fb289c2f348565064",
+    "shapes-clip.pt": "e6774fff8f3b0723e9ae422e508463c33a90e126f371b6b47f6fdd2fc68b6c03",
+}
+TINY_NOTES = f"small, built on first use, for tests and `make demo-tiny`; {NOISE}"
+
+
+def _packaged(filename: str) -> ModelFile:
+    return ModelFile(filename, sha256=SHAPES_FILES[filename])
+
+
+_tiny = tiny.tiny_files(Path())
+VQGANS[TINY] = VQGANEntry(
+    TINY,
+    ModelFile(_tiny.vqgan_config.name),
+    ModelFile(_tiny.vqgan_ckpt.name),
+    TINY_VQGAN,
+    TINY_NOTES,
+    Source.BUILT,
+)
+CLIPS[TINY] = CLIPEntry(TINY, ModelFile(_tiny.clip.name), TINY_CLIP, 64, TINY_NOTES, Source.BUILT)
+VQGANS[SHAPES] = VQGANEntry(
+    SHAPES,
+    _packaged("shapes-vqgan.yaml"),
+    _packaged("shapes-vqgan.ckpt"),
+    SHAPES_VQGAN,
+    SHAPES_NOTES,
+    Source.PACKAGED,
+)
+CLIPS[SHAPES] = CLIPEntry(
+    SHAPES, _packaged("shapes-clip.pt"), SHAPES_CLIP, 64, SHAPES_NOTES, Source.PACKAGED
+)
+
+
+def packaged_dir() -> Path:
+    """Where the package's own model files are (the shapes world's)."""
+    return Path(str(resources.files("pipeline") / "assets" / "models"))
+
+
 def models_dir() -> Path:
     """Where downloaded (and tiny) model files live."""
     override = os.environ.get("FEVERDREAM_MODELS")
@@ -270,7 +335,7 @@ def find_entry(kind: str, name: str) -> Entry | None:
 
 def known_names(kind: str | None = None) -> list[str]:
     kinds = [kind] if kind else ["vqgan", "clip"]
-    return [name for k in kinds for name in _table(k)] + [TINY, SHAPES]
+    return list(dict.fromkeys(name for k in kinds for name in _table(k)))
 
 
 def unknown_name_error(name: str, kind: str | None = None) -> ModelError:
@@ -312,6 +377,11 @@ def expected_sha256(file: ModelFile, path: Path) -> str | None:
 
 
 def _missing_error(entry: Entry, file: ModelFile, path: Path) -> ModelError:
+    if entry.source is Source.PACKAGED:
+        return ModelError(
+            f"{path} is missing from the installed package: reinstall feverdream "
+            "(`make setup` in a checkout, or pip install again)"
+        )
     return ModelError(
         f"{entry.name} is not downloaded ({path} is missing). Run "
         f"`feverdream models download {entry.name}`, or fetch {file.url} by hand and save "
@@ -323,9 +393,25 @@ def _looks_like_path(name: str) -> bool:
     return Path(name).expanduser().exists() or name.endswith((".ckpt", ".yaml", ".pt", ".pth"))
 
 
-def _shapes_files() -> shapes.ShapesFiles:
-    """The shapes models' files in the models folder, trained there on first use."""
-    return shapes.ensure_shapes(models_dir() / shapes.NAME)
+def entry_paths(entry: Entry) -> tuple[Path, ...]:
+    """Where an entry's files are on this machine, in the order of `entry.files`: the
+    package's own folder, or the models folder (built tiny files are written first). A
+    downloaded model's files may not be there yet."""
+    if entry.source is Source.PACKAGED:
+        return tuple(packaged_dir() / file.filename for file in entry.files)
+    folder = models_dir()
+    if entry.source is Source.BUILT:
+        tiny.ensure_tiny(folder)
+    return tuple(folder / file.filename for file in entry.files)
+
+
+def _present(entry: Entry) -> tuple[Path, ...]:
+    """The entry's files, which must all be there."""
+    paths = entry_paths(entry)
+    for file, path in zip(entry.files, paths, strict=True):
+        if not path.is_file():
+            raise _missing_error(entry, file, path)
+    return paths
 
 
 def resolve_vqgan(
@@ -338,21 +424,9 @@ def resolve_vqgan(
     registry model that is not downloaded.
     """
     name = os.fspath(name_or_path)
-    if name == TINY:
-        from pipeline.models.tiny import ensure_tiny
-
-        files = ensure_tiny(models_dir())
-        return files.vqgan_ckpt, files.vqgan_config, None
-    if name == SHAPES:
-        files = _shapes_files()
-        return files.vqgan_ckpt, files.vqgan_config, recorded_sha256(files.vqgan_ckpt)
     entry = find_entry("vqgan", name)
     if isinstance(entry, VQGANEntry):
-        folder = models_dir()
-        ckpt, yaml = folder / entry.checkpoint.filename, folder / entry.config.filename
-        for file, path in ((entry.checkpoint, ckpt), (entry.config, yaml)):
-            if not path.is_file():
-                raise _missing_error(entry, file, path)
+        yaml, ckpt = _present(entry)
         return ckpt, yaml, expected_sha256(entry.checkpoint, ckpt)
     if not _looks_like_path(name):
         raise unknown_name_error(name, "vqgan")
@@ -371,18 +445,9 @@ def resolve_vqgan(
 def resolve_clip(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """(the .pt file, expected SHA-256 or None) for a registry name or a file path."""
     name = os.fspath(name_or_path)
-    if name == TINY:
-        from pipeline.models.tiny import ensure_tiny
-
-        return ensure_tiny(models_dir()).clip, None
-    if name == SHAPES:
-        path = _shapes_files().clip
-        return path, recorded_sha256(path)
     entry = find_entry("clip", name)
     if isinstance(entry, CLIPEntry):
-        path = models_dir() / entry.file.filename
-        if not path.is_file():
-            raise _missing_error(entry, entry.file, path)
+        (path,) = _present(entry)
         return path, expected_sha256(entry.file, path)
     if not _looks_like_path(name):
         raise unknown_name_error(name, "clip")
@@ -393,25 +458,16 @@ def resolve_clip(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None
 
 
 def model_paths(name: str) -> list[Path]:
-    """The files of a registry model (or `tiny`, written on first use), which must be present."""
-    if name == TINY:
-        from pipeline.models.tiny import ensure_tiny
-
-        files = ensure_tiny(models_dir())
-        return [files.vqgan_ckpt, files.vqgan_config, files.clip]
-    if name == SHAPES:
-        files = shapes.shapes_files(models_dir() / shapes.NAME)
-        if not files.built:
-            raise ModelError(
-                f"the shapes models are not built in {files.clip.parent} yet: run "
-                "`feverdream models build shapes` (or render a storyboard that names them)"
-            )
-        return list(files.all)
+    """The files of a registry model (a VQGAN's checkpoint and yaml, a CLIP's file, or both
+    for a name that is both), which must be present."""
+    paths: list[Path] = []
     if find_entry("vqgan", name):
-        return list(resolve_vqgan(name)[:2])
+        paths += resolve_vqgan(name)[:2]
     if find_entry("clip", name):
-        return [resolve_clip(name)[0]]
-    raise unknown_name_error(name)
+        paths.append(resolve_clip(name)[0])
+    if not paths:
+        raise unknown_name_error(name)
+    return paths
 
 
 @dataclass(frozen=True)
@@ -423,41 +479,24 @@ class ModelStatus:
     paths: tuple[Path, ...]
     size: int | None  # bytes on disk when present, else the stated size when known
     notes: str
-
-
-def _tiny_status(kind: str) -> ModelStatus:
-    from pipeline.models.tiny import tiny_files
-
-    files = tiny_files(models_dir())
-    paths = (files.vqgan_ckpt, files.vqgan_config) if kind == "vqgan" else (files.clip,)
-    present = all(path.is_file() for path in paths)
-    size = sum(path.stat().st_size for path in paths) if present else None
-    notes = f"small, built on first use, for tests and `make demo`; {NOISE}"
-    return ModelStatus(TINY, present, paths, size, notes)
-
-
-def _shapes_status(kind: str) -> ModelStatus:
-    files = shapes.shapes_files(models_dir() / shapes.NAME)
-    paths = (files.vqgan_ckpt, files.vqgan_config) if kind == "vqgan" else (files.clip,)
-    present = files.built
-    size = sum(path.stat().st_size for path in paths) if present else None
-    return ModelStatus(SHAPES, present, paths, size, shapes.NOTES)
+    source: Source
 
 
 def status(kind: str) -> list[ModelStatus]:
-    """What is known of this kind ("vqgan" or "clip"), and what is in the models folder."""
+    """What is known of this kind ("vqgan" or "clip"), and what is on this machine."""
     rows = []
     for entry in _table(kind).values():
-        paths = tuple(models_dir() / file.filename for file in entry.files)
+        if entry.source is Source.BUILT:
+            paths = tuple(models_dir() / file.filename for file in entry.files)  # not built here
+        else:
+            paths = entry_paths(entry)
         present = all(path.is_file() for path in paths)
         if present:
             size = sum(path.stat().st_size for path in paths)
         else:
             stated = [file.approx_bytes for file in entry.files if file.approx_bytes]
             size = sum(stated) if stated else None
-        rows.append(ModelStatus(entry.name, present, paths, size, entry.notes))
-    rows.append(_tiny_status(kind))
-    rows.append(_shapes_status(kind))
+        rows.append(ModelStatus(entry.name, present, paths, size, entry.notes, entry.source))
     return rows
 
 
@@ -467,19 +506,22 @@ def _random_models(vqgan: str, clip: str) -> tuple[VQGAN, CLIPModel]:
 
     vqgan_entry = find_entry("vqgan", vqgan)
     clip_entry = find_entry("clip", clip)
-    if vqgan not in (TINY, SHAPES) and not isinstance(vqgan_entry, VQGANEntry):
+    if not isinstance(vqgan_entry, VQGANEntry):
         raise unknown_name_error(vqgan, "vqgan")
-    if clip not in (TINY, SHAPES) and not isinstance(clip_entry, CLIPEntry):
+    if not isinstance(clip_entry, CLIPEntry):
         raise unknown_name_error(clip, "clip")
-    architecture = vqgan_entry.architecture if isinstance(vqgan_entry, VQGANEntry) else TINY_VQGAN
-    if vqgan == SHAPES:
-        architecture = shapes.SHAPES_VQGAN
-    clip_config: dict[str, Any] = shapes.SHAPES_CLIP if clip == SHAPES else TINY_CLIP
-    if isinstance(clip_entry, CLIPEntry):
+    clip_config = clip_entry.architecture
+    if isinstance(clip_config, str):
         import open_clip
 
-        clip_config = open_clip.get_model_config(clip_entry.open_clip_config)
-    return random_vqgan(architecture, RANDOM_SEED), random_clip(clip_config, RANDOM_SEED)
+        clip_config = open_clip.get_model_config(clip_config)
+    return random_vqgan(vqgan_entry.architecture, RANDOM_SEED), random_clip(
+        clip_config, RANDOM_SEED
+    )
+
+
+def _downloaded(entry: Entry | None) -> bool:
+    return entry is not None and entry.source is Source.DOWNLOAD
 
 
 def load_models(
@@ -491,7 +533,7 @@ def load_models(
 ) -> tuple[VQGAN, CLIPModel]:
     """The VQGAN and CLIP a render uses, on `device`, in eval mode with gradients off.
 
-    Names are registry names (or `tiny`) or file paths (see resolve_vqgan / resolve_clip).
+    Names are registry names or file paths (see resolve_vqgan / resolve_clip).
     With `random_weights`, the named registry models' full-size architectures are built with
     random weights from a fixed seed, and no file is read. Each model's `checksums` maps the
     files it was loaded from to their SHA-256 (empty for random weights), for render.json.
@@ -509,9 +551,9 @@ def load_models(
 
         ckpt, config, vqgan_sha = resolve_vqgan(vqgan, vqgan_config)
         clip_path, clip_sha = resolve_clip(clip)
-        # Registry names go into error messages as `feverdream models download NAME`.
-        vqgan_name = vqgan if find_entry("vqgan", vqgan) else ""
-        clip_name = clip if find_entry("clip", clip) else ""
+        # Downloaded models' names go into error messages as `feverdream models download NAME`.
+        vqgan_name = vqgan if _downloaded(find_entry("vqgan", vqgan)) else ""
+        clip_name = clip if _downloaded(find_entry("clip", clip)) else ""
         vqgan_model = load_vqgan(ckpt, config, vqgan_sha, vqgan_name)
         clip_model = load_clip(clip_path, clip_sha, clip_name)
     return vqgan_model.to(device), clip_model.to(device)

@@ -1,4 +1,4 @@
-"""`tiny`: a small VQGAN and CLIP with random weights, for smoke tests, CI and `make demo`.
+"""`tiny`: a small VQGAN and CLIP with random weights, for smoke tests, CI and `make demo-tiny`.
 
 They are the same classes as the real models, written on first use into the models folder in
 the real file formats (a Lightning-style checkpoint with a taming model.yaml; a TorchScript

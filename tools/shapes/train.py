@@ -29,9 +29,11 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.engine import Engine, EngineSettings, make_cutouts, spherical_distance
+from pipeline.models.architectures import SHAPES_CLIP, SHAPES_VQGAN
 from pipeline.models.clip import CLIP_MEAN, CLIP_STD, CLIPModel, build_clip
-from pipeline.models.shapes import SHAPES_CLIP, SHAPES_VQGAN, world
-from pipeline.models.shapes.world import (
+from pipeline.models.vqgan import VQGAN
+from tools.shapes import world
+from tools.shapes.world import (
     Description,
     Scene,
     attribute_descriptions,
@@ -42,7 +44,6 @@ from pipeline.models.shapes.world import (
     rgb,
     vocabulary,
 )
-from pipeline.models.vqgan import VQGAN
 
 log = logging.getLogger(__name__)
 

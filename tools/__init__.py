@@ -1,0 +1,1 @@
+"""Tools that make the project's own files (not part of the installed package)."""
