@@ -1,0 +1,193 @@
+"""What the shapes-world checks measure, as figures: renders of small storyboards with the
+`shapes` models through the engine's own loop, read by the pixel readers (shape_reader.py,
+camera_reader.py), which know nothing of CLIP. tests/test_shapes_engine.py asserts on these
+figures; bench/shapes_margins.py prints them, to measure how far each is from its threshold.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from camera_reader import Move, read_move
+from PIL import Image
+from shape_reader import read_frame
+
+from pipeline.cli import load_plan
+from pipeline.engine import (
+    CLASSIC_OPTIONS,
+    Engine,
+    EngineSettings,
+    anchor_frames,
+    fast_options,
+    render_frames,
+)
+from pipeline.store import FrameStore
+
+# The fast paths a render takes with cadence 2 (carried Adam, frames made between), with the
+# VQGAN in fp32 on every machine: a render turns bf16 on only on CPUs with native bf16, where
+# it changes far more than the last bits, and emulated elsewhere it is 30 times slower (a step
+# here took 3.9 s instead of 0.13 s), so it cannot be checked in the same time everywhere.
+ENGINES = {
+    "classic": CLASSIC_OPTIONS,
+    "fast": {**fast_options("cpu", cadence=2), "bf16": False},
+}
+# Few steps and cutouts, so the checks run in a few minutes on two CPU cores.
+RENDER = {"steps": 2, "first_steps": 24, "cuts": 8, "lr": 0.1}
+# A morph needs the optimiser to keep up with the prompts: at two steps a frame cadence 2
+# crossed over one frame too late (73 of 96), at three in time (bench/RESULTS.md).
+MORPH_STEPS = 3
+# What the red check gives the first frame, from random codes: at 24 steps and 8 cuts 5 of 10
+# seeds came out red on an earlier build, at 100 and 16 all of them (bench/RESULTS.md).
+FIRST_STEPS, FIRST_CUTS = 100, 16
+RED_SEEDS = range(10)
+NEGATIVE_SEEDS = range(3)
+# The camera checks: a second of each move, as a storyboard line, and what it asks per frame
+# (zoom, dx, dy). The pans move one latent cell of the shapes VQGAN (8 px) a frame: smaller
+# moves, and zooms, do not survive in the optimised frames with these models (ZOOMS_AND_SLOW_PANS,
+# measured by bench/shapes_margins.py; bench/RESULTS.md, "One reference build").
+CAMERA = {
+    "pan-right": ("pan: [8, 0]", (1.0, 8.0, 0.0)),
+    "pan-up": ("pan: [0, -8]", (1.0, 0.0, -8.0)),
+    "still": ("zoom: 1", (1.0, 0.0, 0.0)),
+}
+ZOOMS_AND_SLOW_PANS = {
+    "zoom-in 1.03": ("zoom: 1.03", (1.03, 0.0, 0.0)),
+    "zoom-in 1.1": ("zoom: 1.1", (1.1, 0.0, 0.0)),
+    "pan-right 2 px": ("pan: [2, 0]", (1.0, 2.0, 0.0)),
+}
+CAMERA_PROMPT = "a large red circle on a black background"
+
+
+def storyboard(
+    seed: int,
+    duration: str,
+    keyframes: str,
+    negative: str | None = None,
+    steps: int = RENDER["steps"],
+    first_steps: int = RENDER["first_steps"],
+    cuts: int = RENDER["cuts"],
+) -> str:
+    extra = f"negative: {negative!r}\n" if negative else ""
+    return (
+        textwrap.dedent(
+            f"""\
+            title: shapes check
+            seed: {seed}
+            fps: 24
+            size: 360x640
+            duration: {duration}
+            render:
+              size: 144x256
+              steps: {steps}
+              first_steps: {first_steps}
+              cuts: {cuts}
+              lr: {RENDER["lr"]}
+            models:
+              vqgan: shapes
+              clip: shapes
+            """
+        )
+        + extra
+        + "keyframes:\n"
+        + textwrap.indent(textwrap.dedent(keyframes), "  ")
+    )
+
+
+def render(models, folder: Path, board: str, options: dict, read: Callable = read_frame) -> list:
+    """Render a storyboard through the engine's own loop; what each frame shows (`read` of
+    its (H, W, 3) uint8 pixels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "board.yaml"
+    path.write_text(board)
+    board_, _, plan = load_plan(str(path))
+    vqgan, clip = models
+    settings = EngineSettings.for_render(board_.render, board_.seed, **options)
+    engine = Engine(vqgan, clip, settings)
+    store = FrameStore(folder / "out")
+    render_frames(plan, engine, store, progress=False)
+    return [
+        read(np.asarray(Image.open(store.frame_path(i)).convert("RGB")))
+        for i in range(plan.n_frames)
+    ]
+
+
+def red_seeds(models, folder: Path, options: dict) -> dict[int, str | None]:
+    """The colour of the third frame of "a large red circle on a black background", by seed."""
+    keyframes = """\
+        - at: 0s
+          prompt: "a large red circle on a black background"
+        """
+    colours = {}
+    for seed in RED_SEEDS:
+        board = storyboard(seed, "3f", keyframes, first_steps=FIRST_STEPS, cuts=FIRST_CUTS)
+        colours[seed] = render(models, folder / f"seed{seed}", board, options)[-1].colour
+    return colours
+
+
+def morph(models, folder: Path, options: dict) -> tuple[list[float], list[float]]:
+    """The green and yellow shares of each frame of a green circle (0-1 s) that morphs into a
+    yellow square (3-4 s)."""
+    keyframes = """\
+        - at: 0s
+          prompt: "a large green circle"
+        - at: 1s
+          prompt: "a large green circle"
+        - at: 3s
+          prompt: "a large yellow square"
+        - at: 4s
+          prompt: "a large yellow square"
+        """
+    board = storyboard(3, "4s", keyframes, steps=MORPH_STEPS)
+    frames = render(models, folder, board, options)
+    return (
+        [frame.shares.get("green", 0.0) for frame in frames],
+        [frame.shares.get("yellow", 0.0) for frame in frames],
+    )
+
+
+def crossing(green: list[float], yellow: list[float]) -> int | None:
+    """The first frame with more yellow than green."""
+    return next((i for i, (g, y) in enumerate(zip(green, yellow, strict=True)) if y > g), None)
+
+
+def negative_red(models, folder: Path, options: dict) -> tuple[float, float]:
+    """The red share of "a large circle"'s third frame summed over seeds: without, then with
+    the negative prompt "red"."""
+    keyframes = """\
+        - at: 0s
+          prompt: "a large circle"
+        """
+    sums = []
+    for negative in (None, "red"):
+        total = 0.0
+        for seed in NEGATIVE_SEEDS:
+            board = storyboard(seed, "3f", keyframes, negative=negative)
+            last = render(models, folder / f"{negative}{seed}", board, options)[-1]
+            total += last.shares.get("red", 0.0)
+        sums.append(total)
+    return sums[0], sums[1]
+
+
+def camera(models, folder: Path, move: str, options: dict) -> tuple[Move, list[Move]]:
+    """The camera's move per frame, read from the pictures between each two consecutive
+    optimised frames of a second of `move`: their median, and each."""
+    keyframes = f"""\
+        - at: 0s
+          prompt: "{CAMERA_PROMPT}"
+          {move}
+        """
+    board = storyboard(1, "1s", keyframes)
+    frames = render(models, folder, board, options, read=lambda pixels: pixels)
+    anchors = anchor_frames(load_plan(str(folder / "board.yaml"))[2], options["cadence"])
+    moves = []
+    for a, b in zip(anchors, anchors[1:], strict=False):
+        found, gap = read_move(frames[a], frames[b]), b - a
+        moves.append(Move(found.zoom ** (1 / gap), found.dx / gap, found.dy / gap, found.peak))
+    median = Move(
+        *(float(np.median([getattr(m, key) for m in moves])) for key in ("zoom", "dx", "dy")),
+        peak=float(np.median([m.peak for m in moves])),
+    )
+    return median, moves
