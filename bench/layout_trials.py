@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from pipeline.bench import machine_info
-from pipeline.engine import Engine, EngineSettings, frame_generator
+from pipeline.engine import Engine, EngineSettings, Speed, frame_generator
 from pipeline.models.registry import load_models
 
 
@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
-    settings = EngineSettings(width, height, 1, 1, args.cuts, 0.1, 0, args.device, bf16=args.bf16)
+    settings = EngineSettings(
+        width, height, 1, 1, args.cuts, 0.1, 0, args.device, Speed(bf16=args.bf16)
+    )
     rows = {}
     for trial in args.trials.split(","):
         vqgan, clip = load_models("vqgan_imagenet_f16_16384", "ViT-B/32", args.device, True)

@@ -11,30 +11,29 @@ encoding cost, which is the same for every configuration).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from pipeline.bench import machine_info
-from pipeline.cli import load_plan
-from pipeline.engine import CLASSIC_OPTIONS, Engine, EngineSettings, fast_options, render_frames
+from pipeline.engine import CLASSIC, Engine, EngineSettings, Speed, render_frames
 from pipeline.models.registry import load_models
+from pipeline.run import load as load_story
 from pipeline.store import FrameStore
 
 CONFIGS = {
-    "classic": lambda device, cadence: CLASSIC_OPTIONS,
-    "fast": fast_options,
-    "fast-fp32": lambda device, cadence: {**fast_options(device, cadence), "bf16": False},
-    "fast-latent-warp": lambda device, cadence: {
-        **fast_options(device, cadence),
-        "latent_warp": True,
-    },
-    "cadence1": lambda device, cadence: fast_options(device, 1),
+    "classic": lambda device, cadence: CLASSIC,
+    "fast": Speed.fast,
+    "fast-fp32": lambda device, cadence: replace(Speed.fast(device, cadence), bf16=False),
+    "fast-latent-warp": lambda device, cadence: replace(
+        Speed.fast(device, cadence), latent_warp=True
+    ),
+    "cadence1": lambda device, cadence: Speed.fast(device, 1),
 }
 
 
@@ -47,18 +46,15 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the figures here")
     args = parser.parse_args()
 
-    board, _, plan = load_plan(args.storyboard)
+    board, _, plan = load_story(args.storyboard)
     if args.frames:
         start, end = (int(x) for x in args.frames.split(":"))
-        frames = tuple(
-            dataclasses.replace(fp, frame=i) for i, fp in enumerate(plan.frames[start:end])
-        )
-        plan = dataclasses.replace(plan, frames=frames)
+        plan = plan.span(start, end)
     vqgan, clip = load_models(board.models.vqgan, board.models.clip, args.device, True)
     base = EngineSettings.for_render(board.render, board.seed, args.device)
     rows = []
     for name in args.engines.split(","):
-        settings = dataclasses.replace(base, **CONFIGS[name](args.device, board.render.cadence))
+        settings = replace(base, speed=CONFIGS[name](args.device, board.render.cadence))
         with tempfile.TemporaryDirectory() as folder:
             if args.device == "cuda":
                 torch.cuda.synchronize()
@@ -70,7 +66,7 @@ def main() -> None:
         rows.append(
             {
                 "engine": name,
-                "settings": dataclasses.asdict(settings),
+                "settings": settings.record(),
                 "frames": plan.n_frames,
                 "seconds": seconds,
                 "frames_per_hour": plan.n_frames * 3600 / seconds,

@@ -33,12 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 from shape_reader import read_frame  # noqa: E402
 
-from pipeline.cli import load_plan  # noqa: E402
 from pipeline.engine import (  # noqa: E402
-    CLASSIC_OPTIONS,
+    CLASSIC,
     Engine,
     EngineSettings,
-    fast_options,
+    Speed,
     frame_generator,
     make_cutouts,
     render_frames,
@@ -46,6 +45,7 @@ from pipeline.engine import (  # noqa: E402
     to_uint8,
 )
 from pipeline.models.registry import load_models, packaged_dir  # noqa: E402
+from pipeline.run import load as load_story  # noqa: E402
 from pipeline.store import FrameStore  # noqa: E402
 from tools.shapes.build import shapes_files  # noqa: E402
 from tools.shapes.train import _scale_codebook  # noqa: E402
@@ -93,10 +93,10 @@ def render_seed(models, folder: Path, seed: int, args, options: dict) -> np.ndar
     )
     path = folder / "board.yaml"
     path.write_text(board)
-    storyboard, _, plan = load_plan(str(path))
-    engine = Engine(*models, EngineSettings.for_render(storyboard.render, seed, **options))
+    storyboard, _, plan = load_story(str(path))
+    engine = Engine(*models, EngineSettings.for_render(storyboard.render, seed, speed=options))
     store = FrameStore(folder / "out")
-    render_frames(plan, engine, store, progress=False)
+    render_frames(plan, engine, store)
     return np.asarray(Image.open(store.frame_path(plan.n_frames - 1)).convert("RGB"))
 
 
@@ -142,7 +142,7 @@ def main() -> None:
     if args.from_drawn:
         frames = from_drawn(models, args)
     else:
-        options = CLASSIC_OPTIONS if args.engine == "classic" else fast_options("cpu", 2)
+        options = CLASSIC if args.engine == "classic" else Speed.fast("cpu", 2)
         frames = []
         with tempfile.TemporaryDirectory() as scratch:
             for seed in range(10):

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 FEATURES = ("beat", "onset", "rms", "bass", "mid", "treble")
 
 # Bump when the analysis changes, so that old cache entries are not reused.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 
 # librosa's beat tracker is tuned for 22050 Hz; a hop of 256 samples (11.6 ms) puts beats
 # well inside one video frame (33-42 ms) while keeping the analysis fast.
@@ -57,11 +57,15 @@ class AudioFeatures:
     centred on t (peak for `onset`, mean for the others) and is scaled so that the
     track's highest frame is 1. `beat` is 1 on the frame nearest each beat and decays
     exponentially to about 0.02 by the next beat's frame (0 before the first beat).
+    `channels` and `track_duration` describe the whole file, so that the video's mixer
+    need not decode it again.
     """
 
     fps: float
     offset: float
-    duration: float
+    duration: float  # seconds of track from `offset` to its end
+    channels: int
+    track_duration: float
     beat_times: tuple[float, ...]
     beat: tuple[float, ...]
     onset: tuple[float, ...]
@@ -109,7 +113,7 @@ def analyse(path: Path, fps: float, offset: float = 0.0) -> AudioFeatures:
         log.debug("audio features for %s from cache %s", path, cache_file)
         return features
 
-    y, sr = _decode(path)
+    y, sr, channels = _decode(path)
     track_seconds = len(y) / sr
     if offset >= track_seconds:
         raise AudioError(
@@ -117,7 +121,7 @@ def analyse(path: Path, fps: float, offset: float = 0.0) -> AudioFeatures:
             "use a smaller offset"
         )
     started = time.perf_counter()
-    features = _analyse_signal(y, sr, fps, offset)
+    features = _analyse_signal(y, sr, fps, offset, channels)
     log.debug("analysed %s in %.2fs", path, time.perf_counter() - started)
     _write_cache(cache_file, key, features)
     return features
@@ -158,8 +162,9 @@ def _undecodable(path: Path, error: Exception) -> AudioError:
     return AudioError(f"{path}: cannot decode: {reason.rstrip('.')} ({_FORMATS_HINT})")
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """Decode the whole file to mono float32 samples at its own sample rate.
+def _decode(path: Path) -> tuple[np.ndarray, int, int]:
+    """Decode the whole file to mono float32 samples at its own sample rate; also the
+    number of channels it has.
 
     libsndfile (through soundfile, librosa's first choice) reads all four formats; librosa's
     fallback, audioread, is deprecated and needs a system ffmpeg this project does not have.
@@ -174,13 +179,15 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
         raise AudioError(f"{path}: contains no audio (0 samples); export it again")
     if not np.isfinite(data).all():
         raise AudioError(f"{path}: cannot decode: it holds invalid (NaN or infinite) samples")
-    return data.mean(axis=1), int(sr)
+    return data.mean(axis=1), int(sr), int(data.shape[1])
 
 
 # --- analysis ------------------------------------------------------------------------------
 
 
-def _analyse_signal(y: np.ndarray, sr: int, fps: float, offset: float) -> AudioFeatures:
+def _analyse_signal(
+    y: np.ndarray, sr: int, fps: float, offset: float, channels: int = 1
+) -> AudioFeatures:
     """Features of the whole track, then cut to the video's frames from `offset` on.
 
     Beats are tracked over the whole track, so changing the offset shifts beat times
@@ -189,7 +196,8 @@ def _analyse_signal(y: np.ndarray, sr: int, fps: float, offset: float) -> AudioF
     import librosa
     import librosa.beat
 
-    duration = len(y) / sr - offset
+    track_duration = len(y) / sr
+    duration = track_duration - offset
     y = librosa.resample(y, orig_sr=sr, target_sr=_SR) if sr != _SR else y
 
     spectrum = np.abs(librosa.stft(y, n_fft=_N_FFT, hop_length=_HOP))
@@ -219,6 +227,8 @@ def _analyse_signal(y: np.ndarray, sr: int, fps: float, offset: float) -> AudioF
         fps=float(fps),
         offset=float(offset),
         duration=round(duration, 6),
+        channels=channels,
+        track_duration=track_duration,
         beat_times=beat_times,
         beat=_beat_envelope(beat_times, fps, n_frames),
         **per_frame,
@@ -308,6 +318,8 @@ def _read_cache(cache_file: Path, key: str) -> AudioFeatures | None:
             fps=float(features["fps"]),
             offset=float(features["offset"]),
             duration=float(features["duration"]),
+            channels=int(features["channels"]),
+            track_duration=float(features["track_duration"]),
             **{name: tuple(map(float, features[name])) for name in ("beat_times", *FEATURES)},
         )
         if len({len(getattr(features, name)) for name in FEATURES}) != 1:

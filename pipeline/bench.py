@@ -18,19 +18,16 @@ from pipeline.engine import (
     Anchor,
     Engine,
     EngineSettings,
+    Speed,
     anchor_frames,
     frame_generator,
     in_between,
     make_cutouts,
-    spherical_distance,
 )
 from pipeline.schedule import Plan
+from pipeline.storyboard import Models, RenderSettings
 
 log = logging.getLogger(__name__)
-
-# The seconds per output frame that encoding 1080x1920 H.264 (preset medium) costs on a
-# 2-core CPU (render.py's measurements); small next to the engine, but part of a render.
-ENCODE_SECONDS_PER_FRAME = 0.2
 
 
 @dataclass
@@ -119,11 +116,12 @@ def _median_time(run: Callable[[], object], device: torch.device, repeats: int) 
 
 
 def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
-    """Time each part of a step alone, then whole steps, after `warmup` untimed runs."""
+    """Time each part of a step alone, then the engine's own step, after `warmup` untimed
+    runs. Every part is the engine's function the render calls, so a change to the engine
+    shows here."""
     device = engine.device
     generator = frame_generator(0, 0, device)
     z = engine.random_latent(generator).requires_grad_(True)
-    engine.embed(["a benchmark prompt", "a negative prompt"])
     targets, weights = engine.targets((("a benchmark prompt", 1.0), ("a negative prompt", -1.0)))
     settings = engine.settings
     size = engine.clip.input_resolution
@@ -149,7 +147,7 @@ def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
     quantize = timed(lambda: engine.vqgan.quantize_st(z))
 
     def decode() -> torch.Tensor:
-        with engine._vqgan_precision():
+        with engine.vqgan_precision():
             return engine.vqgan.decode(z_q).float()
 
     decode_forward = timed(decode)
@@ -158,32 +156,14 @@ def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
     image = decode().detach().add(1).div(2).clamp(0, 1).requires_grad_(True)
     cutouts = timed(lambda: make_cutouts(image, settings.cuts, size, generator))
     views = make_cutouts(image.detach(), settings.cuts, size, generator).requires_grad_(True)
-
-    def clip_loss() -> torch.Tensor:
-        distances = spherical_distance(engine.clip.encode_image(views), targets)
-        return (distances.mean(dim=0) * weights).sum()
-
-    clip_forward = timed(clip_loss)
-    clip_backward = timed_backward(clip_loss)
+    clip_forward = timed(lambda: engine.clip_loss(views, targets, weights))
+    clip_backward = timed_backward(lambda: engine.clip_loss(views, targets, weights))
 
     optimiser = torch.optim.Adam([z], lr=settings.lr)
     z.grad = torch.randn_like(z)
+    optimiser_time = timed(lambda: engine.update(z, optimiser))
+    step = timed(lambda: engine.step(z, optimiser, targets, weights, generator))
 
-    def adam_step() -> None:
-        optimiser.step()
-        with torch.no_grad():
-            z.copy_(torch.maximum(torch.minimum(z, engine.z_max), engine.z_min))
-
-    optimiser_time = timed(adam_step)
-
-    def whole_step() -> None:
-        optimiser.zero_grad(set_to_none=True)
-        loss = engine.loss(engine.latent_to_image(z), targets, weights, generator)
-        loss.backward()
-        adam_step()
-        loss.item()
-
-    step = timed(whole_step)
     picture = image.detach()
     encode = timed(lambda: engine.image_to_latent(picture))
     with torch.no_grad():
@@ -219,16 +199,20 @@ def _in_between_time(engine: Engine, picture: torch.Tensor, timed) -> float:
 
 def frame_seconds(timings: Timings, settings: EngineSettings) -> float:
     """Average seconds per output frame after the first: optimised frames every `cadence`."""
+    speed = settings.speed
     optimised = settings.steps * timings.step + timings.decode_image
-    if not settings.latent_warp:
+    if not speed.latent_warp:
         optimised += timings.encode
-    made_between = (settings.cadence - 1) * timings.in_between
-    return (optimised + made_between) / settings.cadence
+    made_between = (speed.cadence - 1) * timings.in_between
+    return (optimised + made_between) / speed.cadence
 
 
-def project(plan: Plan, timings: Timings, settings: EngineSettings) -> dict:
-    """The time a render of `plan` would take with these settings, from measured timings."""
-    anchors = anchor_frames(plan, settings.cadence)
+def project(
+    plan: Plan, timings: Timings, settings: EngineSettings, encode_seconds_per_frame: float
+) -> dict:
+    """The time a render of `plan` would take with these settings, from measured timings:
+    the engine's, and encoding's at `encode_seconds_per_frame` (measure_encoding)."""
+    anchors = anchor_frames(plan, settings.speed.cadence)
     starts = {0} | {fp.frame for fp in plan.frames if fp.cut}
     seconds = 0.0
     for index in anchors:
@@ -236,16 +220,41 @@ def project(plan: Plan, timings: Timings, settings: EngineSettings) -> dict:
             seconds += settings.first_steps * timings.step + timings.decode_image
         else:
             seconds += settings.steps * timings.step + timings.decode_image
-            seconds += 0.0 if settings.latent_warp else timings.encode
+            seconds += 0.0 if settings.speed.latent_warp else timings.encode
     seconds += (plan.n_frames - len(anchors)) * timings.in_between
-    encoding = plan.n_frames * ENCODE_SECONDS_PER_FRAME
+    encoding = plan.n_frames * encode_seconds_per_frame
     return {
         "frames": plan.n_frames,
         "optimised_frames": len(anchors),
         "engine_seconds": seconds,
         "encode_seconds": encoding,
+        "encode_seconds_per_frame": encode_seconds_per_frame,
         "total_seconds": seconds + encoding,
     }
+
+
+def measure_encoding(
+    canvas: tuple[int, int], size: tuple[int, int], fps: int, frames: int = 48
+) -> float:
+    """Seconds per frame that encoding the video costs here: `frames` noise frames at the
+    engine's `canvas` (width, height) through the renderer's own encoder, to an MP4 of
+    `size` (noise is the hardest case for H.264; real frames encode a little faster)."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from pipeline.render import VideoSpec, encode_video
+
+    rng = np.random.default_rng(0)
+    pictures = [
+        rng.integers(0, 256, (canvas[1], canvas[0], 3), dtype=np.uint8) for _ in range(frames)
+    ]
+    with tempfile.TemporaryDirectory(prefix="feverdream-bench-") as folder:
+        started = time.perf_counter()
+        encode_video(pictures, frames, VideoSpec(fps=fps, size=size), Path(folder) / "bench.mp4",
+                     progress=False)  # fmt: skip
+        return (time.perf_counter() - started) / frames
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -258,7 +267,7 @@ def run_bench(engine: Engine, repeats: int = 5, warmup: int = 2) -> BenchResult:
     timings = measure(engine, repeats, warmup)
     per_frame = frame_seconds(timings, engine.settings)
     return BenchResult(
-        settings=asdict(engine.settings),
+        settings=engine.settings.record(),
         machine=machine_info(engine.settings.device),
         timings=timings,
         seconds_per_frame=per_frame,
@@ -299,3 +308,54 @@ def describe(result: BenchResult) -> str:
         f"peak memory: {result.peak_memory_gib:.2f} GiB",
     ]
     return "\n".join(lines)
+
+
+def bench_engines(
+    speeds: dict[str, Speed],
+    device: str,
+    render: RenderSettings | None = None,
+    models: Models | None = None,
+    *,
+    plan: Plan | None = None,
+    video: tuple[tuple[int, int], int] | None = None,
+    size: tuple[int, int] | None = None,
+    steps: int | None = None,
+    cuts: int | None = None,
+    vqgan: str | None = None,
+    clip: str | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+) -> dict[str, BenchResult]:
+    """Benchmark the engine with each of `speeds` on a storyboard's (or the default) models
+    built with random weights and its render settings (each overridable); with `plan`, also
+    project its render, with encoding to the `video` ((width, height), fps; default 1080x1920
+    at the plan's fps) measured here."""
+    from pipeline.models.registry import load_models
+
+    render, models = render or RenderSettings(), models or Models()
+    vqgan_model, clip_model = load_models(
+        vqgan or models.vqgan, clip or models.clip, device, random_weights=True
+    )
+    width, height = size or (render.width, render.height)
+    encode_rate = None
+    if plan is not None:
+        (video_width, video_height), fps = video or ((1080, 1920), plan.fps)
+        encode_rate = measure_encoding((width, height), (video_width, video_height), fps)
+    results = {}
+    for label, speed in speeds.items():
+        settings = EngineSettings(
+            width=width,
+            height=height,
+            steps=steps or render.steps,
+            first_steps=render.first_steps,
+            cuts=cuts or render.cuts,
+            lr=render.lr,
+            seed=0,
+            device=device,
+            speed=speed,
+        )
+        result = run_bench(Engine(vqgan_model, clip_model, settings), repeats, warmup)
+        if plan is not None and encode_rate is not None:
+            result.extra["projection"] = project(plan, result.timings, settings, encode_rate)
+        results[label] = result
+    return results

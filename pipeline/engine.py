@@ -18,8 +18,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,17 +30,32 @@ from pipeline.store import (
     FrameRecord,
     FrameStore,
     Manifest,
-    RenderChangedError,
     atomic_write,
-    describe_changes,
-    describe_frame_change,
-    first_changed_frame,
 )
 
 if TYPE_CHECKING:
     from pipeline.storyboard import RenderSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """The engine's speed options (issue 6). `Speed()` is the classic loop every peer runs:
+    every frame optimised, fp32, a fresh Adam per frame, the picture warped and encoded."""
+
+    cadence: int = 1  # optimise every k-th frame; warp and blend the frames between
+    bf16: bool = False  # run the VQGAN (encoder and decoder) under bfloat16 autocast
+    carry_optimizer: bool = False  # keep Adam's moments from frame to frame
+    latent_warp: bool = False  # move the latents instead of decode → warp → encode
+
+    @classmethod
+    def fast(cls, device: str, cadence: int) -> Speed:
+        """What a render uses unless told otherwise: what measurably helps here."""
+        return cls(cadence=cadence, bf16=bf16_helps(device), carry_optimizer=True)
+
+
+CLASSIC = Speed()
 
 
 @dataclass(frozen=True)
@@ -54,15 +68,11 @@ class EngineSettings:
     lr: float
     seed: int
     device: str = "cpu"
-    # The speed options (issue 6); all off is the classic loop every peer runs.
-    cadence: int = 1  # optimise every k-th frame; warp and blend the frames between
-    bf16: bool = False  # run the VQGAN (encoder and decoder) under bfloat16 autocast
-    carry_optimizer: bool = False  # keep Adam's moments from frame to frame
-    latent_warp: bool = False  # move the latents instead of decode → warp → encode
+    speed: Speed = CLASSIC
 
     @classmethod
     def for_render(
-        cls, render: RenderSettings, seed: int, device: str = "cpu", **options: Any
+        cls, render: RenderSettings, seed: int, device: str = "cpu", speed: Speed = CLASSIC
     ) -> EngineSettings:
         """A storyboard's `render:` block as engine settings, with these speed options."""
         return cls(
@@ -74,8 +84,13 @@ class EngineSettings:
             lr=render.lr,
             seed=seed,
             device=device,
-            **options,
+            speed=speed,
         )
+
+    def record(self) -> dict[str, Any]:
+        """The settings as one flat dict, speed options included (a render's manifest)."""
+        flat = {key: value for key, value in asdict(self).items() if key != "speed"}
+        return {**flat, **asdict(self.speed)}
 
 
 def bf16_helps(device: str) -> bool:
@@ -88,19 +103,6 @@ def bf16_helps(device: str) -> bool:
         return False
     capabilities = torch.cpu.get_capabilities()
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
-
-
-def fast_options(device: str, cadence: int) -> dict:
-    """The speed options a render uses unless told otherwise: what measurably helps here."""
-    return {
-        "cadence": cadence,
-        "bf16": bf16_helps(device),
-        "carry_optimizer": True,
-        "latent_warp": False,
-    }
-
-
-CLASSIC_OPTIONS = {"cadence": 1, "bf16": False, "carry_optimizer": False, "latent_warp": False}
 
 
 # --- the image operations ----------------------------------------------------------------
@@ -223,6 +225,15 @@ class Anchor:
     z: torch.Tensor
     image: torch.Tensor  # (1, 3, H, W) in [0, 1]
     adam: dict[str, torch.Tensor] | None  # Adam's moments, when they travel between frames
+    loss: float | None = None  # the last step's loss (None when no step was taken)
+
+
+class Optimised(NamedTuple):
+    """What `Engine.optimise` returns."""
+
+    z: torch.Tensor
+    loss: float | None  # the last step's loss
+    adam: dict[str, torch.Tensor] | None  # Adam's moments after the last step
 
 
 class Engine:
@@ -232,6 +243,7 @@ class Engine:
         self.vqgan = vqgan
         self.clip = clip
         self.settings = settings
+        self.speed = settings.speed
         self.device = torch.device(settings.device)
         codebook = vqgan.codebook
         # Latents are kept inside the codebook's range, per channel.
@@ -244,10 +256,11 @@ class Engine:
         )
         self.embeddings: dict[str, torch.Tensor] = {}
 
-    def _vqgan_precision(self):
-        # bf16 only around the VQGAN: the nearest-code search and CLIP stay in fp32, where
-        # bf16 gained nothing and would blur the distances the loss is made of.
-        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.settings.bf16)
+    def vqgan_precision(self):
+        """The context the VQGAN runs in: bf16 autocast when the speed options ask for it.
+        Only around the VQGAN: the nearest-code search and CLIP stay in fp32, where bf16
+        gained nothing and would blur the distances the loss is made of."""
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed.bf16)
 
     def embed(self, texts: Sequence[str]) -> None:
         """Compute the text embeddings not yet known (each prompt text once per render)."""
@@ -268,13 +281,13 @@ class Engine:
 
     @torch.no_grad()
     def image_to_latent(self, image: torch.Tensor) -> torch.Tensor:
-        with self._vqgan_precision():
+        with self.vqgan_precision():
             return self.vqgan.encode(image * 2 - 1).float()
 
     def latent_to_image(self, z: torch.Tensor) -> torch.Tensor:
         """Decode latents (quantised with a straight-through gradient) to an image in [0, 1]."""
         z_q = self.vqgan.quantize_st(z)
-        with self._vqgan_precision():
+        with self.vqgan_precision():
             image = self.vqgan.decode(z_q)
         return image.float().add(1).div(2).clamp(0, 1)
 
@@ -286,6 +299,13 @@ class Engine:
         generator: torch.Generator,
     ) -> torch.Tensor:
         cutouts = make_cutouts(image, self.settings.cuts, self.clip.input_resolution, generator)
+        return self.clip_loss(cutouts, targets, weights)
+
+    def clip_loss(
+        self, cutouts: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """The prompts' weighted spherical distance from what CLIP sees in the cutouts,
+        averaged over the cutouts (negative weights push away)."""
         distances = spherical_distance(self.clip.encode_image(cutouts), targets)
         return (distances.mean(dim=0) * weights).sum()
 
@@ -295,6 +315,28 @@ class Engine:
         weights = torch.tensor([w for _, w in prompts], device=targets.device)
         return targets, weights
 
+    def step(
+        self,
+        z: torch.Tensor,
+        optimiser: torch.optim.Optimizer,
+        targets: torch.Tensor,
+        weights: torch.Tensor,
+        generator: torch.Generator,
+    ) -> float:
+        """One optimisation step (DESIGN.md): quantise → decode → cutouts → CLIP → weighted
+        spherical distance → backward → Adam → clamp to the codebook's range. The loss."""
+        optimiser.zero_grad(set_to_none=True)
+        loss = self.loss(self.latent_to_image(z), targets, weights, generator)
+        loss.backward()
+        self.update(z, optimiser)
+        return loss.item()
+
+    def update(self, z: torch.Tensor, optimiser: torch.optim.Optimizer) -> None:
+        """Adam's move of the latents by their gradient, kept inside the codebook's range."""
+        optimiser.step()
+        with torch.no_grad():
+            z.copy_(torch.maximum(torch.minimum(z, self.z_max), self.z_min))
+
     def optimise(
         self,
         z: torch.Tensor,
@@ -302,31 +344,29 @@ class Engine:
         steps: int,
         generator: torch.Generator,
         adam: dict[str, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, float | None, dict[str, torch.Tensor] | None]:
-        """Adam on the latents for `steps` steps, starting from `adam`'s moments if given;
-        returns the latents, the last step's loss and Adam's moments."""
+    ) -> Optimised:
+        """Adam on the latents for `steps` steps, starting from `adam`'s moments if given."""
         if steps == 0 or not prompts:
-            return z, None, adam
+            return Optimised(z, None, adam)
         targets, weights = self.targets(prompts)
         z = z.detach().clone().requires_grad_(True)
         optimiser = torch.optim.Adam([z], lr=self.settings.lr)
         if adam is not None:
             optimiser.state[z] = {name: value.clone() for name, value in adam.items()}
-        loss_value = None
+        loss = None
         for _ in range(steps):
-            optimiser.zero_grad(set_to_none=True)
-            loss = self.loss(self.latent_to_image(z), targets, weights, generator)
-            loss.backward()
-            optimiser.step()
-            with torch.no_grad():
-                z.copy_(torch.maximum(torch.minimum(z, self.z_max), self.z_min))
-            loss_value = loss.item()
-        moments = dict(optimiser.state[z]) if self.settings.carry_optimizer else None
-        return z.detach(), loss_value, moments
+            loss = self.step(z, optimiser, targets, weights, generator)
+        return Optimised(z.detach(), loss, dict(optimiser.state[z]))
 
-    def anchor(
-        self, index: int, plan: Plan, previous: Anchor | None
-    ) -> tuple[Anchor, float | None]:
+    def move(self, previous: Anchor, matrix: torch.Tensor) -> torch.Tensor:
+        """The latents a frame starts from: the previous optimised frame moved by the camera.
+        The classic way decodes, warps the picture and encodes it again; the latent warp
+        moves the latents themselves (no encoder; softer motion)."""
+        if self.speed.latent_warp:
+            return warp_by(previous.z, matrix, (self.settings.width, self.settings.height))
+        return self.image_to_latent(warp_by(previous.image, matrix))
+
+    def anchor(self, index: int, plan: Plan, previous: Anchor | None) -> Anchor:
         """Optimise frame `index`, starting from `previous` moved by the frames between,
         or from random codes at the start and at a cut."""
         frame = plan.frames[index]
@@ -335,21 +375,27 @@ class Engine:
             z = self.random_latent(generator)
             steps, adam = self.settings.first_steps, None
         else:
-            moved = camera_path(plan, previous.index, index)
-            if self.settings.latent_warp:
-                canvas = (self.settings.width, self.settings.height)
-                z = warp_by(previous.z, moved, canvas)
-            else:
-                z = self.image_to_latent(warp_by(previous.image, moved))
+            z = self.move(previous, camera_path(plan, previous.index, index))
             # Adam's moments point the way the previous frame's prompts pulled; once the
             # prompts move (a morph, a new keyframe) they would keep pushing that way and the
             # picture would lag the storyboard, so a changed frame starts a fresh Adam.
             unchanged = plan.frames[previous.index].prompts == frame.prompts
             steps, adam = self.settings.steps, previous.adam if unchanged else None
-        z, loss, adam = self.optimise(z, frame.prompts, steps, generator, adam)
+        result = self.optimise(z, frame.prompts, steps, generator, adam)
         with torch.no_grad():
-            image = self.latent_to_image(z)
-        return Anchor(index, z, image, adam), loss
+            image = self.latent_to_image(result.z)
+        carried = result.adam if self.speed.carry_optimizer else None
+        return Anchor(index, result.z, image, carried, result.loss)
+
+    def state(self, anchor: Anchor) -> dict[str, Any]:
+        """What the frame store saves to continue after `anchor`."""
+        return {"z": anchor.z, "adam": anchor.adam or {}}
+
+    def restore(self, index: int, state: dict[str, Any]) -> Anchor:
+        """The optimised frame `index` again, from the state the store saved."""
+        with torch.no_grad():
+            image = self.latent_to_image(state["z"])
+        return Anchor(index, state["z"], image, state["adam"] or None)
 
 
 def camera_path(plan: Plan, start: int, end: int) -> torch.Tensor:
@@ -391,97 +437,21 @@ def frame_generator(seed: int, frame: int, device: torch.device | str = "cpu") -
 # --- the render loop -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a render stands, after each optimised frame and the frames before it."""
+
+    frames_done: int
+    frames_total: int
+    loss: float | None  # the optimised frame's last loss
+
+
 @dataclass
 class RenderResult:
     frames_done: int
     frames_total: int
     stopped: bool
     records: dict[int, FrameRecord]
-
-
-def _state_path(store: FrameStore, frame: int) -> Path:
-    return store.frames_dir / f"state-{frame:06d}.pt"
-
-
-def _save_state(store: FrameStore, anchor: Anchor) -> None:
-    state = {"frame": anchor.index, "z": anchor.z, "adam": anchor.adam or {}}
-    atomic_write(_state_path(store, anchor.index), lambda tmp: torch.save(state, tmp))
-
-
-def _load_anchor(store: FrameStore, engine: Engine, frame: int) -> Anchor | None:
-    path = _state_path(store, frame)
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location=engine.device, weights_only=True)
-    if state.get("frame") != frame:
-        return None
-    with torch.no_grad():
-        image = engine.latent_to_image(state["z"])
-    return Anchor(frame, state["z"], image, state["adam"] or None)
-
-
-def _check_settings(store: FrameStore, manifest: Manifest, fresh: bool) -> Manifest | None:
-    """The manifest of the frames already in the store, if they were made the same way."""
-    old = store.read_manifest()
-    if fresh or old is None:
-        if not fresh and any(store.frames_dir.glob("*.png")):
-            raise RenderChangedError(
-                f"{store.frames_dir} holds frames without a manifest; render with --fresh to "
-                "replace them, or -o to render elsewhere"
-            )
-        store.clear()
-        return None
-    changes = describe_changes(old.settings, manifest.settings)
-    if changes:
-        raise RenderChangedError(
-            f"the frames in {store.frames_dir} were rendered with other settings:\n  "
-            + "\n  ".join(changes)
-            + f"\nrun again with --fresh to start {store.folder.name} over (its frames are "
-            "replaced), or render to another folder with -o"
-        )
-    return old
-
-
-def _resume(
-    store: FrameStore,
-    engine: Engine,
-    plan: Plan,
-    manifest: Manifest,
-    old: Manifest | None,
-) -> Anchor | None:
-    """The optimised frame to continue from (None: from the start); fills in the records of
-    the frames before it."""
-    if old is None:
-        return None
-    done = store.finished_frames(old)
-    changed = first_changed_frame(old.plan, manifest.plan)
-    if changed is not None and changed < done:
-        raise RenderChangedError(
-            f"the storyboard changed at frame {changed}, which is already rendered ({done} "
-            f"frames are done): {describe_frame_change(old.plan, manifest.plan, changed)}\n"
-            f"run again with --fresh to re-render {store.folder.name}, or render to another "
-            "folder with -o"
-        )
-    # The latest optimised frame with a saved state: normally the last one finished; after
-    # a storyboard grew, possibly a frame that is no longer on the new plan's rhythm.
-    saved = sorted(int(path.stem.split("-")[1]) for path in store.frames_dir.glob("state-*.pt"))
-    for index in reversed([i for i in saved if i < done]):
-        anchor = _load_anchor(store, engine, index)
-        if anchor is not None:
-            manifest.records = {i: r for i, r in old.records.items() if i <= index}
-            log.info("continuing after frame %d of %d", index, plan.n_frames)
-            return anchor
-    if done:
-        log.warning("no saved engine state in %s: rendering from the start", store.frames_dir)
-    return None
-
-
-def _write_frame(store: FrameStore, index: int, image: torch.Tensor) -> None:
-    pixels = to_uint8(image)
-    atomic_write(
-        store.frame_path(index),
-        lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"),
-    )
 
 
 def render_frames(
@@ -492,55 +462,54 @@ def render_frames(
     describe: dict | None = None,
     fresh: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
-    progress: bool = True,
+    on_progress: Callable[[Progress], None] = lambda progress: None,
 ) -> RenderResult:
     """Render every frame of the plan into the store, continuing after finished frames.
 
-    Optimised frames come every `cadence` frames (see anchor_frames); each one is written
-    after the frames between it and the previous one, and its state is saved, so that the
-    frames on disk always run without a gap from frame 0 and a render can resume from them.
+    For each frame: optimise it (every `cadence`-th frame, see anchor_frames), or make it
+    between the optimised frames before and after it. An optimised frame is written after
+    the frames between it and the one before, with its state, so that the frames on disk
+    always run without a gap from frame 0 and a render can resume from them.
     """
-    from tqdm import tqdm
-
-    settings = {**asdict(engine.settings), **(describe or {})}
-    manifest = Manifest(settings, plan.to_json())
-    old = _check_settings(store, manifest, fresh)
-    anchors = anchor_frames(plan, engine.settings.cadence)
-    previous = _resume(store, engine, plan, manifest, old)
-    store.frames_dir.mkdir(parents=True, exist_ok=True)
-    store.write_manifest(manifest)
+    manifest = Manifest({**engine.settings.record(), **(describe or {})}, plan.to_json())
+    state = store.start(manifest, fresh, engine.device)
     engine.embed(plan.prompt_texts)
+    optimised = anchor_frames(plan, engine.speed.cadence)
+    previous = None if state is None else engine.restore(state["frame"], state)
+    upcoming: Anchor | None = None  # the next optimised frame, made before those between
+    started = 0 if previous is None else previous.index + 1
 
-    done = previous.index + 1 if previous else 0
-    bar = tqdm(total=plan.n_frames, initial=done, unit="frame", disable=not progress, desc="frames")
-    stopped = False
-    try:
-        for index in (a for a in anchors if a >= done):
-            started = time.perf_counter()
-            anchor, loss = engine.anchor(index, plan, previous)
-            optimised_seconds = time.perf_counter() - started
-            if previous is not None and not plan.frames[index].cut:
-                for between in range(previous.index + 1, index):
-                    started = time.perf_counter()
-                    with torch.no_grad():
-                        _write_frame(store, between, in_between(plan, previous, anchor, between))
-                    manifest.records[between] = FrameRecord(
-                        None, time.perf_counter() - started, optimised=False
-                    )
-            _write_frame(store, index, anchor.image)
-            _save_state(store, anchor)
-            manifest.records[index] = FrameRecord(loss, optimised_seconds)
-            store.write_manifest(manifest)
-            if previous is not None:
-                _state_path(store, previous.index).unlink(missing_ok=True)
-            bar.update(index + 1 - done)
-            done = index + 1
-            previous = anchor
-            if loss is not None:
-                bar.set_postfix(loss=f"{loss:.3f}")
-            if should_stop() and done < plan.n_frames:
-                stopped = True
-                break
-    finally:
-        bar.close()
-    return RenderResult(done, plan.n_frames, stopped, manifest.records)
+    for index in range(started, plan.n_frames):
+        if upcoming is None or upcoming.index < index:
+            following = next(i for i in optimised if i >= index)
+            clock = time.perf_counter()
+            upcoming = engine.anchor(following, plan, previous)
+            seconds = time.perf_counter() - clock
+        if index < upcoming.index:
+            clock = time.perf_counter()
+            assert previous is not None  # a frame between has an optimised frame before it
+            with torch.no_grad():
+                _write_frame(store, index, in_between(plan, previous, upcoming, index))
+            manifest.records[index] = FrameRecord(
+                None, time.perf_counter() - clock, optimised=False
+            )
+            continue
+        _write_frame(store, index, upcoming.image)
+        store.save_state(index, engine.state(upcoming))
+        manifest.records[index] = FrameRecord(upcoming.loss, seconds)
+        store.write_manifest(manifest)
+        if previous is not None:
+            store.drop_state(previous.index)
+        previous = upcoming
+        on_progress(Progress(index + 1, plan.n_frames, upcoming.loss))
+        if should_stop() and index + 1 < plan.n_frames:
+            return RenderResult(index + 1, plan.n_frames, True, manifest.records)
+    return RenderResult(plan.n_frames, plan.n_frames, False, manifest.records)
+
+
+def _write_frame(store: FrameStore, index: int, image: torch.Tensor) -> None:
+    pixels = to_uint8(image)
+    atomic_write(
+        store.frame_path(index),
+        lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"),
+    )

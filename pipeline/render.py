@@ -9,7 +9,7 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import metadata, resources
@@ -126,17 +126,22 @@ def check_soundtrack(track: SoundtrackSpec) -> SoundtrackInfo:
             track.path,
             _tail(result.stderr.decode(errors="replace")),
         )
-    duration = len(result.stdout) / 2 / 8000
-    if track.offset >= duration:
-        raise RenderError(
-            f"soundtrack offset {track.offset:g}s is past the end of {track.path} "
-            f"({duration:.2f}s long): lower `audio.offset`"
-        )
     try:
         with av.open(str(track.path)) as container:
             channels = container.streams.audio[0].codec_context.channels
     except (av.FFmpegError, IndexError) as error:
         raise RenderError(f"soundtrack {track.path} cannot be read: {error}") from error
+    return known_soundtrack(track, len(result.stdout) / 2 / 8000, channels)
+
+
+def known_soundtrack(track: SoundtrackSpec, duration: float, channels: int) -> SoundtrackInfo:
+    """A track already decoded elsewhere (the soundtrack's analysis reads the whole file):
+    its length and channels, with the offset checked against the length."""
+    if track.offset >= duration:
+        raise RenderError(
+            f"soundtrack offset {track.offset:g}s is past the end of {track.path} "
+            f"({duration:.2f}s long): lower `audio.offset`"
+        )
     return SoundtrackInfo(duration=duration, channels=channels)
 
 
@@ -149,15 +154,23 @@ def encode_video(
     spec: VideoSpec,
     out: Path,
     progress: bool = True,
+    *,
+    soundtrack: SoundtrackInfo | None = None,
+    on_frame: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Stream `n_frames` engine frames (plus the card and the soundtrack) into an MP4 at `out`.
 
     Frames are piped at the engine canvas size and upscaled inside ffmpeg, so no frame is
-    ever stored at output size. `out` appears only once the file is complete.
+    ever stored at output size. `out` appears only once the file is complete. `soundtrack`
+    is `spec.audio` already checked (else it is decoded here to check it); `on_frame` is
+    told (frames written, n_frames) as frames go in.
     """
     if n_frames < 1:
         raise RenderError("a video needs at least one frame")
-    soundtrack = None if spec.audio is None else check_soundtrack(spec.audio)
+    if spec.audio is None:
+        soundtrack = None
+    elif soundtrack is None:
+        soundtrack = check_soundtrack(spec.audio)
     frame_iter = iter(frames)
     try:
         first = _as_rgb(next(frame_iter))
@@ -178,7 +191,7 @@ def encode_video(
         with stderr_path.open("wb") as stderr:
             process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=stderr, bufsize=0)
         try:
-            _stream_frames(process, first, frame_iter, n_frames, canvas, progress)
+            _stream_frames(process, first, frame_iter, n_frames, canvas, progress, on_frame)
             returncode = process.wait()
         except BaseException:
             process.kill()
@@ -237,15 +250,22 @@ def _stream_frames(
     n_frames: int,
     canvas: tuple[int, int],
     progress: bool,
+    on_frame: Callable[[int, int], None] | None = None,
 ) -> None:
     """Write every frame to ffmpeg's stdin, checking count and size as they pass."""
     assert process.stdin is not None
     written = 0
     with tqdm(total=n_frames, unit="frame", desc="encoding", disable=not progress) as bar:
+
+        def wrote() -> None:
+            bar.update()
+            if on_frame is not None:
+                on_frame(written, n_frames)
+
         try:
             process.stdin.write(first.tobytes())
             written = 1
-            bar.update()
+            wrote()
             for index, frame in enumerate(rest, start=1):
                 if index >= n_frames:
                     raise RenderError(f"more frames than the {n_frames} expected")
@@ -257,7 +277,7 @@ def _stream_frames(
                     )
                 process.stdin.write(rgb.tobytes())
                 written += 1
-                bar.update()
+                wrote()
             if written != n_frames:
                 raise RenderError(f"only {written} frames of the {n_frames} expected")
             process.stdin.close()

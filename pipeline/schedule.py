@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from pipeline.errors import FeverdreamError
 from pipeline.expressions import AUDIO_VARIABLES
 from pipeline.storyboard import Keyframe, Storyboard, Time, Value
 
@@ -89,6 +90,27 @@ class Plan:
 
     def to_json(self) -> list[dict]:
         return [frame.to_json() for frame in self.frames]
+
+    def span(self, start: int, end: int) -> Plan:
+        """Frames `start` to `end - 1` as a plan of their own, numbered from 0, with the
+        keyframes and beats that fall inside them (a render of part of a video)."""
+        if not 0 <= start < end <= self.n_frames:
+            raise FeverdreamError(
+                f"frames {start}:{end}: give A:B with 0 <= A < B <= {self.n_frames} "
+                "(frames A to B-1)"
+            )
+        shift = start / self.fps
+        return Plan(
+            fps=self.fps,
+            duration=(end - start) / self.fps,
+            frames=tuple(replace(fp, frame=i) for i, fp in enumerate(self.frames[start:end])),
+            keyframes=tuple(
+                replace(mark, frame=mark.frame - start, t=mark.t - shift)
+                for mark in self.keyframes
+                if start <= mark.frame < end
+            ),
+            beat_times=tuple(t - shift for t in self.beat_times if shift <= t < end / self.fps),
+        )
 
 
 # --- easing --------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Layout of outputs/<name>/ (or the folder given with -o):
   frames/000000.png ...   the engine's frames at canvas size
   frames/manifest.json    what was rendered with which settings, per-frame loss and time
-  frames/state.pt         what the engine needs to continue after the last finished frame
+  frames/state-N.pt       what the engine needs to continue after optimised frame N (the
+                          latest one only)
 
 Every file is written to a temporary name and renamed into place, so a render killed at
 any moment leaves either the old or the new file, never half of one.
@@ -12,6 +13,7 @@ any moment leaves either the old or the new file, never half of one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -22,6 +24,8 @@ from typing import Any
 from pipeline.errors import FeverdreamError
 
 MANIFEST_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 class RenderChangedError(FeverdreamError):
@@ -102,7 +106,6 @@ class FrameStore:
         self.folder = folder
         self.frames_dir = folder / "frames"
         self.manifest_path = self.frames_dir / "manifest.json"
-        self.state_path = self.frames_dir / "state.pt"
 
     def frame_path(self, index: int) -> Path:
         return self.frames_dir / f"{index:06d}.png"
@@ -135,6 +138,91 @@ class FrameStore:
         while count in manifest.records and self.frame_path(count).exists():
             count += 1
         return count
+
+    # --- the engine's state, for resuming --------------------------------------------------
+
+    def state_path(self, frame: int) -> Path:
+        return self.frames_dir / f"state-{frame:06d}.pt"
+
+    def save_state(self, frame: int, state: dict[str, Any]) -> None:
+        """What the engine needs to continue after optimised frame `frame`."""
+        import torch
+
+        state = {"frame": frame, **state}
+        atomic_write(self.state_path(frame), lambda tmp: torch.save(state, tmp))
+
+    def drop_state(self, frame: int) -> None:
+        self.state_path(frame).unlink(missing_ok=True)
+
+    def load_state(self, frame: int, device: Any) -> dict[str, Any] | None:
+        import torch
+
+        path = self.state_path(frame)
+        if not path.exists():
+            return None
+        state = torch.load(path, map_location=device, weights_only=True)
+        return state if state.get("frame") == frame else None
+
+    def start(self, manifest: Manifest, fresh: bool, device: Any) -> dict[str, Any] | None:
+        """Open the folder for a render described by `manifest`: the saved state of the
+        optimised frame to continue after (its records copied into `manifest`), or None to
+        start from frame 0 (the folder emptied).
+
+        Frames made with other settings, or at frames the storyboard has since changed,
+        are never overwritten: that is a RenderChangedError saying what to do.
+        """
+        old = self._same_settings(manifest, fresh)
+        if old is not None:
+            state = self._resume(old, manifest, device)
+        else:
+            state = None
+        self.frames_dir.mkdir(parents=True, exist_ok=True)
+        self.write_manifest(manifest)
+        return state
+
+    def _same_settings(self, manifest: Manifest, fresh: bool) -> Manifest | None:
+        """The manifest of the frames already here, if they were made the same way."""
+        old = self.read_manifest()
+        if fresh or old is None:
+            if not fresh and any(self.frames_dir.glob("*.png")):
+                raise RenderChangedError(
+                    f"{self.frames_dir} holds frames without a manifest; render with --fresh to "
+                    "replace them, or -o to render elsewhere"
+                )
+            self.clear()
+            return None
+        changes = describe_changes(old.settings, manifest.settings)
+        if changes:
+            raise RenderChangedError(
+                f"the frames in {self.frames_dir} were rendered with other settings:\n  "
+                + "\n  ".join(changes)
+                + f"\nrun again with --fresh to start {self.folder.name} over (its frames are "
+                "replaced), or render to another folder with -o"
+            )
+        return old
+
+    def _resume(self, old: Manifest, manifest: Manifest, device: Any) -> dict[str, Any] | None:
+        done = self.finished_frames(old)
+        changed = first_changed_frame(old.plan, manifest.plan)
+        if changed is not None and changed < done:
+            raise RenderChangedError(
+                f"the storyboard changed at frame {changed}, which is already rendered ({done} "
+                f"frames are done): {describe_frame_change(old.plan, manifest.plan, changed)}\n"
+                f"run again with --fresh to re-render {self.folder.name}, or render to another "
+                "folder with -o"
+            )
+        # The latest optimised frame with a saved state: normally the last one finished;
+        # after a storyboard grew, possibly a frame that is no longer on the new plan's rhythm.
+        saved = sorted(int(path.stem.split("-")[1]) for path in self.frames_dir.glob("state-*.pt"))
+        for index in reversed([i for i in saved if i < done]):
+            state = self.load_state(index, device)
+            if state is not None:
+                manifest.records = {i: r for i, r in old.records.items() if i <= index}
+                log.info("continuing after frame %d of %d", index, len(manifest.plan))
+                return state
+        if done:
+            log.warning("no saved engine state in %s: rendering from the start", self.frames_dir)
+        return None
 
 
 def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

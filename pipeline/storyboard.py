@@ -8,6 +8,7 @@ values of expressions are checked when the plan is built (schedule.py).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import math
@@ -115,6 +116,17 @@ class RenderSettings:
     lr: float = 0.1
     cadence: int = 1
 
+    def preview(self) -> RenderSettings:
+        """A quick look: about a quarter of the canvas area and a third of the steps."""
+        width = round16(self.width / 2)
+        return dataclasses.replace(
+            self,
+            width=width,
+            height=round16(width * self.height / self.width),
+            steps=-(-self.steps // 3),
+            first_steps=-(-self.first_steps // 3),
+        )
+
 
 @dataclass(frozen=True)
 class Models:
@@ -162,6 +174,12 @@ class Storyboard:
             if any(v is not None and v.expression and v.expression.uses_audio for v in values):
                 return True
         return self.duration is not None and self.duration.beat is not None
+
+    def model(self, name: str) -> str:
+        """A model as the storyboard names it: a file relative to the storyboard (like its
+        audio) when one is there, else a registry name."""
+        candidate = self.path.parent / name
+        return str(candidate) if candidate.is_file() else name
 
 
 # --- YAML nodes with their lines ---------------------------------------------------------
@@ -271,12 +289,19 @@ def _boolean(ctx: _Context, node: yaml.Node, key: str) -> bool:
     return value
 
 
-def _size(ctx: _Context, node: yaml.Node, key: str) -> tuple[int, int]:
-    value = ctx.scalar(node, key)
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", value) if isinstance(value, str) else None
+def parse_size(text: object) -> tuple[int, int]:
+    """WIDTHxHEIGHT (also with X or ×) as two integers; ValueError says what was wrong."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text) if isinstance(text, str) else None
     if not match:
-        raise ctx.error(node, key, f"expected WIDTHxHEIGHT such as 1080x1920, found {value!r}")
+        raise ValueError(f"expected WIDTHxHEIGHT such as 1080x1920, found {text!r}")
     return int(match.group(1)), int(match.group(2))
+
+
+def _size(ctx: _Context, node: yaml.Node, key: str) -> tuple[int, int]:
+    try:
+        return parse_size(ctx.scalar(node, key))
+    except ValueError as error:
+        raise ctx.error(node, key, str(error)) from None
 
 
 def _value(ctx: _Context, node: yaml.Node, key: str, *, audio: bool) -> Value:
@@ -358,14 +383,14 @@ def _render(ctx: _Context, node: yaml.Node, width: int, height: int) -> RenderSe
         size_node = entries["size"][1]
         rw, rh = _size(ctx, size_node, "render.size")
         if rw % 16 or rh % 16 or rw < 16 or rh < 16:
-            hint = f"{_round16(rw)}x{_round16(rh)}"
+            hint = f"{round16(rw)}x{round16(rh)}"
             raise ctx.error(
                 size_node,
                 "render.size",
                 f"{rw}x{rh}: both sides must be multiples of 16 (try {hint})",
             )
         if abs((rw / rh) / (width / height) - 1) > 0.01:
-            suggestion = f"{_round16(rh * width / height)}x{rh}"
+            suggestion = f"{round16(rh * width / height)}x{rh}"
             raise ctx.error(
                 size_node,
                 "render.size",
@@ -386,8 +411,9 @@ def _render(ctx: _Context, node: yaml.Node, width: int, height: int) -> RenderSe
     return RenderSettings(**values)
 
 
-def _round16(x: float) -> int:
-    return max(16, int(round(x / 16)) * 16)
+def round16(x: float) -> int:
+    """The nearest multiple of 16 (halves up), at least 16: the engine's canvas sides."""
+    return max(16, int(x / 16 + 0.5) * 16)
 
 
 def _positive(ctx: _Context, node: yaml.Node, key: str) -> float:

@@ -15,15 +15,15 @@ from camera_reader import Move, read_move
 from PIL import Image
 from shape_reader import read_frame
 
-from pipeline.cli import load_plan
 from pipeline.engine import (
-    CLASSIC_OPTIONS,
+    CLASSIC,
     Engine,
     EngineSettings,
+    Speed,
     anchor_frames,
-    fast_options,
     render_frames,
 )
+from pipeline.run import load as load_story
 from pipeline.store import FrameStore
 
 # The fast paths a render takes with cadence 2 (carried Adam, frames made between), with the
@@ -31,8 +31,8 @@ from pipeline.store import FrameStore
 # it changes far more than the last bits, and emulated elsewhere it is 30 times slower (a step
 # here took 3.9 s instead of 0.13 s), so it cannot be checked in the same time everywhere.
 ENGINES = {
-    "classic": CLASSIC_OPTIONS,
-    "fast": {**fast_options("cpu", cadence=2), "bf16": False},
+    "classic": CLASSIC,
+    "fast": Speed(cadence=2, bf16=False, carry_optimizer=True),
 }
 # Few steps and cutouts, so the checks run in a few minutes on two CPU cores.
 RENDER = {"steps": 2, "first_steps": 24, "cuts": 8, "lr": 0.1}
@@ -96,25 +96,25 @@ def storyboard(
     )
 
 
-def render(models, folder: Path, board: str, options: dict, read: Callable = read_frame) -> list:
+def render(models, folder: Path, board: str, speed: Speed, read: Callable = read_frame) -> list:
     """Render a storyboard through the engine's own loop; what each frame shows (`read` of
     its (H, W, 3) uint8 pixels)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "board.yaml"
     path.write_text(board)
-    board_, _, plan = load_plan(str(path))
+    board_, _, plan = load_story(str(path))
     vqgan, clip = models
-    settings = EngineSettings.for_render(board_.render, board_.seed, **options)
+    settings = EngineSettings.for_render(board_.render, board_.seed, speed=speed)
     engine = Engine(vqgan, clip, settings)
     store = FrameStore(folder / "out")
-    render_frames(plan, engine, store, progress=False)
+    render_frames(plan, engine, store)
     return [
         read(np.asarray(Image.open(store.frame_path(i)).convert("RGB")))
         for i in range(plan.n_frames)
     ]
 
 
-def red_seeds(models, folder: Path, options: dict) -> dict[int, str | None]:
+def red_seeds(models, folder: Path, options: Speed) -> dict[int, str | None]:
     """The colour of the third frame of "a large red circle on a black background", by seed."""
     keyframes = """\
         - at: 0s
@@ -127,7 +127,7 @@ def red_seeds(models, folder: Path, options: dict) -> dict[int, str | None]:
     return colours
 
 
-def morph(models, folder: Path, options: dict) -> tuple[list[float], list[float]]:
+def morph(models, folder: Path, options: Speed) -> tuple[list[float], list[float]]:
     """The green and yellow shares of each frame of a green circle (0-1 s) that morphs into a
     yellow square (3-4 s)."""
     keyframes = """\
@@ -153,7 +153,7 @@ def crossing(green: list[float], yellow: list[float]) -> int | None:
     return next((i for i, (g, y) in enumerate(zip(green, yellow, strict=True)) if y > g), None)
 
 
-def negative_red(models, folder: Path, options: dict) -> tuple[float, float]:
+def negative_red(models, folder: Path, options: Speed) -> tuple[float, float]:
     """The red share of "a large circle"'s third frame summed over seeds: without, then with
     the negative prompt "red"."""
     keyframes = """\
@@ -171,7 +171,7 @@ def negative_red(models, folder: Path, options: dict) -> tuple[float, float]:
     return sums[0], sums[1]
 
 
-def camera(models, folder: Path, move: str, options: dict) -> tuple[Move, list[Move]]:
+def camera(models, folder: Path, move: str, options: Speed) -> tuple[Move, list[Move]]:
     """The camera's move per frame, read from the pictures between each two consecutive
     optimised frames of a second of `move`: their median, and each."""
     keyframes = f"""\
@@ -181,7 +181,7 @@ def camera(models, folder: Path, move: str, options: dict) -> tuple[Move, list[M
         """
     board = storyboard(1, "1s", keyframes)
     frames = render(models, folder, board, options, read=lambda pixels: pixels)
-    anchors = anchor_frames(load_plan(str(folder / "board.yaml"))[2], options["cadence"])
+    anchors = anchor_frames(load_story(str(folder / "board.yaml"))[2], options.cadence)
     moves = []
     for a, b in zip(anchors, anchors[1:], strict=False):
         found, gap = read_move(frames[a], frames[b]), b - a

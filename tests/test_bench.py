@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 
 from torch import nn
 
 from pipeline import bench
-from pipeline.cli import load_plan, main
-from pipeline.engine import CLASSIC_OPTIONS, Engine, EngineSettings, anchor_frames
+from pipeline.cli import main
+from pipeline.engine import CLASSIC, Engine, EngineSettings, anchor_frames
 from pipeline.models.registry import load_models
+from pipeline.run import load as load_story
 
 # Far above anything the tiny models' parts take here, and far above the timing noise.
 DELAY = 0.3
@@ -54,6 +56,26 @@ def test_a_slower_decoder_shows_up_in_its_part_and_the_whole_step_only():
     assert slowed.frames_per_hour < plain.frames_per_hour
 
 
+class SlowerStep(Engine):
+    """The engine with DELAY added to its optimisation step and nothing else."""
+
+    def step(self, *args):
+        time.sleep(DELAY)
+        return super().step(*args)
+
+
+def test_the_bench_times_the_engines_own_step():
+    # A change to the engine's step (here: DELAY more) must show in the bench's whole step and
+    # frames per hour, and not in the parts it times alone.
+    vqgan, clip = load_models("tiny", "tiny", random_weights=True)
+    settings = EngineSettings(144, 256, steps=2, first_steps=2, cuts=2, lr=0.1, seed=0)
+    plain = bench.run_bench(Engine(vqgan, clip, settings), repeats=1, warmup=1)
+    slowed = bench.run_bench(SlowerStep(vqgan, clip, settings), repeats=1, warmup=1)
+    assert slowed.timings.step - plain.timings.step > DELAY * 0.8
+    assert slowed.timings.parts - plain.timings.parts < DELAY / 2
+    assert slowed.frames_per_hour < plain.frames_per_hour
+
+
 def test_bench_compares_the_classic_loop_and_projects_a_storyboard(tiny_model_dir, capsys):
     code = main(
         [
@@ -65,10 +87,10 @@ def test_bench_compares_the_classic_loop_and_projects_a_storyboard(tiny_model_di
     assert code == 0
     results = json.loads(capsys.readouterr().out)
     classic, fast = results["classic"], results["this render"]
-    assert {key: classic["settings"][key] for key in CLASSIC_OPTIONS} == CLASSIC_OPTIONS
+    assert {key: classic["settings"][key] for key in asdict(CLASSIC)} == asdict(CLASSIC)
     assert fast["settings"]["cadence"] == 3 and fast["settings"]["carry_optimizer"]
     # The projection renders the storyboard's own plan: every frame, the engine's anchors.
-    _, _, plan = load_plan("storyboards/anxiety.yaml")
+    _, _, plan = load_story("storyboards/anxiety.yaml")
     for result, cadence in ((classic, 1), (fast, 3)):
         projection = result["extra"]["projection"]
         assert projection["frames"] == plan.n_frames

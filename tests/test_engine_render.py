@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.engine import Engine, EngineSettings
+from pipeline.engine import CLASSIC, Engine, EngineSettings, Speed
 from pipeline.models.registry import load_models
 
 BOARD = """\
@@ -47,11 +47,11 @@ def tiny_models(_tiny_model_files):
     return load_models(str(_tiny_model_files.vqgan_ckpt), str(_tiny_model_files.clip), "cpu")
 
 
-def engine_for(models, **overrides) -> Engine:
+def engine_for(models, speed: Speed = CLASSIC, **overrides) -> Engine:
     vqgan, clip = models
     values = dict(width=144, height=256, steps=10, first_steps=10, cuts=8, lr=0.1, seed=3)
     values.update(overrides)
-    return Engine(vqgan, clip, EngineSettings(**values))
+    return Engine(vqgan, clip, EngineSettings(**values, speed=speed))
 
 
 def similarity(engine: Engine, z: torch.Tensor, text: str) -> float:
@@ -215,17 +215,17 @@ def test_bad_models_fail_clearly_and_leave_frames_alone(
 def test_carried_adam_starts_fresh_where_the_prompts_change(tiny_models, tmp_path):
     # Moments gathered on one prompt keep pushing towards it; a frame whose prompts differ
     # from the previous optimised frame's must not inherit them (a morph would lag).
-    from pipeline.cli import load_plan
+    from pipeline.run import load as load_story
 
     path = tmp_path / "board.yaml"
     path.write_text(BOARD)
-    _, _, plan = load_plan(str(path))
+    _, _, plan = load_story(str(path))
     assert plan.frames[3].prompts != plan.frames[0].prompts
     assert plan.frames[7].prompts == plan.frames[6].prompts
-    engine = engine_for(tiny_models, steps=2, first_steps=4, carry_optimizer=True)
-    first, _ = engine.anchor(0, plan, None)
-    morphing, _ = engine.anchor(3, plan, first)
-    settled, _ = engine.anchor(6, plan, morphing)
-    held, _ = engine.anchor(7, plan, settled)
+    engine = engine_for(tiny_models, Speed(carry_optimizer=True), steps=2, first_steps=4)
+    first = engine.anchor(0, plan, None)
+    morphing = engine.anchor(3, plan, first)
+    settled = engine.anchor(6, plan, morphing)
+    held = engine.anchor(7, plan, settled)
     steps = [int(anchor.adam["step"]) for anchor in (first, morphing, settled, held)]
     assert steps == [4, 2, 2, 4]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from pipeline.cli import load_plan, main
+from pipeline.cli import main
+from pipeline.run import load as load_story
 from pipeline.schedule import build_plan, ease
 from pipeline.storyboard import parse_storyboard
 
@@ -190,7 +191,7 @@ def click_storyboard(tmp_path: Path) -> Path:
 
 
 def test_beat_n_lands_on_the_nth_click(click_storyboard):
-    _, features, plan = load_plan(str(click_storyboard))
+    _, features, plan = load_story(str(click_storyboard))
     # Clicks at 0.5, 1.0, 1.5 ... s; the offset of 0.25 s moves them 0.25 s earlier.
     expected = [1.5 - 0.25, 3.0 - 0.25]
     got = [m.t for m in plan.keyframes[1:]]

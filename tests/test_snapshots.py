@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import load_plan
+from pipeline.run import load as load_story
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -21,7 +21,7 @@ EXAMPLES = sorted((REPO / "storyboards").glob("*.yaml"))
 
 @pytest.mark.parametrize("storyboard", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_plan_matches_snapshot(storyboard: Path):
-    _, _, plan = load_plan(str(storyboard))
+    _, _, plan = load_story(str(storyboard))
     got = json.dumps(plan.to_json(), indent=1, ensure_ascii=False) + "\n"
     snapshot = SNAPSHOTS / f"{storyboard.stem}.plan.json"
     if os.environ.get("UPDATE_SNAPSHOTS"):
@@ -78,7 +78,7 @@ def test_a_changed_plan_number_is_caught():
 
 def test_every_example_uses_the_soundtrack():
     for storyboard in EXAMPLES:
-        board, features, plan = load_plan(str(storyboard))
+        board, features, plan = load_story(str(storyboard))
         assert features is not None and board.uses_audio_features
         assert any(kf.at.beat for kf in board.keyframes), storyboard.name
         assert 10 <= plan.duration <= 20 and board.fps in (24, 30)

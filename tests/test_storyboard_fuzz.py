@@ -9,8 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import load_plan
 from pipeline.errors import StoryboardError
+from pipeline.run import load as load_story
 from pipeline.schedule import build_plan, frame_count
 from pipeline.storyboard import KEYFRAME_KEYS, RENDER_KEYS, TOP_KEYS, parse_storyboard
 
@@ -116,7 +116,7 @@ def test_mutated_examples(tmp_path_factory, example, data):
     path = root / "storyboards" / example.name
     path.write_text("\n".join(lines) + "\n")
     try:
-        board, _, plan = load_plan(str(path))
+        board, _, plan = load_story(str(path))
     except StoryboardError as error:
         assert str(error).startswith(str(path))
         return

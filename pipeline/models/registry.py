@@ -557,3 +557,11 @@ def load_models(
         vqgan_model = load_vqgan(ckpt, config, vqgan_sha, vqgan_name)
         clip_model = load_clip(clip_path, clip_sha, clip_name)
     return vqgan_model.to(device), clip_model.to(device)
+
+
+def digest(model: VQGAN | CLIPModel) -> str:
+    """What a loaded model was made from, for a render's records: the SHA-256 of its files,
+    or "random weights" when no file was read."""
+    if not model.checksums:
+        return "random weights"
+    return ", ".join(sorted(set(model.checksums.values())))

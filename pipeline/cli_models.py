@@ -1,0 +1,101 @@
+"""The command line's `models` verbs: list, download, path, build; pipeline/cli.py adds
+them to its parser."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.errors import FeverdreamError
+
+
+def _size_text(size: int | None, present: bool) -> str:
+    if size is None:
+        return "?"
+    text = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+    return text if present else f"~{text}"
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from pipeline.models import registry
+
+    print(f"models folder: {registry.models_dir()} (set FEVERDREAM_MODELS to move it)")
+    for kind, title in (("vqgan", "VQGAN"), ("clip", "CLIP")):
+        print(f"\n{title:26} {'size':>10}  {'status':8} notes / path")
+        for row in registry.status(kind):
+            state = "present" if row.present else "missing"
+            if row.source is registry.Source.BUILT and not row.present:
+                state = "on use"
+            print(f"{row.name:26} {_size_text(row.size, row.present):>10}  {state:8} {row.notes}")
+            if row.present:
+                for path in row.paths:
+                    print(f"{'':46} {path}")
+    print(f"\n{registry.RANDOM_WEIGHTS_NOTE}")
+    return 0
+
+
+def cmd_models_download(args: argparse.Namespace) -> int:
+    from pipeline.models.download import download
+
+    failed = 0
+    for name in args.names:
+        try:
+            for path in download(name):
+                print(path)
+        except FeverdreamError as error:
+            # Go on with the other names; one dead link should not block the rest.
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def cmd_models_path(args: argparse.Namespace) -> int:
+    from pipeline.models.registry import model_paths
+
+    for path in model_paths(args.name):
+        print(path)
+    return 0
+
+
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline import run
+
+    run.build_shapes(Path(args.output) if args.output else None)
+    return 0
+
+
+def add_verbs(sub: argparse._SubParsersAction) -> None:
+    """models list|download|path|build."""
+    models = sub.add_parser(
+        "models",
+        help="list, download and locate VQGAN and CLIP checkpoints",
+        description="Model files live in the models folder: FEVERDREAM_MODELS, else your "
+        "user cache. `tiny` needs no download (random weights: abstract noise, not art); "
+        "`shapes`, trained by feverdream on drawn shapes, ships with the package, and "
+        "`models build shapes` trains it again from its recipe.",
+    )
+    verbs = models.add_subparsers(dest="models_verb", metavar="ACTION", required=True)
+
+    p = verbs.add_parser("list", help="what is known, what is downloaded, sizes and paths")
+    p.set_defaults(func=cmd_models_list)
+
+    p = verbs.add_parser("download", help="fetch models into the models folder (resumable)")
+    p.add_argument("names", nargs="+", metavar="NAME", help="e.g. vqgan_imagenet_f16_16384")
+    p.set_defaults(func=cmd_models_download)
+
+    p = verbs.add_parser("path", help="where a model's files are; fails if not downloaded")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_models_path)
+
+    p = verbs.add_parser(
+        "build",
+        help="train the `shapes` models again from their recipe (about 30 min on a 2-core CPU) "
+        "and say how far they are from the ones the package ships",
+    )
+    p.add_argument("name", choices=["shapes"], help="the models feverdream trains itself")
+    p.add_argument(
+        "-o", "--output", metavar="DIR", help="where to write them (default: MODELS/shapes-build)"
+    )
+    p.set_defaults(func=cmd_models_build)

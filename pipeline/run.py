@@ -1,0 +1,340 @@
+"""feverdream as a library: what the command line, the tests, the bench scripts and every
+front end call to load, render, encode, check and post a storyboard's video.
+
+    from pipeline import run
+
+    story = run.load("storyboards/anxiety.yaml")          # storyboard, soundtrack, plan
+    result = run.render(story, run.RenderOptions(preview=True), on_progress=print)
+    print(result.video, result.frames_done, result.stopped)
+
+Nothing here prints or exits: progress goes to a callback, failures are the project's typed
+errors (pipeline.errors), each with a message that says what to do next.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from pipeline.errors import FeverdreamError
+from pipeline.schedule import Plan, build_plan
+from pipeline.storyboard import RenderSettings, Storyboard, load_storyboard
+
+if TYPE_CHECKING:
+    from pipeline.audio import AudioFeatures
+    from pipeline.engine import Speed
+    from pipeline.render import SoundtrackInfo, SoundtrackSpec
+
+# The size of a preview's video: a quarter of the full 1080x1920 area, like its canvas.
+PREVIEW_VIDEO_SIZE = (540, 960)
+
+
+class Story(NamedTuple):
+    """A storyboard, its soundtrack's analysis (None without audio) and its frame plan."""
+
+    board: Storyboard
+    features: AudioFeatures | None
+    plan: Plan
+
+
+def load(path: str | Path) -> Story:
+    """Storyboard → soundtrack analysis → plan; every problem is a FILE:LINE StoryboardError.
+
+    The analysis decodes the soundtrack (or reads its cache) once; the video's mixer reuses
+    what it learnt, so a render never decodes the track again."""
+    board = load_storyboard(path)
+    features = None
+    if board.audio is not None:
+        from pipeline import audio
+
+        try:
+            features = audio.analyse(board.audio.path, board.fps, board.audio.offset)
+        except audio.AudioError as error:
+            raise board.audio.where.error(str(error)) from None
+    return Story(board, features, build_plan(board, features))
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to render a storyboard; the defaults render all of it as the storyboard says."""
+
+    output: Path | None = None  # the render's folder (default outputs/NAME)
+    preview: bool = False  # a quarter of the canvas area and a third of the steps
+    frames: tuple[int, int] | None = None  # frames A to B-1 only, into their own folder
+    fresh: bool = False  # replace frames already made instead of continuing after them
+    device: str | None = None  # "cpu" or "cuda"; default cuda when available
+    vqgan: str | None = None  # override the storyboard's models (registry names or paths)
+    clip: str | None = None
+    random_weights: bool = False  # the named architectures with random weights (benchmarks)
+    speed: Speed | None = None  # default Speed.fast for the device and storyboard's cadence
+    encode: bool = True  # also make the MP4, contact sheet, GIF and render.json
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a render stands: `stage` is "frames" or "encoding"."""
+
+    stage: str
+    done: int
+    total: int
+    loss: float | None = None  # the latest optimised frame's loss (frames stage)
+
+
+@dataclass
+class Rendered:
+    """What a render made. When `stopped`, the frames so far are saved in `frames_dir` and
+    the same call continues after them; no video is made."""
+
+    folder: Path
+    frames_dir: Path
+    frames_done: int
+    frames_total: int
+    stopped: bool
+    device: str
+    video: Path | None = None
+    contact_sheet: Path | None = None
+    preview_gif: Path | None = None
+    render_json: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # "frames", "encoding"
+
+
+def pick_device(requested: str | None = None) -> str:
+    """The device a render runs on: the one asked for, else CUDA when torch sees a GPU."""
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise FeverdreamError("device cuda: no CUDA GPU is visible to torch here; use cpu")
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def render_folder(story: Story, options: RenderOptions) -> Path:
+    """Where a render with these options writes: outputs/NAME, or the given folder, with
+    preview/ and frames-A-B/ inside it for a preview and a frame range."""
+    folder = options.output if options.output is not None else Path("outputs") / story.board.name
+    if options.preview:
+        folder = folder / "preview"
+    if options.frames is not None:
+        folder = folder / f"frames-{options.frames[0]}-{options.frames[1]}"
+    return folder
+
+
+def render_settings(story: Story, options: RenderOptions) -> RenderSettings:
+    return story.board.render.preview() if options.preview else story.board.render
+
+
+def render(
+    story: Story | str | Path,
+    options: RenderOptions | None = None,
+    *,
+    on_progress: Callable[[Progress], None] = lambda progress: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Rendered:
+    """Render a storyboard's frames into the render folder, continuing after any frames a
+    stopped render left there, then (with `options.encode`) its video and records.
+
+    `should_stop` is asked after each optimised frame is saved; once it says yes the render
+    returns with `stopped` set. Bad inputs (soundtrack, models, changed settings) fail
+    before the first frame.
+    """
+    from pipeline.engine import Engine, EngineSettings, Speed, render_frames
+    from pipeline.models.registry import digest
+    from pipeline.store import FrameStore
+
+    options = options or RenderOptions()
+    story = story if isinstance(story, Story) else load(story)
+    board, plan = story.board, story.plan
+    if options.frames is not None:
+        plan = plan.span(*options.frames)
+    soundtrack = _soundtrack(story, options)
+    device = pick_device(options.device)
+    vqgan, clip = load_models(story, options, device)
+    settings = render_settings(story, options)
+    speed = options.speed or Speed.fast(device, settings.cadence)
+    engine = Engine(vqgan, clip, EngineSettings.for_render(settings, board.seed, device, speed))
+    models = {
+        "vqgan": {"name": model_name(story, options, "vqgan"), "sha256": digest(vqgan)},
+        "clip": {"name": model_name(story, options, "clip"), "sha256": digest(clip)},
+    }
+    folder = render_folder(story, options)
+    store = FrameStore(folder)
+    started = time.perf_counter()
+    frames = render_frames(
+        plan,
+        engine,
+        store,
+        describe={"models": models},
+        fresh=options.fresh,
+        should_stop=should_stop,
+        on_progress=lambda p: on_progress(
+            Progress("frames", p.frames_done, p.frames_total, p.loss)
+        ),
+    )
+    result = Rendered(
+        folder=folder,
+        frames_dir=store.frames_dir,
+        frames_done=frames.frames_done,
+        frames_total=frames.frames_total,
+        stopped=frames.stopped,
+        device=device,
+        seconds={"frames": time.perf_counter() - started},
+    )
+    if frames.stopped or not options.encode:
+        return result
+
+    from pipeline import render as video
+
+    started = time.perf_counter()
+    name = (
+        board.name
+        if options.frames is None
+        else f"{board.name}-{options.frames[0]}-{options.frames[1]}"
+    )
+    spec = video.VideoSpec(
+        fps=board.fps,
+        size=PREVIEW_VIDEO_SIZE if options.preview else (board.width, board.height),
+        audio=soundtrack[0] if soundtrack else None,
+        content_warning=board.content_warning if options.frames is None else None,
+        content_warning_duration=board.content_warning_duration,
+    )
+    frame_paths = [store.frame_path(i) for i in range(plan.n_frames)]
+    result.video = video.encode_video(
+        frame_paths,
+        plan.n_frames,
+        spec,
+        folder / f"{name}.mp4",
+        progress=False,
+        soundtrack=soundtrack[1] if soundtrack else None,
+        on_frame=lambda done, total: on_progress(Progress("encoding", done, total)),
+    )
+    marks = [m for m in plan.keyframes if m.frame < plan.n_frames]
+    if marks:
+        result.contact_sheet = video.contact_sheet(
+            [(store.frame_path(m.frame), m.t, m.label) for m in marks], folder / "contact.png"
+        )
+    result.preview_gif = video.preview_gif(frame_paths, board.fps, folder / "preview.gif")
+    result.seconds["encoding"] = time.perf_counter() - started
+    result.render_json = video.write_render_json(
+        folder / "render.json",
+        video.RenderRecord(
+            storyboard_sha256=board.sha256,
+            seed=board.seed,
+            models=models,
+            device=device,
+            frames=[
+                video.FrameRecord(i, r.seconds, r.loss) for i, r in sorted(frames.records.items())
+            ],
+            total_seconds=sum(result.seconds.values()),
+        ),
+    )
+    return result
+
+
+def _soundtrack(
+    story: Story, options: RenderOptions
+) -> tuple[SoundtrackSpec, SoundtrackInfo] | None:
+    """The part of the soundtrack under the frames rendered, checked before any frame is
+    made, from what the analysis already read (the track is not decoded again)."""
+    board = story.board
+    if board.audio is None or story.features is None:
+        return None
+    from pipeline import render as video
+
+    start = options.frames[0] / board.fps if options.frames else 0.0
+    spec = video.SoundtrackSpec(
+        board.audio.path, board.audio.offset + start, board.audio.fade_in, board.audio.fade_out
+    )
+    features = story.features
+    try:
+        info = video.known_soundtrack(spec, features.track_duration, features.channels)
+    except FeverdreamError as error:
+        raise board.audio.where.error(str(error)) from None
+    return spec, info
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+def model_name(story: Story, options: RenderOptions, role: str) -> str:
+    """The VQGAN or CLIP (`role`) a render uses: the option, else the storyboard's (a file
+    next to the storyboard, or a registry name)."""
+    override = options.vqgan if role == "vqgan" else options.clip
+    return override or story.board.model(getattr(story.board.models, role))
+
+
+def load_models(story: Story, options: RenderOptions, device: str) -> tuple[Any, Any]:
+    """The render's VQGAN and CLIP on `device`, downloading registry models not yet here."""
+    from pipeline.models.registry import load_models as load
+
+    names = model_name(story, options, "vqgan"), model_name(story, options, "clip")
+    if not options.random_weights:
+        from pipeline.models.download import ensure_downloaded
+
+        for name in names:
+            ensure_downloaded(name)
+    return load(*names, device, random_weights=options.random_weights)
+
+
+# --- after the render ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `check` found: the file's summary, and what TikTok would reject (empty: none)."""
+
+    summary: str
+    problems: list[str]
+
+    @property
+    def accepted(self) -> bool:
+        return not self.problems
+
+
+def check(video: str | Path, max_duration: float | None = None) -> Checked:
+    """Would TikTok accept this video file? What to change if not."""
+    from pipeline.check import find_problems, probe_video
+
+    info = probe_video(Path(video))
+    return Checked(info.summary(), find_problems(info, max_duration_s=max_duration))
+
+
+def post(
+    video: str | Path,
+    mode: str = "draft",
+    caption: str = "",
+    *,
+    say: Callable[[str], None] = lambda line: None,
+    **options: Any,
+) -> Any:
+    """Post a video to TikTok as a draft or directly (`pipeline.tiktok.post_video`'s
+    options); `say` is told what happens, line by line."""
+    from pipeline import tiktok
+
+    return tiktok.post_video(str(video), mode=mode, caption=caption, say=say, **options)
+
+
+def build_shapes(into: Path | None = None) -> None:
+    """Train the shapes models again from their recipe (tools/shapes/, about 30 min on two
+    CPU cores) into `into` (default MODELS/shapes-build), and report how far they are from
+    the ones the package ships."""
+    import importlib
+    import sys
+
+    from pipeline.models.registry import models_dir
+
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "tools" / "shapes" / "build.py").is_file():
+        raise FeverdreamError(
+            "the shapes recipe is not installed with the package: it lives in the source "
+            "checkout (tools/shapes/); run `feverdream models build shapes` from a clone of "
+            "the repository with feverdream installed from it (`make setup`)"
+        )
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    recipe = importlib.import_module("tools.shapes.build")
+    recipe.main(into or models_dir() / "shapes-build")

@@ -1,0 +1,72 @@
+"""pipeline.run, the library beneath the command line, as a front end calls it: a render
+with progress through a callback and a typed result, stopped and continued, a soundtrack
+decoded once, and checking the video; nothing printed."""
+
+from __future__ import annotations
+
+import pytest
+from test_render_pipeline import write_board
+
+from pipeline import audio, run
+from pipeline import render as video
+from pipeline.check import probe_video
+from pipeline.engine import Speed
+from pipeline.errors import FeverdreamError
+
+
+def test_a_render_reports_progress_stops_when_asked_and_continues(tmp_path, tiny_model_dir, capsys):
+    story = run.load(write_board(tmp_path))
+    options = run.RenderOptions(output=tmp_path / "out", vqgan="tiny", clip="tiny")
+    seen: list[run.Progress] = []
+    stopped = run.render(story, options, on_progress=seen.append, should_stop=lambda: True)
+    # Stopped after the first optimised frame, saved; no video yet.
+    assert stopped.stopped and stopped.video is None
+    assert stopped.frames_done == 1 < stopped.frames_total == story.plan.n_frames
+    assert [(p.stage, p.done) for p in seen] == [("frames", 1)]
+    assert sorted(path.name for path in stopped.frames_dir.glob("*.png")) == ["000000.png"]
+
+    seen.clear()
+    done = run.render(story, options, on_progress=seen.append)
+    assert not done.stopped and done.frames_done == story.plan.n_frames
+    frames = [p.done for p in seen if p.stage == "frames"]
+    encoded = [p.done for p in seen if p.stage == "encoding"]
+    # The fast engine's cadence 1 here: a report per frame, continuing after frame 0.
+    assert frames == list(range(2, story.plan.n_frames + 1))
+    assert encoded == list(range(1, story.plan.n_frames + 1))
+    assert all(p.loss is not None for p in seen if p.stage == "frames")
+    info = probe_video(done.video)
+    assert (info.width, info.height) == (1080, 1920)
+    assert info.audio is not None and info.audio.codec == "aac"
+    for path in (done.contact_sheet, done.preview_gif, done.render_json):
+        assert path is not None and path.is_file()
+    assert set(done.seconds) == {"frames", "encoding"}
+    assert run.check(done.video).accepted
+    # A library prints nothing: what happened is in the result and the callbacks.
+    assert capsys.readouterr().out == ""
+
+
+def test_a_render_decodes_the_soundtrack_once(tmp_path, tiny_model_dir, monkeypatch):
+    # Loading the storyboard analyses the track; rendering and encoding reuse what that
+    # read (length, channels) instead of decoding the file again.
+    story = run.load(write_board(tmp_path))
+
+    def decoded_again(*args, **kwargs):
+        raise AssertionError("the soundtrack was decoded again")
+
+    monkeypatch.setattr(audio, "_decode", decoded_again)
+    monkeypatch.setattr(video, "check_soundtrack", decoded_again)
+    options = run.RenderOptions(
+        output=tmp_path / "out", vqgan="tiny", clip="tiny", speed=Speed(cadence=2)
+    )
+    result = run.render(story, options)
+    sound = probe_video(result.video).audio
+    assert sound is not None and sound.codec == "aac" and sound.channels == 2
+
+
+def test_a_soundtrack_offset_past_its_end_fails_before_any_frame(tmp_path, tiny_model_dir):
+    story = run.load(write_board(tmp_path, tone_seconds=1.0))
+    # Frames 40-47 start 1.67 s into a 1 s track.
+    options = run.RenderOptions(output=tmp_path / "out", vqgan="tiny", clip="tiny", frames=(40, 48))
+    with pytest.raises(FeverdreamError, match="past the end"):
+        run.render(story, options)
+    assert not (tmp_path / "out").exists()
