@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline tests bench audio tools
+	$(VENV)/bin/lint-imports --no-cache
 
 test: setup lint
 	$(VENV)/bin/pytest -q

@@ -1,0 +1,58 @@
+"""`make lint` keeps the stages in order: storyboard → schedule → engine → render → tiktok, the
+library (pipeline.run) above them and the command line above it; no module imports one
+later in the chain, the models import nothing of renders, and only the console script
+imports the command line (pyproject.toml, [tool.importlinter]). Checked here on a copy of
+the package, with import-linter itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env, capture_output=True, text=True
+    )
+
+
+@pytest.fixture
+def package_copy(tmp_path: Path) -> Path:
+    shutil.copytree(
+        REPO / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("assets")
+    )
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    return tmp_path
+
+
+def test_the_package_keeps_its_import_contracts(package_copy: Path):
+    result = lint_imports(package_copy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 kept, 0 broken" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "module, reaching_up",
+    [
+        ("storyboard.py", "from pipeline.schedule import Plan"),
+        ("engine.py", "from pipeline.render import VideoSpec"),
+        ("render.py", "from pipeline.run import load"),
+        ("models/vqgan.py", "from pipeline.engine import Engine"),
+        ("store.py", "from pipeline.cli import main"),
+    ],
+)
+def test_an_import_up_the_chain_fails_the_lint(package_copy: Path, module: str, reaching_up: str):
+    path = package_copy / "pipeline" / module
+    path.write_text(path.read_text() + f"\n{reaching_up}  # noqa\n")
+    result = lint_imports(package_copy)
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout and reaching_up.split()[1] in result.stdout
