@@ -390,7 +390,7 @@ def _render(ctx: _Context, node: yaml.Node, width: int, height: int) -> RenderSe
                 f"{rw}x{rh}: both sides must be multiples of 16 (try {hint})",
             )
         if abs((rw / rh) / (width / height) - 1) > 0.01:
-            suggestion = f"{round16(rh * width / height)}x{rh}"
+            suggestion = nearest_canvas(rw, rh, width / height)
             raise ctx.error(
                 size_node,
                 "render.size",
@@ -409,6 +409,19 @@ def _render(ctx: _Context, node: yaml.Node, width: int, height: int) -> RenderSe
         if name in entries:
             values[name] = read(entries[name][1], f"render.{name}")
     return RenderSettings(**values)
+
+
+def nearest_canvas(width: int, height: int, aspect: float) -> str:
+    """The WxH nearest `height` whose sides are multiples of 16 and whose aspect is within 1%
+    of `aspect` (width / height): a render size the storyboard would accept."""
+    best = None
+    for h in range(16, 8192 + 1, 16):
+        w = round16(h * aspect)
+        if abs((w / h) / aspect - 1) <= 0.01 and (
+            best is None or abs(h - height) < abs(best[1] - height)
+        ):
+            best = (w, h)
+    return f"{best[0]}x{best[1]}" if best else f"{round16(height * aspect)}x{round16(height)}"
 
 
 def round16(x: float) -> int:

@@ -104,7 +104,13 @@ def test_render_size_not_multiple_of_16(tmp_path, capsys):
 
 def test_render_size_with_the_wrong_aspect(tmp_path, capsys):
     text = "render:\n  size: 512x512\n" + GOOD_KEYFRAMES
-    assert_error(tmp_path, capsys, text, 2, "render.size", "aspect")
+    assert_error(tmp_path, capsys, text, 2, "render.size", "aspect", "try 288x512")
+
+
+def test_render_size_near_the_aspect_suggests_one_that_is_accepted(tmp_path, capsys):
+    # 64x112 is 1.6% off 9:16; rounding its own sides would suggest 64x112 again.
+    text = "render:\n  size: 64x112\n" + GOOD_KEYFRAMES
+    assert_error(tmp_path, capsys, text, 2, "render.size", "aspect", "try 144x256")
 
 
 def test_fps_out_of_range(tmp_path, capsys):
