@@ -162,9 +162,8 @@ class _Exec:
         return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
 
 
-def test_lightning_checkpoint_with_foreign_objects_loads_without_running_code(tmp_path):
+def test_lightning_checkpoint_with_foreign_objects_loads_them_as_inert_data(tmp_path):
     vqgan = random_vqgan(small_config(), seed=1)
-    shell_marker, exec_marker = tmp_path / "shell-ran", tmp_path / "exec-ran"
     checkpoint = {
         "epoch": 12,
         "global_step": np.int64(34),
@@ -174,29 +173,36 @@ def test_lightning_checkpoint_with_foreign_objects_loads_without_running_code(tm
             "loss.discriminator.main.0.weight": torch.randn(4, 3, 4, 4),
         },
         "callbacks": {ModelCheckpoint: {"best_model_score": np.float64(0.25)}},
-        "hyper_parameters": {"setup": _Shell(shell_marker), "more": _Exec(exec_marker)},
     }
     ckpt = tmp_path / "last.ckpt"
     torch.save(checkpoint, ckpt)
     config = write_yaml(tmp_path / "model.yaml", vqgan.config.to_yaml())
 
-    loaded = load_vqgan(ckpt, config)
-
-    assert_same_weights(loaded, vqgan)
-    assert not shell_marker.exists() and not exec_marker.exists()
+    assert_same_weights(load_vqgan(ckpt, config), vqgan)
     with Checkpoint(ckpt) as opened:
         root = opened.root
     assert root["epoch"] == 12
     (callback,) = root["callbacks"]
     assert issubclass(callback, Opaque) and callback.qualname.endswith(".ModelCheckpoint")
     assert isinstance(root["global_step"], Opaque)
-    setup = root["hyper_parameters"]["setup"]
-    assert isinstance(setup, Opaque) and setup.qualname in ("posix.system", "os.system")
-    assert setup.args == (f"touch {shell_marker}",)
-    assert not shell_marker.exists() and not exec_marker.exists()
-    # The payloads are live: an ordinary unpickler runs them.
+
+
+@pytest.mark.parametrize("payload", [_Shell, _Exec])
+def test_a_checkpoint_that_would_run_code_is_refused_as_unsafe(tmp_path, payload):
+    vqgan = random_vqgan(small_config(), seed=1)
+    marker = tmp_path / "ran"
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": vqgan.state_dict(), "hyper_parameters": payload(marker)}, ckpt)
+    config = write_yaml(tmp_path / "model.yaml", vqgan.config.to_yaml())
+
+    with pytest.raises(ModelError, match="is unsafe: reading it would call") as caught:
+        load_vqgan(ckpt, config)
+    message = str(caught.value)
+    assert "Nothing was run" in message and "corrupt" not in message
+    assert not marker.exists()
+    # The payload is live: an ordinary unpickler runs it.
     torch.load(ckpt, weights_only=False)
-    assert shell_marker.exists() and exec_marker.exists()
+    assert marker.exists()
 
 
 def test_a_global_is_never_imported(tmp_path):
@@ -302,8 +308,17 @@ def _flip_a_data_byte(path: Path) -> None:
         file.write(bytes([byte[0] ^ 0xFF]))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "random bytes", "empty", "flipped byte", "text"])
-def test_a_corrupt_checkpoint_fails_clearly(saved_small, damage):
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        ("truncated", "cut-short or corrupt PyTorch checkpoint"),
+        ("flipped byte", "cut-short or corrupt PyTorch checkpoint"),
+        ("random bytes", "not a PyTorch checkpoint: it looks like some other kind of file"),
+        ("empty", "not a PyTorch checkpoint: it looks like an empty file"),
+        ("text", "not a PyTorch checkpoint: it looks like a web page (HTML)"),
+    ],
+)
+def test_a_corrupt_checkpoint_fails_clearly(saved_small, damage, says):
     ckpt, config = saved_small
     data = ckpt.read_bytes()
     if damage == "truncated":
@@ -316,9 +331,10 @@ def test_a_corrupt_checkpoint_fails_clearly(saved_small, damage):
         _flip_a_data_byte(ckpt)
     else:
         ckpt.write_text("<html>404 Not Found</html>")
-    with pytest.raises(ModelError, match="not a readable PyTorch checkpoint") as caught:
+    with pytest.raises(ModelError) as caught:
         load_vqgan(ckpt, config)
-    assert str(ckpt) in str(caught.value) and "download it again" in str(caught.value)
+    message = str(caught.value)
+    assert says in message and str(ckpt) in message and "download it again" in message
 
 
 def test_a_config_that_does_not_match_its_checkpoint_fails_clearly(saved_small, tmp_path):
@@ -358,8 +374,14 @@ def test_a_wrong_hash_refuses_the_file_before_reading_it(saved_small):
 
 
 def test_a_vqgan_file_is_not_a_clip(saved_small):
-    with pytest.raises(ModelError, match="not an OpenAI CLIP model"):
+    with pytest.raises(ModelError, match="not an OpenAI CLIP model.*looks like a VQGAN"):
         load_clip(saved_small[0])
+
+
+def test_a_clip_file_is_not_a_vqgan(tiny_model_dir, saved_small):
+    clip = tiny_files(tiny_model_dir).clip
+    with pytest.raises(ModelError, match="no VQGAN weights: it looks like a TorchScript module"):
+        load_vqgan(clip, saved_small[1])
 
 
 # --- the registry -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ disk: a transformer checkpoint whose VQGAN is its first stage does not load the 
 
 from __future__ import annotations
 
+import _compat_pickle
 import pickle
 import struct
 import zipfile
@@ -50,7 +51,9 @@ class Opaque:
     """Stands in for an object of a class the checkpoint names but this reader does not trust.
 
     Built with `cls(*args)` or `cls.__new__(cls, *args)` and `__setstate__(state)`, it keeps
-    `args` and `state` and nothing happens: the named class is never imported.
+    `args` and `state` and nothing happens: the named class is never imported. A dict or list
+    subclass (Lightning's `AttributeDict` hyper-parameters, a `defaultdict`) gets its items
+    the way a pickle gives them, kept in `items` (by key) and `elements` (in order).
     """
 
     qualname = "?"
@@ -59,10 +62,21 @@ class Opaque:
         self = super().__new__(cls)
         self.args = args
         self.state = None
+        self.items = {}
+        self.elements = []
         return self
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items[key] = value
+
+    def append(self, value: Any) -> None:
+        self.elements.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.elements.extend(values)
 
     def __repr__(self) -> str:
         return f"<opaque {self.qualname}>"
@@ -169,8 +183,38 @@ _TRUSTED: dict[tuple[str, str], Any] = {
 }
 
 
+class UnsafePickle(pickle.UnpicklingError):
+    """A pickle that names a function which would run code if called (`os.system`, `eval`)."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.global_name = f"{module}.{name}"
+
+
+# Modules whose globals run code, or touch files, processes or the network, when called: a
+# checkpoint has no reason to name them, so one that does is refused rather than read. (Any
+# other name becomes an inert placeholder: Lightning's classes, numpy's, TorchScript's.)
+_UNSAFE_MODULES = {
+    "os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy", "pty",
+    "code", "codeop", "ctypes", "webbrowser", "pickle", "_pickle", "marshal", "io", "_io",
+    "tempfile", "multiprocessing", "threading", "signal", "pydoc", "timeit", "asyncio",
+    "http", "urllib", "ftplib", "smtplib", "telnetlib", "torch.hub", "numpy.f2py",
+}  # fmt: skip
+_SAFE_BUILTINS = {
+    "set", "frozenset", "slice", "complex", "bytearray", "bytes", "str", "int", "float",
+    "bool", "list", "dict", "tuple", "range",
+}  # fmt: skip
+
+
+def _unsafe(module: str, name: str) -> bool:
+    if module in ("builtins", "__builtin__"):
+        return name not in _SAFE_BUILTINS
+    return any(module == root or module.startswith(root + ".") for root in _UNSAFE_MODULES)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves globals only to the trusted rebuild functions, dtypes and placeholders."""
+    """Resolves globals only to the trusted rebuild functions, dtypes and placeholders, and
+    refuses the ones that would run code."""
 
     def __init__(self, file: IO[bytes], storage_id_length: int | None = None):
         super().__init__(file)
@@ -178,10 +222,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.storages: dict[str, StorageRef] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol 2 pickles name builtins as Python 2 did (`__builtin__.long` for int).
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) in _TRUSTED:
             return _TRUSTED[(module, name)]
         if module == "torch" and name in _STORAGE_DTYPES:
             return _STORAGE_DTYPES[name]
+        if _unsafe(module, name):
+            raise UnsafePickle(module, name)
         return _placeholder(module, name)
 
     def persistent_load(self, pid: Any) -> StorageRef:
@@ -220,10 +270,54 @@ def _read_into(file: IO[bytes], tensor: torch.Tensor) -> None:
 
 
 def _load_error(path: Path, error: Exception) -> ModelError:
+    """What went wrong reading `path`, as one of three stories: the file tried to run code
+    (do not use it), it is not a PyTorch checkpoint at all (what it looks like instead), or
+    it is cut short or corrupt (download it again)."""
+    if isinstance(error, UnsafePickle):
+        return ModelError(
+            f"{path} is unsafe: reading it would call {error.global_name}, which runs code. "
+            "Nothing was run. Do not use this file; get the model from its official source "
+            "(`feverdream models download NAME`)."
+        )
+    looks_like = _looks_like(path)
+    if looks_like:
+        return ModelError(
+            f"{path} is not a PyTorch checkpoint: it looks like {looks_like}. If it came from "
+            "a download, the server sent something else; delete it and download it again, or "
+            "fetch the file by hand (`feverdream models path NAME` says where it goes)."
+        )
     return ModelError(
-        f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}). "
-        "It may be corrupt or a partial download: delete it and download it again."
+        f"{path} is a cut-short or corrupt PyTorch checkpoint ({type(error).__name__}: "
+        f"{error}). Delete it and download it again."
     )
+
+
+def _looks_like(path: Path) -> str | None:
+    """What a file that is not a PyTorch checkpoint seems to be, from its first bytes; None
+    when it starts like one (a zip or a pickle), so the trouble is inside it."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(512)
+    except OSError:
+        return None
+    text = head.lstrip().lower()
+    if head.startswith(b"PK") or head[:1] == b"\x80":
+        return None
+    if not head:
+        return "an empty file"
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in text:
+        return "a web page (HTML)"
+    if text.startswith((b"{", b"[")):
+        return "a JSON document"
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the file it points to"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip archive (unpack it first)"
+    if head.startswith(b"GGUF") or head[8:9] == b"{":
+        return "a GGUF or safetensors file"
+    if all(32 <= byte < 127 or byte in b"\r\n\t" for byte in head):
+        return "a text file"
+    return "some other kind of file"
 
 
 class Checkpoint:
@@ -365,8 +459,43 @@ def state_dict_refs(root: Any, path: Path) -> dict[str, TensorRef]:
     if isinstance(root, dict) and isinstance(root.get("state_dict"), dict):
         root = root["state_dict"]
     if not isinstance(root, dict):
-        raise ModelError(f"{path} holds no state dict")
+        raise ModelError(f"{path} holds no state dict: it looks like {kind_of(root)}")
     return {k: v for k, v in root.items() if isinstance(k, str) and isinstance(v, TensorRef)}
+
+
+# What a state dict's tensor names say it is, by the prefixes they start with.
+_KINDS = (
+    (("model.diffusion_model.",), "a Stable Diffusion checkpoint"),
+    (("first_stage_model.", "transformer."), "a taming transformer (its VQGAN is its first stage)"),
+    (("encoder.", "decoder.", "quantize."), "a VQGAN checkpoint"),
+    (("visual.", "token_embedding.", "ln_final."), "a CLIP model's weights"),
+    (("first_stage_model.", "cond_stage_model."), "a latent diffusion checkpoint"),
+)
+
+
+def kind_of(root: Any) -> str:
+    """What a checkpoint's unpickled object looks like, in words, for an error message that
+    says which kind of file it is when it is not the kind asked for."""
+    if isinstance(root, Opaque):
+        if root.qualname.startswith("__torch__."):
+            module = root.qualname[len("__torch__.") :]
+            return f"a TorchScript module ({module}), like OpenAI's CLIP files"
+        return f"a pickled {root.qualname} object"
+    if isinstance(root, dict) and isinstance(root.get("state_dict"), dict):
+        root = root["state_dict"]
+    if not isinstance(root, dict):
+        return f"a pickled {type(root).__name__}"
+    names = [
+        key for key, value in root.items() if isinstance(key, str) and isinstance(value, TensorRef)
+    ]
+    if not names:
+        return "a checkpoint with no tensors"
+    for prefixes, kind in _KINDS:
+        if all(any(name.startswith(prefix) for name in names) for prefix in prefixes):
+            return kind
+    tops = sorted({name.split(".", 1)[0] for name in names})
+    more = ", ..." if len(tops) > 4 else ""
+    return f"a checkpoint of {len(names)} tensors named {', '.join(tops[:4])}{more}"
 
 
 def load_state_checked(

@@ -27,6 +27,7 @@ from pipeline.errors import ModelError
 from pipeline.models.checkpoint import (
     Checkpoint,
     TensorRef,
+    kind_of,
     load_state_checked,
     module_tensors,
     state_dict_refs,
@@ -55,8 +56,11 @@ def _grid(positions: int, path: Path) -> int:
     return side
 
 
-def config_from_state_dict(tensors: dict[str, TensorRef], path: Path) -> dict[str, Any]:
-    """The architecture of an OpenAI CLIP state dict, in open_clip's model-config layout."""
+def config_from_state_dict(
+    tensors: dict[str, TensorRef], path: Path, looks_like: str = ""
+) -> dict[str, Any]:
+    """The architecture of an OpenAI CLIP state dict, in open_clip's model-config layout;
+    `looks_like` says what the file is instead, should it not be one ("; it looks like ...")."""
     try:
         if "visual.proj" in tensors:
             conv = tensors["visual.conv1.weight"]
@@ -90,7 +94,7 @@ def config_from_state_dict(tensors: dict[str, TensorRef], path: Path) -> dict[st
         }
     except (KeyError, IndexError) as error:
         raise ModelError(
-            f"{path} is not an OpenAI CLIP model: it has no tensor {error}. "
+            f"{path} is not an OpenAI CLIP model: it has no tensor {error}{looks_like}. "
             "Use one of OpenAI's .pt files (see `feverdream models list`)."
         ) from error
 
@@ -162,7 +166,7 @@ def load_clip(path: Path, sha256: str | None = None, name: str = "") -> CLIPMode
             refs = state_dict_refs(checkpoint.root, path)
         for key in _METADATA:
             refs.pop(key, None)
-        config = config_from_state_dict(refs, path)
+        config = config_from_state_dict(refs, path, f"; it looks like {kind_of(checkpoint.root)}")
         model = build_clip(config)
         # TorchScript keeps plain tensor attributes (the text attention mask) beside the weights.
         what = f"{path} does not fit the CLIP built from it"

@@ -28,6 +28,7 @@ from pipeline.models.architectures import VQGANConfig
 from pipeline.models.checkpoint import (
     Checkpoint,
     TensorRef,
+    kind_of,
     load_state_checked,
     state_dict_refs,
     verify_sha256,
@@ -186,14 +187,21 @@ def random_vqgan(config: VQGANConfig, seed: int = 0) -> VQGAN:
 
 def _vqgan_refs(root: Any, prefix: str, path: Path) -> dict[str, TensorRef]:
     """The VQGAN's tensors in a Lightning checkpoint (or a bare state dict), prefix removed."""
+    try:
+        tensors = state_dict_refs(root, path)
+    except ModelError:  # no state dict at all: said below, with what the file looks like
+        tensors = {}
     refs = {}
-    for key, ref in state_dict_refs(root, path).items():
+    for key, ref in tensors.items():
         name = key[len(prefix) :]
         if key.startswith(prefix) and name.split(".", 1)[0] in PARTS:
             refs[name] = ref
     if not refs:
         where = f" under {prefix!r}" if prefix else ""
-        raise ModelError(f"{path} holds no VQGAN weights{where}: is it a VQGAN checkpoint?")
+        raise ModelError(
+            f"{path} holds no VQGAN weights{where}: it looks like {kind_of(root)}. Give a "
+            "taming-transformers VQGAN checkpoint (`feverdream models list` names some)."
+        )
     return refs
 
 
