@@ -29,6 +29,7 @@ class FileServer:
     files: dict[str, bytes]
     honour_range: bool = True
     break_after: dict[str, int] = field(default_factory=dict)  # path -> bytes, once
+    content_types: dict[str, str] = field(default_factory=dict)  # path -> Content-Type
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     base: str = ""
 
@@ -59,6 +60,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         self.send_header("Content-Length", str(len(body) - start))
+        if self.path in state.content_types:
+            self.send_header("Content-Type", state.content_types[self.path])
         self.end_headers()
         cut = state.break_after.pop(self.path, None)
         # A connection that drops part-way: promise everything, send some, hang up.
@@ -167,6 +170,75 @@ def test_offline_says_so(tmp_path):
     with pytest.raises(ModelError, match="offline") as caught:
         fetch(ModelFile("model.ckpt", url), dest)
     assert url in str(caught.value) and str(dest) in str(caught.value)
+
+
+# --- mirrors ---------------------------------------------------------------------------------
+
+PAGE = b"<!DOCTYPE html><html><body>Please confirm the download</body></html>"
+
+
+def mirrored(server: FileServer, *paths: str, sha256: str | None = SHA) -> ModelFile:
+    url, *mirrors = (server.url(path) for path in paths)
+    return ModelFile("model.ckpt", url, sha256=sha256, mirrors=tuple(mirrors))
+
+
+def test_a_dead_first_address_falls_through_to_a_mirror(server, tmp_path):
+    dest = tmp_path / "model.ckpt"
+    assert fetch(mirrored(server, "/gone.ckpt", "/model.ckpt"), dest) == SHA
+    assert dest.read_bytes() == DATA
+    assert [path for path, _ in server.requests] == ["/gone.ckpt", "/model.ckpt"]
+
+
+def test_a_mirror_serving_a_web_page_is_skipped(server, tmp_path):
+    # A 200 answer that is an HTML page: by its Content-Type, or, without one, by its bytes
+    # (when no hash is published to catch it).
+    server.files["/page.ckpt"] = PAGE
+    server.files["/typed.ckpt"] = PAGE
+    server.content_types["/typed.ckpt"] = "text/html; charset=utf-8"
+    dest = tmp_path / "model.ckpt"
+    fetch(mirrored(server, "/typed.ckpt", "/page.ckpt", "/model.ckpt", sha256=None), dest)
+    assert dest.read_bytes() == DATA
+    assert not Path(f"{dest}.part").exists() and not Path(f"{dest}.part.from").exists()
+
+
+def test_a_truncated_or_wrong_file_from_one_mirror_is_fetched_from_the_next(server, tmp_path):
+    server.files["/other.ckpt"] = DATA[::-1]
+    server.files["/model-b.ckpt"] = DATA
+    server.break_after["/model.ckpt"] = 10_000
+    dest = tmp_path / "model.ckpt"
+    fetch(mirrored(server, "/other.ckpt", "/model.ckpt", "/model-b.ckpt"), dest)
+    assert dest.read_bytes() == DATA
+    # The wrong file was deleted; the cut-short one was resumed from the next mirror, which
+    # the published hash makes safe.
+    assert server.requests[-1] == ("/model-b.ckpt", "bytes=10000-")
+
+
+def test_without_a_hash_a_part_resumes_only_from_where_it_came(server, tmp_path):
+    server.files["/model-b.ckpt"] = DATA
+    server.break_after["/model.ckpt"] = 10_000
+    dest = tmp_path / "model.ckpt"
+    fetch(mirrored(server, "/model.ckpt", "/model-b.ckpt", sha256=None), dest)
+    assert dest.read_bytes() == DATA
+    assert server.requests[-1] == ("/model-b.ckpt", None)  # started afresh
+
+
+def test_when_every_address_fails_one_message_names_each_and_the_manual_route(server, tmp_path):
+    server.files["/page.ckpt"] = PAGE
+    server.content_types["/page.ckpt"] = "text/html"
+    server.files["/other.ckpt"] = DATA[::-1]
+    file = mirrored(server, "/gone.ckpt", "/page.ckpt", "/other.ckpt")
+    dest = tmp_path / "model.ckpt"
+    with pytest.raises(ModelError) as caught:
+        fetch(file, dest)
+    message = str(caught.value)
+    assert "could not download model.ckpt from any of its 3 addresses" in message
+    for url, reason in zip(
+        file.urls, ["HTTP 404", "web page (HTML)", f"but {SHA} was expected"], strict=True
+    ):
+        (line,) = [line for line in message.splitlines() if line.startswith(f"  - {url}:")]
+        assert reason in line
+    assert f"save it as {dest}" in message and f"feverdream models verify {dest}" in message
+    assert not dest.exists() and not Path(f"{dest}.part").exists()
 
 
 @pytest.fixture

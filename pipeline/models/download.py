@@ -36,7 +36,15 @@ _TIMEOUT = httpx.Timeout(30.0, connect=15.0)
 
 
 def _by_hand(file: ModelFile, dest: Path) -> str:
-    return f"You can fetch {file.url} by hand and save it as {dest}."
+    addresses = " or ".join(file.urls)
+    return (
+        f"You can fetch {addresses} by hand and save it as {dest} (`feverdream models path` "
+        f"shows the models folder), then check it with `feverdream models verify {dest}`."
+    )
+
+
+class _SourceFailed(Exception):
+    """One address of a file could not give it; the reason, for the final message."""
 
 
 def _check_present(file: ModelFile, dest: Path) -> str:
@@ -63,26 +71,35 @@ def _total_size(response: httpx.Response, offset: int) -> int | None:
     return offset + int(length) if length and length.isdigit() else None
 
 
-def _stream(client: httpx.Client, file: ModelFile, dest: Path, part: Path) -> None:
-    """Append the rest of the file to `part`, resuming from its current size."""
+def _is_web_page(head: bytes) -> bool:
+    text = head.lstrip()[:200].lower()
+    return text.startswith((b"<!doctype html", b"<html", b"<head")) or b"<html" in text
+
+
+def _stream(client: httpx.Client, url: str, dest: Path, part: Path) -> None:
+    """Append the rest of the file at `url` to `part`, resuming from its current size."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-    with client.stream("GET", file.url, headers=headers) as response:
+    with client.stream("GET", url, headers=headers) as response:
         if response.status_code == 416 and offset:
             # Nothing past what we have: the part may be complete (killed before the rename).
             if _total_size(response, offset) == offset:
                 return
             part.unlink()
-            raise ModelError(
-                f"the server would not resume {file.url} from byte {offset}; the partial file "
-                "was deleted: run the download again to start over."
+            raise _SourceFailed(
+                f"would not resume from byte {offset}; the partial file was deleted: run the "
+                "download again to start over"
             )
         if response.status_code >= 400:
-            raise ModelError(
-                f"{file.url} answered HTTP {response.status_code} {response.reason_phrase}: "
-                f"the link may be dead or moved. {_by_hand(file, dest)}"
+            raise _SourceFailed(
+                f"HTTP {response.status_code} {response.reason_phrase} (the link may be dead "
+                "or moved)"
+            )
+        if response.headers.get("content-type", "").startswith("text/html"):
+            raise _SourceFailed(
+                "served a web page (HTML), not the file (a login, a confirmation or an error page)"
             )
         if offset and response.status_code != 206:
             log.info("the server does not resume downloads: starting %s again", dest.name)
@@ -105,56 +122,104 @@ def _stream(client: httpx.Client, file: ModelFile, dest: Path, part: Path) -> No
                 out.write(chunk)
                 bar.update(len(chunk))
     if total is not None and part.stat().st_size != total:
-        raise ModelError(
-            f"the download of {file.url} stopped at {part.stat().st_size} of {total} bytes; "
-            "run the same command again to resume it."
+        raise _SourceFailed(
+            f"stopped at {part.stat().st_size} of {total} bytes; the part is kept: run the "
+            "same command again to resume"
         )
 
 
-def fetch(file: ModelFile, dest: Path, client: httpx.Client | None = None) -> str:
-    """Download one file to `dest` (resuming `dest.part`); returns its SHA-256.
+def _from(url: str, client: httpx.Client, dest: Path, part: Path) -> None:
+    """`_stream`, with the network's failures as this address's reason."""
+    host = urlsplit(url).netloc
+    try:
+        _stream(client, url, dest, part)
+    except httpx.ConnectError as error:
+        raise _SourceFailed(
+            f"cannot connect to {host} ({error}): is this machine offline?"
+        ) from None
+    except httpx.TimeoutException:
+        raise _SourceFailed(
+            f"{host} stopped answering; the part is kept: run the same command again to resume"
+        ) from None
+    except httpx.HTTPError as error:
+        raise _SourceFailed(
+            f"{type(error).__name__}: {error}; the part is kept: run the same command again "
+            "to resume"
+        ) from None
 
-    An existing `dest` is checked, not fetched again. A hash mismatch deletes the download.
+
+def fetch(file: ModelFile, dest: Path, client: httpx.Client | None = None) -> str:
+    """Download one file to `dest` from the first of its addresses that gives it whole
+    (resuming `dest.part`); returns its SHA-256.
+
+    An existing `dest` is checked, not fetched again. A part is resumed from the address it
+    came from, or from any address when the file's hash is published (the hash catches a
+    mirror that serves other bytes). A download with the wrong hash, or a web page where the
+    file should be, is deleted and the next address tried. When none gives the file, one
+    ModelError names every address with what went wrong, and the way to fetch it by hand.
     """
     dest = Path(dest)
     if dest.is_file():
         return _check_present(file, dest)
+    if not file.urls:
+        raise ModelError(f"{file.filename} has no address to download it from")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = Path(f"{dest}.part")
-    host = urlsplit(file.url).netloc
+    part, origin = Path(f"{dest}.part"), Path(f"{dest}.part.from")
     own_client = client is None
     client = client or httpx.Client(timeout=_TIMEOUT, follow_redirects=True)
+    failures: list[tuple[str, str]] = []
     try:
-        _stream(client, file, dest, part)
-    except httpx.ConnectError as error:
-        raise ModelError(
-            f"cannot connect to {host} to fetch {file.url} ({error}): is this machine offline? "
-            f"{_by_hand(file, dest)}"
-        ) from error
-    except httpx.TimeoutException as error:
-        raise ModelError(
-            f"{host} stopped answering while fetching {file.url}; run the same command again "
-            f"to resume. {_by_hand(file, dest)}"
-        ) from error
-    except httpx.HTTPError as error:
-        raise ModelError(
-            f"the download of {file.url} failed ({type(error).__name__}: {error}); run the same "
-            f"command again to resume. {_by_hand(file, dest)}"
-        ) from error
+        for url in file.urls:
+            came_from = origin.read_text().strip() if origin.is_file() else url
+            if part.exists() and came_from != url and not file.sha256:
+                part.unlink()  # unverifiable bytes from another address: start afresh
+            origin.write_text(url + "\n")
+            try:
+                _from(url, client, dest, part)
+                actual = _verified(file, part)
+            except _SourceFailed as failure:
+                failures.append((url, str(failure)))
+                if len(file.urls) > 1:
+                    log.warning("%s: %s; trying the next address", url, failure)
+                continue
+            os.replace(part, dest)
+            origin.unlink(missing_ok=True)
+            record_sha256(dest, actual)
+            log.info("%s: %s (sha256 %s, from %s)", dest.name, dest, actual, url)
+            return actual
     finally:
         if own_client:
             client.close()
+    if not part.exists():
+        origin.unlink(missing_ok=True)
+    raise ModelError(_failed(file, dest, failures))
+
+
+def _verified(file: ModelFile, part: Path) -> str:
+    """The downloaded part's SHA-256, if it is the file: the published hash when there is
+    one, else not a web page. A part that is not the file is deleted."""
     actual = file_sha256(part)
     if file.sha256 and actual != file.sha256:
         part.unlink()
-        raise ModelError(
-            f"the file fetched from {file.url} has SHA-256 {actual}, but {file.sha256} was "
-            f"expected; it was deleted, not kept. Try again later. {_by_hand(file, dest)}"
+        raise _SourceFailed(
+            f"the file fetched has SHA-256 {actual}, but {file.sha256} was expected; it was "
+            "deleted, not kept"
         )
-    os.replace(part, dest)
-    record_sha256(dest, actual)
-    log.info("%s: %s (sha256 %s)", dest.name, dest, actual)
+    with open(part, "rb") as head:
+        if _is_web_page(head.read(512)):
+            part.unlink()
+            raise _SourceFailed("served a web page (HTML), not the file; it was deleted")
     return actual
+
+
+def _failed(file: ModelFile, dest: Path, failures: list[tuple[str, str]]) -> str:
+    if len(failures) == 1:
+        ((url, reason),) = failures
+        return f"{url}: {reason}. {_by_hand(file, dest)}"
+    lines = [f"could not download {file.filename} from any of its {len(failures)} addresses:"]
+    lines += [f"  - {url}: {reason}" for url, reason in failures]
+    lines.append(_by_hand(file, dest))
+    return "\n".join(lines)
 
 
 def download_entry(entry: Entry, directory: Path | None = None) -> list[Path]:

