@@ -66,8 +66,32 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    from pipeline.models.verify import verify
+
+    failed = 0
+    for target in args.targets:
+        try:
+            verdicts = verify(target)
+        except FeverdreamError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        for verdict in verdicts:
+            print(verdict.path)
+            print(f"  sha256     {verdict.sha256}: {verdict.hash_note}")
+            print(f"  model      {verdict.architecture or '(does not load)'}")
+            if verdict.entry:
+                print(f"  registry   {verdict.entry}")
+            for problem in verdict.problems:
+                print(f"  problem    {problem}")
+            print("  verdict    " + ("usable" if verdict.ok else "not usable as it is"))
+            failed += not verdict.ok
+    return 1 if failed else 0
+
+
 def add_verbs(sub: argparse._SubParsersAction) -> None:
-    """models list|download|path|build."""
+    """models list|download|path|verify|build."""
     models = sub.add_parser(
         "models",
         help="list, download and locate VQGAN and CLIP checkpoints",
@@ -88,6 +112,15 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("path", help="where a model's files are; fails if not downloaded")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_models_path)
+
+    p = verbs.add_parser(
+        "verify",
+        help="check model files copied by hand: hash, loads, architecture, which model it is",
+    )
+    p.add_argument(
+        "targets", nargs="+", metavar="NAME|PATH", help="a registry name or a .ckpt/.yaml/.pt file"
+    )
+    p.set_defaults(func=cmd_models_verify)
 
     p = verbs.add_parser(
         "build",
