@@ -31,6 +31,8 @@ class FileServer:
     break_after: dict[str, int] = field(default_factory=dict)  # path -> bytes, once
     content_types: dict[str, str] = field(default_factory=dict)  # path -> Content-Type
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    if_ranges: list[str | None] = field(default_factory=list)  # each request's If-Range
+    range_start_off_by: int = 0  # a broken server: partial answers start elsewhere
     base: str = ""
 
     def url(self, path: str) -> str:
@@ -45,10 +47,14 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             self.send_error(404, "Not Found")
             return
+        state.if_ranges.append(self.headers.get("If-Range"))
+        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
         start = 0
         wanted = self.headers.get("Range")
+        if self.headers.get("If-Range") not in (None, etag):
+            wanted = None  # the file changed since the part was fetched: send it whole
         if wanted and state.honour_range:
-            start = int(wanted.removeprefix("bytes=").split("-")[0])
+            start = int(wanted.removeprefix("bytes=").split("-")[0]) + state.range_start_off_by
             if start >= len(body):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(body)}")
@@ -60,6 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         self.send_header("Content-Length", str(len(body) - start))
+        self.send_header("ETag", etag)
         if self.path in state.content_types:
             self.send_header("Content-Type", state.content_types[self.path])
         self.end_headers()
@@ -213,13 +220,68 @@ def test_a_truncated_or_wrong_file_from_one_mirror_is_fetched_from_the_next(serv
     assert server.requests[-1] == ("/model-b.ckpt", "bytes=10000-")
 
 
-def test_without_a_hash_a_part_resumes_only_from_where_it_came(server, tmp_path):
+def test_without_a_hash_a_part_is_kept_and_resumed_from_where_it_came(server, tmp_path):
+    # No published hash: bytes from two addresses must never be mixed, so a part cut short
+    # is not continued from the mirror but kept, and the next run resumes it from its own.
     server.files["/model-b.ckpt"] = DATA
     server.break_after["/model.ckpt"] = 10_000
     dest = tmp_path / "model.ckpt"
-    fetch(mirrored(server, "/model.ckpt", "/model-b.ckpt", sha256=None), dest)
+    file = mirrored(server, "/model.ckpt", "/model-b.ckpt", sha256=None)
+    with pytest.raises(ModelError, match="kept in .*run the same command again to resume from"):
+        fetch(file, dest)
+    kept = Path(f"{dest}.part").stat().st_size
+    assert 0 < kept <= 10_000 and [p for p, _ in server.requests] == ["/model.ckpt"]
+    fetch(file, dest)
+    assert server.requests[-1] == ("/model.ckpt", f"bytes={kept}-")
     assert dest.read_bytes() == DATA
-    assert server.requests[-1] == ("/model-b.ckpt", None)  # started afresh
+
+
+def test_a_part_from_a_mirror_resumes_from_that_mirror_first(server, tmp_path):
+    server.files["/model-b.ckpt"] = DATA
+    server.break_after["/model-b.ckpt"] = 20_000
+    dest = tmp_path / "model.ckpt"
+    file = mirrored(server, "/down.ckpt", "/model-b.ckpt", sha256=None)
+    with pytest.raises(ModelError, match="resume from .*/model-b.ckpt"):
+        fetch(file, dest)
+    kept = Path(f"{dest}.part").stat().st_size
+    server.files["/down.ckpt"] = DATA  # the main address is back: the part still goes on
+    fetch(file, dest)  # from the mirror it came from
+    assert server.requests[-1] == ("/model-b.ckpt", f"bytes={kept}-")
+    assert dest.read_bytes() == DATA
+
+
+def test_a_part_whose_own_address_is_gone_starts_afresh_from_the_next(server, tmp_path):
+    server.files["/model-b.ckpt"] = DATA
+    server.break_after["/model.ckpt"] = 10_000
+    dest = tmp_path / "model.ckpt"
+    file = mirrored(server, "/model.ckpt", "/model-b.ckpt", sha256=None)
+    with pytest.raises(ModelError):
+        fetch(file, dest)
+    del server.files["/model.ckpt"]
+    fetch(file, dest)
+    assert server.requests[-1] == ("/model-b.ckpt", None)
+    assert dest.read_bytes() == DATA
+
+
+def test_a_resume_answered_from_another_byte_starts_over(server, tmp_path):
+    server.range_start_off_by = 1000
+    dest = tmp_path / "model.ckpt"
+    Path(f"{dest}.part").write_bytes(DATA[:30_000])
+    fetch(ModelFile("model.ckpt", server.url("/model.ckpt")), dest)
+    assert dest.read_bytes() == DATA
+    assert server.requests[-1] == ("/model.ckpt", None)
+
+
+def test_a_file_changed_on_the_server_comes_back_whole_not_spliced(server, tmp_path):
+    server.break_after["/model.ckpt"] = 40_000
+    dest = tmp_path / "model.ckpt"
+    file = ModelFile("model.ckpt", server.url("/model.ckpt"))
+    with pytest.raises(ModelError):
+        fetch(file, dest)
+    server.files["/model.ckpt"] = DATA[::-1]  # re-uploaded between the two runs
+    fetch(file, dest)
+    assert server.if_ranges[-1] is not None  # the resume said which file it continues
+    assert dest.read_bytes() == DATA[::-1]
 
 
 def test_when_every_address_fails_one_message_names_each_and_the_manual_route(server, tmp_path):
@@ -231,7 +293,7 @@ def test_when_every_address_fails_one_message_names_each_and_the_manual_route(se
     with pytest.raises(ModelError) as caught:
         fetch(file, dest)
     message = str(caught.value)
-    assert "could not download model.ckpt from any of its 3 addresses" in message
+    assert "could not download model.ckpt from the 3 addresses tried" in message
     for url, reason in zip(
         file.urls, ["HTTP 404", "web page (HTML)", f"but {SHA} was expected"], strict=True
     ):
@@ -293,3 +355,17 @@ def test_a_render_fetches_the_registry_models_it_names_first(test_entry, tmp_pat
     err = capsys.readouterr().err
     assert "test_vqgan.ckpt" in err and "models download" not in err
     assert not (tmp_path / "out" / "frames").exists()
+
+
+def test_models_md_cites_every_address_and_hash_the_registry_uses():
+    text = (Path(__file__).resolve().parents[1] / "MODELS.md").read_text()
+    for entry in [*registry.VQGANS.values(), *registry.CLIPS.values()]:
+        if entry.source is not registry.Source.DOWNLOAD:
+            continue
+        for file in entry.files:
+            assert file.urls, f"{entry.name}: {file.filename} has no address"
+            for url in file.urls:
+                if "openaipublic" not in url:  # CLIP's are one pattern, given with its hashes
+                    assert f"`{url}`" in text, f"{entry.name}: {url} is not in MODELS.md"
+            if file.sha256:
+                assert f"`{file.sha256}`" in text, f"{entry.name}: its hash is not in MODELS.md"

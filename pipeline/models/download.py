@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,7 +39,7 @@ _TIMEOUT = httpx.Timeout(30.0, connect=15.0)
 def _by_hand(file: ModelFile, dest: Path) -> str:
     addresses = " or ".join(file.urls)
     return (
-        f"You can fetch {addresses} by hand and save it as {dest} (`feverdream models path` "
+        f"You can fetch {addresses} by hand and save it as {dest} (`feverdream models list` "
         f"shows the models folder), then check it with `feverdream models verify {dest}`."
     )
 
@@ -76,12 +77,35 @@ def _is_web_page(head: bytes) -> bool:
     return text.startswith((b"<!doctype html", b"<html", b"<head")) or b"<html" in text
 
 
-def _stream(client: httpx.Client, url: str, dest: Path, part: Path) -> None:
-    """Append the rest of the file at `url` to `part`, resuming from its current size."""
+def _content_start(response: httpx.Response) -> int | None:
+    """Where a partial answer's bytes start, from `Content-Range: bytes START-END/TOTAL`."""
+    unit, _, spans = response.headers.get("content-range", "").partition(" ")
+    start = spans.partition("-")[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
+
+
+def _stream(
+    client: httpx.Client,
+    url: str,
+    dest: Path,
+    part: Path,
+    origin: Path,
+    on_bytes: Callable[[int, int | None], None] | None,
+) -> None:
+    """Append the rest of the file at `url` to `part`, resuming from its current size.
+
+    `origin` records the address and the answer's validator (ETag or Last-Modified), which
+    a later resume sends as If-Range, so that a file changed on the server since comes back
+    whole instead of spliced onto the old part."""
+    came_from, validator = _origin(origin)
+    if came_from != url:
+        validator = None
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+        if validator:
+            headers["If-Range"] = validator
     with client.stream("GET", url, headers=headers) as response:
         if response.status_code == 416 and offset:
             # Nothing past what we have: the part may be complete (killed before the rename).
@@ -89,8 +113,7 @@ def _stream(client: httpx.Client, url: str, dest: Path, part: Path) -> None:
                 return
             part.unlink()
             raise _SourceFailed(
-                f"would not resume from byte {offset}; the partial file was deleted: run the "
-                "download again to start over"
+                f"would not resume from byte {offset}, so the partial file was deleted"
             )
         if response.status_code >= 400:
             raise _SourceFailed(
@@ -101,14 +124,20 @@ def _stream(client: httpx.Client, url: str, dest: Path, part: Path) -> None:
             raise _SourceFailed(
                 "served a web page (HTML), not the file (a login, a confirmation or an error page)"
             )
+        if offset and response.status_code == 206 and _content_start(response) != offset:
+            log.info("%s answered from another byte than %d: starting again", url, offset)
+            offset = 0
+            part.unlink()
+            origin.unlink(missing_ok=True)
+            return _stream(client, url, dest, part, origin, on_bytes)
         if offset and response.status_code != 206:
-            log.info("the server does not resume downloads: starting %s again", dest.name)
+            log.info("the server sent the whole file, not the rest: starting %s again", dest.name)
             offset = 0
         total = _total_size(response, offset)
-        mode = "ab" if offset else "wb"
-        with (
-            open(part, mode) as out,
-            tqdm(
+        validator = response.headers.get("etag") or response.headers.get("last-modified")
+        origin.write_text(f"{url}\n{validator or ''}\n")
+        if on_bytes is None:
+            bar = tqdm(
                 total=total,
                 initial=offset,
                 unit="B",
@@ -116,47 +145,64 @@ def _stream(client: httpx.Client, url: str, dest: Path, part: Path) -> None:
                 unit_divisor=1024,
                 desc=dest.name,
                 disable=None,
-            ) as bar,
-        ):
-            for chunk in response.iter_raw():
-                out.write(chunk)
-                bar.update(len(chunk))
+            )
+            on_bytes = lambda done, total: bar.update(done - bar.n)  # noqa: E731
+        else:
+            bar = None
+        done = offset
+        try:
+            with open(part, "ab" if offset else "wb") as out:
+                for chunk in response.iter_raw():
+                    out.write(chunk)
+                    done += len(chunk)
+                    on_bytes(done, total)
+        finally:
+            if bar is not None:
+                bar.close()
     if total is not None and part.stat().st_size != total:
-        raise _SourceFailed(
-            f"stopped at {part.stat().st_size} of {total} bytes; the part is kept: run the "
-            "same command again to resume"
-        )
+        raise _SourceFailed(f"stopped at {part.stat().st_size} of {total} bytes")
 
 
-def _from(url: str, client: httpx.Client, dest: Path, part: Path) -> None:
+def _from(url: str, client: httpx.Client, dest: Path, part: Path, origin: Path, on_bytes) -> None:
     """`_stream`, with the network's failures as this address's reason."""
     host = urlsplit(url).netloc
     try:
-        _stream(client, url, dest, part)
+        _stream(client, url, dest, part, origin, on_bytes)
     except httpx.ConnectError as error:
         raise _SourceFailed(
-            f"cannot connect to {host} ({error}): is this machine offline?"
+            f"cannot connect to {host} ({error}); is this machine offline"
         ) from None
     except httpx.TimeoutException:
-        raise _SourceFailed(
-            f"{host} stopped answering; the part is kept: run the same command again to resume"
-        ) from None
+        raise _SourceFailed(f"{host} stopped answering") from None
     except httpx.HTTPError as error:
-        raise _SourceFailed(
-            f"{type(error).__name__}: {error}; the part is kept: run the same command again "
-            "to resume"
-        ) from None
+        raise _SourceFailed(f"{type(error).__name__}: {error}") from None
 
 
-def fetch(file: ModelFile, dest: Path, client: httpx.Client | None = None) -> str:
+def _origin(origin: Path) -> tuple[str | None, str | None]:
+    """The address a partial download came from, and its validator, if recorded."""
+    if not origin.is_file():
+        return None, None
+    lines = [*origin.read_text().splitlines(), "", ""]
+    return lines[0].strip() or None, lines[1].strip() or None
+
+
+def fetch(
+    file: ModelFile,
+    dest: Path,
+    client: httpx.Client | None = None,
+    on_bytes: Callable[[int, int | None], None] | None = None,
+) -> str:
     """Download one file to `dest` from the first of its addresses that gives it whole
-    (resuming `dest.part`); returns its SHA-256.
+    (resuming `dest.part`); returns its SHA-256. `on_bytes(done, total)` is told how far it
+    is (default: a progress bar on a terminal).
 
     An existing `dest` is checked, not fetched again. A part is resumed from the address it
-    came from, or from any address when the file's hash is published (the hash catches a
-    mirror that serves other bytes). A download with the wrong hash, or a web page where the
-    file should be, is deleted and the next address tried. When none gives the file, one
-    ModelError names every address with what went wrong, and the way to fetch it by hand.
+    came from, tried first. Without a published hash, bytes from two addresses are never
+    mixed: a part that stopped part-way is kept for the next run rather than continued from
+    another address, and another address starts afresh only when the part's own gives
+    nothing. A download with the wrong hash, or a web page where the file should be, is
+    deleted and the next address tried. When none gives the file, one ModelError names every
+    address with what went wrong, and the way to fetch it by hand.
     """
     dest = Path(dest)
     if dest.is_file():
@@ -165,21 +211,33 @@ def fetch(file: ModelFile, dest: Path, client: httpx.Client | None = None) -> st
         raise ModelError(f"{file.filename} has no address to download it from")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part, origin = Path(f"{dest}.part"), Path(f"{dest}.part.from")
+    came_from, _ = _origin(origin)
+    if part.exists() and came_from is None:
+        came_from = file.url  # a part from before origins were recorded: the main address
+        origin.write_text(f"{came_from}\n")
+    urls = sorted(file.urls, key=lambda url: url != came_from)
     own_client = client is None
     client = client or httpx.Client(timeout=_TIMEOUT, follow_redirects=True)
     failures: list[tuple[str, str]] = []
     try:
-        for url in file.urls:
-            came_from = origin.read_text().strip() if origin.is_file() else url
+        for number, url in enumerate(urls):
+            came_from, _ = _origin(origin)
             if part.exists() and came_from != url and not file.sha256:
-                part.unlink()  # unverifiable bytes from another address: start afresh
-            origin.write_text(url + "\n")
+                log.info(
+                    "the part from %s cannot be checked against %s: starting afresh", came_from, url
+                )
+                part.unlink()
+                origin.unlink()
+            size = part.stat().st_size if part.exists() else 0
             try:
-                _from(url, client, dest, part)
+                _from(url, client, dest, part, origin, on_bytes)
                 actual = _verified(file, part)
             except _SourceFailed as failure:
                 failures.append((url, str(failure)))
-                if len(file.urls) > 1:
+                grew = part.exists() and part.stat().st_size > size
+                if grew and not file.sha256:
+                    break  # resume it from the same address next time
+                if number + 1 < len(urls):
                     log.warning("%s: %s; trying the next address", url, failure)
                 continue
             os.replace(part, dest)
@@ -192,7 +250,7 @@ def fetch(file: ModelFile, dest: Path, client: httpx.Client | None = None) -> st
             client.close()
     if not part.exists():
         origin.unlink(missing_ok=True)
-    raise ModelError(_failed(file, dest, failures))
+    raise ModelError(_failed(file, dest, failures, part, origin))
 
 
 def _verified(file: ModelFile, part: Path) -> str:
@@ -212,24 +270,37 @@ def _verified(file: ModelFile, part: Path) -> str:
     return actual
 
 
-def _failed(file: ModelFile, dest: Path, failures: list[tuple[str, str]]) -> str:
+def _failed(
+    file: ModelFile, dest: Path, failures: list[tuple[str, str]], part: Path, origin: Path
+) -> str:
+    kept = ""
+    if part.exists():
+        came_from, _ = _origin(origin)
+        kept = (
+            f"The {part.stat().st_size} bytes fetched so far are kept in {part}: run the same "
+            f"command again to resume from {came_from}. "
+        )
     if len(failures) == 1:
         ((url, reason),) = failures
-        return f"{url}: {reason}. {_by_hand(file, dest)}"
-    lines = [f"could not download {file.filename} from any of its {len(failures)} addresses:"]
+        return f"{url}: {reason.rstrip('.?')}. {kept}{_by_hand(file, dest)}"
+    lines = [f"could not download {file.filename} from the {len(failures)} addresses tried:"]
     lines += [f"  - {url}: {reason}" for url, reason in failures]
-    lines.append(_by_hand(file, dest))
+    lines.append(kept + _by_hand(file, dest))
     return "\n".join(lines)
 
 
-def download_entry(entry: Entry, directory: Path | None = None) -> list[Path]:
+def download_entry(
+    entry: Entry,
+    directory: Path | None = None,
+    on_bytes: Callable[[int, int | None], None] | None = None,
+) -> list[Path]:
     """Fetch every file of a registry entry into `directory` (default: the models folder)."""
     directory = directory or models_dir()
     paths = []
     with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
         for file in entry.files:
             dest = directory / file.filename
-            fetch(file, dest, client)
+            fetch(file, dest, client, on_bytes)
             paths.append(dest)
     return paths
 
@@ -246,7 +317,7 @@ def download(name: str) -> list[Path]:
     return download_entry(entries[0])
 
 
-def ensure_downloaded(name: str) -> None:
+def ensure_downloaded(name: str, on_bytes: Callable[[int, int | None], None] | None = None) -> None:
     """Fetch a registry model a render names, if its files are not in the models folder yet
     (a path, a model that is present, or one that is not downloaded needs nothing)."""
     entry = find_entry("vqgan", name) or find_entry("clip", name)
@@ -255,4 +326,4 @@ def ensure_downloaded(name: str) -> None:
     if all(path.is_file() for path in entry_paths(entry)):
         return
     log.info("%s is not in %s yet: downloading it once", name, models_dir())
-    download_entry(entry)
+    download_entry(entry, on_bytes=on_bytes)

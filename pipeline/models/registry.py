@@ -115,66 +115,157 @@ class CLIPEntry:
 Entry = VQGANEntry | CLIPEntry
 
 
-def _heibox(share: str, config: str, checkpoint: str) -> tuple[str, str]:
-    base = f"https://heibox.uni-heidelberg.de/d/{share}/files/?p="
-    return f"{base}{config}&dl=1", f"{base}{checkpoint}&dl=1"
+_HEIBOX = "https://heibox.uni-heidelberg.de"
+_SOMNAI = (  # a preservation mirror, pinned to the revision whose hashes it lists
+    "https://huggingface.co/Somnai/pytti-vqgan-checkpoints/resolve/"
+    "debc22c8f285c7734980c464ff992d335dde6e9a"
+)
+_PYTTI = "https://huggingface.co/pxlpshr/pytti-models/resolve/main/vqgan"
+_ELEIBER = "https://github.com/Eleiber/VQGAN-Mirrors/releases/download/0.0.1"
+
+
+def _heibox(share: str, path: str) -> str:
+    return f"{_HEIBOX}/d/{share}/files/?p={path}&dl=1"
+
+
+@dataclass(frozen=True)
+class _Copies:
+    """Where one VQGAN file is: its original address, public mirrors, published SHA-256."""
+
+    url: str
+    mirrors: tuple[str, ...] = ()
+    sha256: str | None = None
 
 
 def _vqgan(
     name: str,
-    urls: tuple[str, str],
+    config: _Copies,
+    checkpoint: _Copies,
     approx_bytes: int | None,
     architecture: VQGANConfig,
     notes: str = "",
 ) -> VQGANEntry:
-    config = ModelFile(f"{name}.yaml", urls[0])
-    checkpoint = ModelFile(f"{name}.ckpt", urls[1], approx_bytes)
-    return VQGANEntry(name, config, checkpoint, architecture, notes)
+    return VQGANEntry(
+        name,
+        ModelFile(f"{name}.yaml", config.url, None, config.sha256, config.mirrors),
+        ModelFile(
+            f"{name}.ckpt", checkpoint.url, approx_bytes, checkpoint.sha256, checkpoint.mirrors
+        ),
+        architecture,
+        notes,
+    )
 
 
-# No hashes are published for the VQGAN files; `models download` records what it fetched.
+# Every address and hash below, with the public source that gives it, is in MODELS.md.
+# CompVis publishes no hashes; the ones here are those the preservation mirrors publish,
+# which `models download` checks (f16_1024 has none: the download records what it got).
 VQGANS: dict[str, VQGANEntry] = {
     entry.name: entry
     for entry in (
         _vqgan(
             "vqgan_imagenet_f16_16384",
-            _heibox("a7530b09fed84f80a887", "%2Fconfigs%2Fmodel.yaml", "%2Fckpts%2Flast.ckpt"),
+            _Copies(
+                _heibox("a7530b09fed84f80a887", "%2Fconfigs%2Fmodel.yaml"),
+                (
+                    f"{_HEIBOX}/f/274fb24ed38341bfa753/?dl=1",
+                    f"{_SOMNAI}/imagenet/imagenet.yaml",
+                    f"{_PYTTI}/imagenet.yaml",
+                    f"{_ELEIBER}/vqgan_imagenet_f16_16384.yaml",
+                    "https://github.com/mehdidc/feed_forward_vqgan_clip/releases/download/0.1/"
+                    "vqgan_imagenet_f16_16384.yaml",
+                ),
+                "00e2c6189926f1d89ecfef73e9598db77981c1982f0555fbade963ffd16143c7",
+            ),
+            _Copies(
+                _heibox("a7530b09fed84f80a887", "%2Fckpts%2Flast.ckpt"),
+                (
+                    f"{_HEIBOX}/f/867b05fc8c4841768640/?dl=1",
+                    f"{_SOMNAI}/imagenet/imagenet.ckpt",
+                    f"{_PYTTI}/imagenet.ckpt",
+                    f"{_ELEIBER}/vqgan_imagenet_f16_16384.ckpt",
+                    "https://github.com/mehdidc/feed_forward_vqgan_clip/releases/download/0.1/"
+                    "vqgan_imagenet_f16_16384.ckpt",
+                ),
+                "845a68805098cb666420d5db93df53f3a3b6dd443e6dd85c05759c5b998cd663",
+            ),
             980 * MB,
             IMAGENET_F16_16384,
             "ImageNet, f16, 16384 codes (the usual default)",
         ),
         _vqgan(
             "vqgan_imagenet_f16_1024",
-            _heibox("8088892a516d4e3baf92", "%2Fconfigs%2Fmodel.yaml", "%2Fckpts%2Flast.ckpt"),
+            _Copies(
+                _heibox("8088892a516d4e3baf92", "%2Fconfigs%2Fmodel.yaml"),
+                (
+                    f"{_HEIBOX}/f/6ecf2af6c658432c8298/?dl=1",
+                    f"{_ELEIBER}/vqgan_imagenet_f16_1024.yaml",
+                ),
+            ),
+            _Copies(
+                _heibox("8088892a516d4e3baf92", "%2Fckpts%2Flast.ckpt"),
+                (
+                    f"{_HEIBOX}/f/140747ba53464f49b476/?dl=1",
+                    f"{_ELEIBER}/vqgan_imagenet_f16_1024.ckpt",
+                ),
+            ),
             958 * MB,
             IMAGENET_F16_1024,
             "ImageNet, f16, 1024 codes",
         ),
         _vqgan(
             "vqgan_gumbel_f8_8192",
-            _heibox("2e5662443a6b4307b470", "%2Fconfigs%2Fmodel.yaml", "%2Fckpts%2Flast.ckpt"),
-            376 * MB,
+            _Copies(
+                _heibox("2e5662443a6b4307b470", "%2Fconfigs%2Fmodel.yaml"),
+                (
+                    f"{_HEIBOX}/f/b24d14998a8d4f19a34f/?dl=1",
+                    f"{_SOMNAI}/openimages/openimages.yaml",
+                    f"{_PYTTI}/openimages.yaml",
+                ),
+                "91110bab325067b37f85d1e75895a837d59c292bae4f3097f80c518714d5caff",
+            ),
+            _Copies(
+                _heibox("2e5662443a6b4307b470", "%2Fckpts%2Flast.ckpt"),
+                (
+                    f"{_HEIBOX}/f/34a747d5765840b5a99d/?dl=1",
+                    f"{_SOMNAI}/openimages/openimages.ckpt",
+                    f"{_PYTTI}/openimages.ckpt",
+                ),
+                "5cd6c74810ab97e00e942c25403f73afc081e8b19987b31ec0d9ff5b68e7ab14",
+            ),
+            377 * MB,
             GUMBEL_F8_8192,
             "OpenImages, f8, 8192 codes, Gumbel quantizer",
         ),
         _vqgan(
+            # The original host (eaidata.bmk.sh) is gone; these are its preserved copies.
             "wikiart_16384",
-            (
-                "http://eaidata.bmk.sh/data/Wikiart_16384/wikiart_f16_16384_8145600.yaml",
-                "http://eaidata.bmk.sh/data/Wikiart_16384/wikiart_f16_16384_8145600.ckpt",
+            _Copies(
+                "https://github.com/pixray/pixray/releases/download/v1.7.1/vqgan_wikiart_16384.yaml",
+                (f"{_SOMNAI}/wikiart/wikiart.yaml", f"{_PYTTI}/wikiart.yaml"),
+                "6e78241d2828ff35b8381839ce249c24a6c468ed429760d33a25e98e7f24499a",
             ),
-            1000 * MB,
+            _Copies(
+                "https://github.com/pixray/pixray/releases/download/v1.7.1/vqgan_wikiart_16384.ckpt",
+                (f"{_SOMNAI}/wikiart/wikiart.ckpt", f"{_PYTTI}/wikiart.ckpt"),
+                "bd08bb46301f98be1712bb2be9f8868cea30b53137cd985d4d6e8da8b3e02c36",
+            ),
+            1005 * MB,
             IMAGENET_F16_16384,
             "WikiArt, f16, 16384 codes",
         ),
         _vqgan(
             "sflckr",
-            _heibox(
-                "73487ab6e5314cb5adba",
-                "%2Fconfigs%2F2020-11-09T13-31-51-project.yaml",
-                "%2Fcheckpoints%2Flast.ckpt",
+            _Copies(
+                _heibox("73487ab6e5314cb5adba", "%2Fconfigs%2F2020-11-09T13-31-51-project.yaml"),
+                (f"{_SOMNAI}/sflickr/sflickr.yaml", f"{_PYTTI}/sflckr.yaml"),
+                "c27f012996f3f1f02580f063be47fd60bdd8528efb04d7318b2cbe8a86505b1b",
             ),
-            None,
+            _Copies(
+                _heibox("73487ab6e5314cb5adba", "%2Fcheckpoints%2Flast.ckpt"),
+                (f"{_SOMNAI}/sflickr/sflickr.ckpt", f"{_PYTTI}/sflckr.ckpt"),
+                "8a8adea3da8dab412675772831370dd948e0aa97bb11a9488a2f328b58dbc929",
+            ),
+            4264 * MB,
             IMAGENET_F16_1024,
             "S-FLCKR landscapes, f16, 1024 codes (first stage of a transformer checkpoint)",
         ),
