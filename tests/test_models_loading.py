@@ -205,6 +205,28 @@ def test_a_checkpoint_that_would_run_code_is_refused_as_unsafe(tmp_path, payload
     assert marker.exists()
 
 
+class _Plain:
+    """An ordinary object, which pickle protocol 1 rebuilds via builtins.object."""
+
+    def __init__(self):
+        self.note = "kept"
+
+
+def test_harmless_builtins_in_a_pickle_are_data_not_refused(tmp_path):
+    vqgan = random_vqgan(small_config(), seed=1)
+    config = write_yaml(tmp_path / "model.yaml", vqgan.config.to_yaml())
+    ckpt = tmp_path / "last.ckpt"
+    hyper = {"plain": _Plain(), "shape": (Ellipsis, 3), "names": frozenset({"a"})}
+    torch.save({"state_dict": vqgan.state_dict(), "hyper_parameters": hyper}, ckpt,
+               pickle_protocol=1)  # fmt: skip
+    assert_same_weights(load_vqgan(ckpt, config), vqgan)
+    with Checkpoint(ckpt) as opened:
+        kept = opened.root["hyper_parameters"]
+    assert isinstance(kept["plain"], Opaque) and kept["plain"].state == {"note": "kept"}
+    assert issubclass(kept["shape"][0], Opaque) and kept["shape"][1] == 3
+    assert isinstance(kept["names"], Opaque) and list(kept["names"].args[0]) == ["a"]
+
+
 def test_a_global_is_never_imported(tmp_path):
     """A pickle naming a module that does not exist: plain pickle would try to import it."""
     payload = b"\x80\x02}q\x00X\x04\x00\x00\x00evilcfeverdream_not_a_module\nboom\n)Rs."
@@ -316,6 +338,8 @@ def _flip_a_data_byte(path: Path) -> None:
         ("random bytes", "not a PyTorch checkpoint: it looks like some other kind of file"),
         ("empty", "not a PyTorch checkpoint: it looks like an empty file"),
         ("text", "not a PyTorch checkpoint: it looks like a web page (HTML)"),
+        ("other zip", "not a PyTorch checkpoint: it looks like a zip archive of other files"),
+        ("other pickle", "not a PyTorch checkpoint: it looks like a Python pickle that"),
     ],
 )
 def test_a_corrupt_checkpoint_fails_clearly(saved_small, damage, says):
@@ -329,12 +353,18 @@ def test_a_corrupt_checkpoint_fails_clearly(saved_small, damage, says):
         ckpt.write_bytes(b"")
     elif damage == "flipped byte":
         _flip_a_data_byte(ckpt)
+    elif damage == "other zip":
+        with zipfile.ZipFile(ckpt, "w") as archive:
+            archive.writestr("vqgan/last.ckpt", data)
+    elif damage == "other pickle":
+        ckpt.write_bytes(pickle.dumps({"weights": [1, 2, 3]}, protocol=2))
     else:
         ckpt.write_text("<html>404 Not Found</html>")
     with pytest.raises(ModelError) as caught:
         load_vqgan(ckpt, config)
     message = str(caught.value)
     assert says in message and str(ckpt) in message and "download it again" in message
+    assert ("corrupt" in message.replace(str(ckpt), "")) == ("corrupt" in says)
 
 
 def test_a_config_that_does_not_match_its_checkpoint_fails_clearly(saved_small, tmp_path):

@@ -33,6 +33,18 @@ def test_files_of_ones_own_are_usable_and_said_to_be_unknown(by_hand, capsys):
     assert out.count("verdict    usable") == 2
 
 
+def test_verifying_an_unknown_file_writes_nothing_into_the_models_folder(by_hand):
+    assert main(["models", "verify", str(by_hand[1])]) == 0
+    assert not any(registry.models_dir().glob("tiny*"))
+
+
+def test_a_yaml_without_its_checkpoint_says_what_is_missing(tmp_path, capsys):
+    (tmp_path / "lonely.yaml").write_text("model: {}\n")
+    assert main(["models", "verify", str(tmp_path / "lonely.yaml")]) != 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'lonely.ckpt'} is missing" in err and "Traceback" not in err
+
+
 def test_the_packaged_shapes_models_match_their_committed_hashes(capsys):
     assert main(["models", "verify", "shapes"]) == 0
     out = capsys.readouterr().out

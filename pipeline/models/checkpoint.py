@@ -200,15 +200,19 @@ _UNSAFE_MODULES = {
     "tempfile", "multiprocessing", "threading", "signal", "pydoc", "timeit", "asyncio",
     "http", "urllib", "ftplib", "smtplib", "telnetlib", "torch.hub", "numpy.f2py",
 }  # fmt: skip
-_SAFE_BUILTINS = {
-    "set", "frozenset", "slice", "complex", "bytearray", "bytes", "str", "int", "float",
-    "bool", "list", "dict", "tuple", "range",
+# Builtins that run code, touch files or reach other objects when called. Any other
+# builtin (object, Ellipsis, set, ...) becomes inert data like every other global.
+_UNSAFE_BUILTINS = {
+    "eval", "exec", "compile", "__import__", "open", "getattr", "setattr", "delattr",
+    "globals", "locals", "vars", "input", "breakpoint", "print", "exit", "quit", "help",
 }  # fmt: skip
 
 
 def _unsafe(module: str, name: str) -> bool:
     if module in ("builtins", "__builtin__"):
-        return name not in _SAFE_BUILTINS
+        return name in _UNSAFE_BUILTINS or name.startswith("_")
+    if (module, name) == ("sys", "intern"):  # Python 2's builtin intern, as protocol 2 names it
+        return False
     return any(module == root or module.startswith(root + ".") for root in _UNSAFE_MODULES)
 
 
@@ -269,6 +273,10 @@ def _read_into(file: IO[bytes], tensor: torch.Tensor) -> None:
         filled += count
 
 
+class OtherKind(pickle.UnpicklingError):
+    """A whole, readable file that is not a checkpoint this reader takes; says what it is."""
+
+
 def _load_error(path: Path, error: Exception) -> ModelError:
     """What went wrong reading `path`, as one of three stories: the file tried to run code
     (do not use it), it is not a PyTorch checkpoint at all (what it looks like instead), or
@@ -279,7 +287,7 @@ def _load_error(path: Path, error: Exception) -> ModelError:
             "Nothing was run. Do not use this file; get the model from its official source "
             "(`feverdream models download NAME`)."
         )
-    looks_like = _looks_like(path)
+    looks_like = str(error) if isinstance(error, OtherKind) else _looks_like(path)
     if looks_like:
         return ModelError(
             f"{path} is not a PyTorch checkpoint: it looks like {looks_like}. If it came from "
@@ -368,11 +376,15 @@ class Checkpoint:
         names = set(archive.namelist())
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
-            raise pickle.UnpicklingError("a zip file that is not a PyTorch checkpoint")
+            shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+            raise OtherKind(f"a zip archive of other files ({shown}): unpack it first?")
         self._prefix = pickles[0][: -len("data.pkl")]
         byteorder = self._prefix + "byteorder"
         if byteorder in names and archive.read(byteorder) != b"little":
-            raise pickle.UnpicklingError("a big-endian checkpoint")
+            raise OtherKind(
+                "a checkpoint written on a big-endian machine: load and save it again with "
+                "torch on an ordinary (little-endian) computer"
+            )
         self.is_torchscript = self._prefix + "constants.pkl" in names
         with archive.open(pickles[0]) as file:
             unpickler = _RestrictedUnpickler(file, storage_id_length=5)
@@ -392,10 +404,13 @@ class Checkpoint:
             return _RestrictedUnpickler(file).load()
 
         if plain() != _LEGACY_MAGIC or plain() != _LEGACY_PROTOCOL:
-            raise pickle.UnpicklingError("not a PyTorch checkpoint")
+            raise OtherKind("a Python pickle that torch.save did not write")
         system = plain()
         if isinstance(system, dict) and not system.get("little_endian", True):
-            raise pickle.UnpicklingError("a big-endian checkpoint")
+            raise OtherKind(
+                "a checkpoint written on a big-endian machine: load and save it again with "
+                "torch on an ordinary (little-endian) computer"
+            )
         unpickler = _RestrictedUnpickler(file, storage_id_length=6)
         root = unpickler.load()
         keys = plain()

@@ -70,6 +70,11 @@ def _verify_file(path: Path, named: Entry | None) -> Verdict:
         kind = named.kind
     if kind == "vqgan" and path.suffix == ".yaml":
         path = path.with_suffix(".ckpt")
+        if not path.is_file():
+            raise ModelError(
+                f"{path} is missing: a VQGAN is its .ckpt with its .yaml beside it; save the "
+                "checkpoint there under that name and verify again"
+            )
     sha256 = file_sha256(path)
     verdict = Verdict(path, kind, sha256, "")
     entry = named or _entry_by_hash(kind, sha256) or _entry_by_filename(kind, path.name)
@@ -96,10 +101,17 @@ def _verify_file(path: Path, named: Entry | None) -> Verdict:
 
 def _entry_by_hash(kind: str, sha256: str) -> Entry | None:
     for entry in (VQGANS if kind == "vqgan" else CLIPS).values():
-        for file, path in zip(entry.files, entry_paths(entry), strict=True):
+        for file, path in zip(entry.files, _where(entry), strict=True):
             if sha256 in (file.sha256, recorded_sha256(path)):
                 return entry
     return None
+
+
+def _where(entry: Entry) -> tuple[Path, ...]:
+    """An entry's paths, without building the tiny models just to compare hashes."""
+    if entry.source is Source.BUILT:
+        return tuple(registry.models_dir() / file.filename for file in entry.files)
+    return entry_paths(entry)
 
 
 def _entry_by_filename(kind: str, filename: str) -> Entry | None:
