@@ -60,18 +60,26 @@ def _frame_range(text: str | None, n_frames: int) -> tuple[int, int] | None:
         return None
     start_text, sep, end_text = text.partition(":")
     try:
-        return int(start_text or 0), int(end_text) if end_text else n_frames
+        start, end = int(start_text or 0), int(end_text) if end_text else n_frames
     except ValueError:
-        raise FeverdreamError(f"--frames {text}: give A:B (frames A to B-1)") from None
+        start, end = -1, -1
+    if not sep or not 0 <= start < end <= n_frames:
+        raise FeverdreamError(
+            f"--frames {text}: give A:B, frames A to B-1 with 0 <= A < B <= {n_frames} "
+            "(this storyboard's frame count); either side may be left out"
+        )
+    return start, end
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    import dataclasses
     import signal
     from pathlib import Path
 
     from tqdm import tqdm
 
     from pipeline import run
+    from pipeline.store import FrameStore
 
     story = run.load(args.storyboard)
     span = _frame_range(args.frames, story.plan.n_frames)
@@ -81,8 +89,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         tiktok.check_can_post(
             args.post, caption=story.board.caption or "", **cli_tiktok.post_options(args)
         )
-    device = run.pick_device(args.device)
-    settings = story.board.render.preview() if args.preview else story.board.render
+    device = run.pick_device(args.device, option="--device")
     options = run.RenderOptions(
         output=Path(args.output) if args.output else None,
         preview=args.preview,
@@ -92,31 +99,45 @@ def cmd_render(args: argparse.Namespace) -> int:
         vqgan=args.vqgan or args.models,
         clip=args.clip or args.models,
         random_weights=args.random_weights,
-        speed=_speed(args, device, settings.cadence),
     )
+    cadence = run.render_settings(story, options).cadence
+    options = dataclasses.replace(options, speed=_speed(args, device, cadence))
     bars: dict[str, tqdm] = {}
+    now = {"stage": "", "stop asked": False}
 
     def show(progress: run.Progress) -> None:
-        if progress.stage not in bars:
+        stage = bars.get(progress.stage)
+        if progress.stage != now["stage"] or progress.done < stage.n:  # or a download's next file
+            now["stage"] = progress.stage
             for bar in bars.values():
                 bar.close()
-            bars[progress.stage] = tqdm(total=progress.total, unit="frame", desc=progress.stage)
+            if progress.stage == "encoding":
+                frames_dir = FrameStore(run.render_folder(story, options)).frames_dir
+                print(f"frames: {frames_dir} ({progress.total} frames)")
+            unit = {"unit": "B", "unit_scale": True} if progress.stage == "download" else {}
+            bars[progress.stage] = tqdm(
+                total=progress.total or None,
+                initial=progress.done,
+                unit=unit.get("unit", "frame"),
+                unit_scale=unit.get("unit_scale", False),
+                desc=progress.stage,
+            )
         bar = bars[progress.stage]
         bar.update(progress.done - bar.n)
         if progress.loss is not None:
             bar.set_postfix(loss=f"{progress.loss:.3f}")
 
-    stop = {"asked": False}
-
     def on_interrupt(signum, frame):
-        if stop["asked"]:
+        # Between frames a Ctrl-C stops after the frame being made; anything else (a
+        # download, loading models, encoding, a second Ctrl-C) stops at once.
+        if now["stage"] != "frames" or now["stop asked"]:
             raise KeyboardInterrupt
-        stop["asked"] = True
+        now["stop asked"] = True
         log.warning("stopping after the current frame is saved (Ctrl-C again to stop now)")
 
     previous_handler = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        result = run.render(story, options, on_progress=show, should_stop=lambda: stop["asked"])
+        result = run.render(story, options, on_progress=show, should_stop=lambda: now["stop asked"])
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         for bar in bars.values():
@@ -128,7 +149,6 @@ def cmd_render(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    print(f"frames: {result.frames_dir} ({result.frames_total} frames)")
     print(f"video: {result.video}")
     if args.post:
         return cli_tiktok.post(args, str(result.video), args.post, story.board.caption or "")
@@ -183,7 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline import bench, run
     from pipeline.storyboard import Models, RenderSettings
 
-    device = run.pick_device(args.device)
+    device = run.pick_device(args.device, option="--device")
     story = run.load(args.storyboard) if args.storyboard else None
     render = story.board.render if story else RenderSettings()
     speeds = {"this render": _speed(args, device, args.cadence or render.cadence)}
@@ -218,7 +238,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 f"projected render of {args.storyboard}: {p['frames']} frames "
                 f"({p['optimised_frames']} optimised) in {p['total_seconds'] / 60:.1f} min "
                 f"({p['engine_seconds'] / 60:.1f} engine + {p['encode_seconds'] / 60:.1f} encoding "
-                f"at {p['encode_seconds_per_frame']:.2f} s a frame, measured here)"
+                f"at {p['encode_seconds_per_frame']:.2f} s a frame, measured here on noise: "
+                "an upper bound)"
             )
     if args.compare:
         gain = results["this render"].frames_per_hour / results["classic"].frames_per_hour

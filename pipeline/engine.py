@@ -438,8 +438,9 @@ def frame_generator(seed: int, frame: int, device: torch.device | str = "cpu") -
 
 
 @dataclass(frozen=True)
-class Progress:
-    """Where a render stands, after each optimised frame and the frames before it."""
+class FrameProgress:
+    """Where a render stands: once before the first frame (the frames a resume found made),
+    then after each optimised frame and the frames before it."""
 
     frames_done: int
     frames_total: int
@@ -462,7 +463,7 @@ def render_frames(
     describe: dict | None = None,
     fresh: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
-    on_progress: Callable[[Progress], None] = lambda progress: None,
+    on_progress: Callable[[FrameProgress], None] = lambda progress: None,
 ) -> RenderResult:
     """Render every frame of the plan into the store, continuing after finished frames.
 
@@ -478,6 +479,8 @@ def render_frames(
     previous = None if state is None else engine.restore(state["frame"], state)
     upcoming: Anchor | None = None  # the next optimised frame, made before those between
     started = 0 if previous is None else previous.index + 1
+    seconds = 0.0  # the upcoming optimised frame's time, measured when it is made
+    on_progress(FrameProgress(started, plan.n_frames, None))
 
     for index in range(started, plan.n_frames):
         if upcoming is None or upcoming.index < index:
@@ -501,7 +504,7 @@ def render_frames(
         if previous is not None:
             store.drop_state(previous.index)
         previous = upcoming
-        on_progress(Progress(index + 1, plan.n_frames, upcoming.loss))
+        on_progress(FrameProgress(index + 1, plan.n_frames, upcoming.loss))
         if should_stop() and index + 1 < plan.n_frames:
             return RenderResult(index + 1, plan.n_frames, True, manifest.records)
     return RenderResult(plan.n_frames, plan.n_frames, False, manifest.records)

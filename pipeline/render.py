@@ -136,7 +136,16 @@ def check_soundtrack(track: SoundtrackSpec) -> SoundtrackInfo:
 
 def known_soundtrack(track: SoundtrackSpec, duration: float, channels: int) -> SoundtrackInfo:
     """A track already decoded elsewhere (the soundtrack's analysis reads the whole file):
-    its length and channels, with the offset checked against the length."""
+    its length and channels, with the offset checked against the length and the file opened
+    (not decoded) the way the video's mixer will read it."""
+    try:
+        with av.open(str(track.path)) as container:
+            container.streams.audio[0]
+    except (av.FFmpegError, IndexError, OSError) as error:
+        raise RenderError(
+            f"soundtrack {track.path} cannot be read by ffmpeg, which mixes it into the video "
+            f"({error}); convert it to wav"
+        ) from None
     if track.offset >= duration:
         raise RenderError(
             f"soundtrack offset {track.offset:g}s is past the end of {track.path} "
@@ -153,7 +162,7 @@ def encode_video(
     n_frames: int,
     spec: VideoSpec,
     out: Path,
-    progress: bool = True,
+    progress: bool = False,
     *,
     soundtrack: SoundtrackInfo | None = None,
     on_frame: Callable[[int, int], None] | None = None,
@@ -189,7 +198,11 @@ def encode_video(
         log.debug("ffmpeg: %s", " ".join(command))
         stderr_path = Path(tmp) / "ffmpeg.log"
         with stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=stderr, bufsize=0)
+            # Its own session: a Ctrl-C in the terminal reaches us, and we stop ffmpeg and
+            # delete the partial file, instead of ffmpeg dying first with an error of its own.
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stderr=stderr, bufsize=0, start_new_session=True
+            )
         try:
             _stream_frames(process, first, frame_iter, n_frames, canvas, progress, on_frame)
             returncode = process.wait()

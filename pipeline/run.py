@@ -78,7 +78,10 @@ class RenderOptions:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a render stands: `stage` is "frames" or "encoding"."""
+    """Where a render stands. `stage` is "download" (bytes of a model file not yet in the
+    models folder; `total` 0 when the server does not say), "frames" (reported once before
+    the first frame with those a resume found, then after each optimised frame) or
+    "encoding" (reported at 0 before the video starts)."""
 
     stage: str
     done: int
@@ -104,12 +107,15 @@ class Rendered:
     seconds: dict[str, float] = field(default_factory=dict)  # "frames", "encoding"
 
 
-def pick_device(requested: str | None = None) -> str:
-    """The device a render runs on: the one asked for, else CUDA when torch sees a GPU."""
+def pick_device(requested: str | None = None, option: str = "device") -> str:
+    """The device a render runs on: the one asked for, else CUDA when torch sees a GPU.
+    `option` is what the caller calls the choice, for the error message."""
     import torch
 
     if requested == "cuda" and not torch.cuda.is_available():
-        raise FeverdreamError("device cuda: no CUDA GPU is visible to torch here; use cpu")
+        raise FeverdreamError(
+            f"{option} cuda: no CUDA GPU is visible to torch here; use {option} cpu"
+        )
     return requested or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -153,7 +159,12 @@ def render(
         plan = plan.span(*options.frames)
     soundtrack = _soundtrack(story, options)
     device = pick_device(options.device)
-    vqgan, clip = load_models(story, options, device)
+    vqgan, clip = load_models(
+        story,
+        options,
+        device,
+        on_bytes=lambda done, total: on_progress(Progress("download", done, total or 0)),
+    )
     settings = render_settings(story, options)
     speed = options.speed or Speed.fast(device, settings.cadence)
     engine = Engine(vqgan, clip, EngineSettings.for_render(settings, board.seed, device, speed))
@@ -203,6 +214,7 @@ def render(
         content_warning_duration=board.content_warning_duration,
     )
     frame_paths = [store.frame_path(i) for i in range(plan.n_frames)]
+    on_progress(Progress("encoding", 0, plan.n_frames))
     result.video = video.encode_video(
         frame_paths,
         plan.n_frames,
@@ -241,7 +253,7 @@ def _soundtrack(
     """The part of the soundtrack under the frames rendered, checked before any frame is
     made, from what the analysis already read (the track is not decoded again)."""
     board = story.board
-    if board.audio is None or story.features is None:
+    if board.audio is None:
         return None
     from pipeline import render as video
 
@@ -251,7 +263,10 @@ def _soundtrack(
     )
     features = story.features
     try:
-        info = video.known_soundtrack(spec, features.track_duration, features.channels)
+        if features is None:  # a Story built without its analysis: decode the track here
+            info = video.check_soundtrack(spec)
+        else:
+            info = video.known_soundtrack(spec, features.track_duration, features.channels)
     except FeverdreamError as error:
         raise board.audio.where.error(str(error)) from None
     return spec, info
@@ -267,8 +282,14 @@ def model_name(story: Story, options: RenderOptions, role: str) -> str:
     return override or story.board.model(getattr(story.board.models, role))
 
 
-def load_models(story: Story, options: RenderOptions, device: str) -> tuple[Any, Any]:
-    """The render's VQGAN and CLIP on `device`, downloading registry models not yet here."""
+def load_models(
+    story: Story,
+    options: RenderOptions,
+    device: str,
+    on_bytes: Callable[[int, int | None], None] = lambda done, total: None,
+) -> tuple[Any, Any]:
+    """The render's VQGAN and CLIP on `device`, downloading registry models not yet here
+    (`on_bytes(done, total)` follows each file)."""
     from pipeline.models.registry import load_models as load
 
     names = model_name(story, options, "vqgan"), model_name(story, options, "clip")
@@ -276,7 +297,7 @@ def load_models(story: Story, options: RenderOptions, device: str) -> tuple[Any,
         from pipeline.models.download import ensure_downloaded
 
         for name in names:
-            ensure_downloaded(name)
+            ensure_downloaded(name, on_bytes)
     return load(*names, device, random_weights=options.random_weights)
 
 

@@ -153,6 +153,24 @@ def test_ctrl_c_stops_after_the_current_frame_and_the_render_continues(tmp_path,
     assert len(frames_of(tmp_path / "stopped")) == 12
 
 
+def test_ctrl_c_while_encoding_stops_at_once_and_keeps_every_frame(
+    tmp_path, tiny_model_dir, reference
+):
+    shutil.copytree(reference, tmp_path / "out")
+    (tmp_path / "out" / "board.mp4").unlink()
+    process = render(tmp_path, "out", wait=False, env={"PYTHONUNBUFFERED": "1"})
+    assert process.stdout is not None
+    for line in process.stdout:  # "frames: DIR" is printed as the encoding starts
+        if line.startswith(b"frames: "):
+            process.send_signal(signal.SIGINT)
+            break
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert b"interrupted" in err and b"ffmpeg" not in err and b"stopping after" not in err
+    assert not list((tmp_path / "out").glob("*.mp4*")) and not list((tmp_path / "out").glob(".*"))
+    assert frames_of(tmp_path / "out") == frames_of(reference)
+
+
 def test_a_changed_storyboard_needs_fresh_and_keeps_the_frames(tmp_path, tiny_model_dir, reference):
     shutil.copytree(reference, tmp_path / "out")
     before = frames_of(tmp_path / "out")

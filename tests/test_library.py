@@ -22,7 +22,7 @@ def test_a_render_reports_progress_stops_when_asked_and_continues(tmp_path, tiny
     # Stopped after the first optimised frame, saved; no video yet.
     assert stopped.stopped and stopped.video is None
     assert stopped.frames_done == 1 < stopped.frames_total == story.plan.n_frames
-    assert [(p.stage, p.done) for p in seen] == [("frames", 1)]
+    assert [(p.stage, p.done) for p in seen] == [("frames", 0), ("frames", 1)]
     assert sorted(path.name for path in stopped.frames_dir.glob("*.png")) == ["000000.png"]
 
     seen.clear()
@@ -30,10 +30,11 @@ def test_a_render_reports_progress_stops_when_asked_and_continues(tmp_path, tiny
     assert not done.stopped and done.frames_done == story.plan.n_frames
     frames = [p.done for p in seen if p.stage == "frames"]
     encoded = [p.done for p in seen if p.stage == "encoding"]
-    # The fast engine's cadence 1 here: a report per frame, continuing after frame 0.
-    assert frames == list(range(2, story.plan.n_frames + 1))
-    assert encoded == list(range(1, story.plan.n_frames + 1))
-    assert all(p.loss is not None for p in seen if p.stage == "frames")
+    # The fast engine's cadence 1 here: a report per frame, continuing after frame 0 (the
+    # first report says where the render starts, so a progress bar can start there).
+    assert frames == list(range(1, story.plan.n_frames + 1))
+    assert encoded == list(range(0, story.plan.n_frames + 1))
+    assert all(p.loss is not None for p in seen[1:] if p.stage == "frames")
     info = probe_video(done.video)
     assert (info.width, info.height) == (1080, 1920)
     assert info.audio is not None and info.audio.codec == "aac"
@@ -61,6 +62,16 @@ def test_a_render_decodes_the_soundtrack_once(tmp_path, tiny_model_dir, monkeypa
     result = run.render(story, options)
     sound = probe_video(result.video).audio
     assert sound is not None and sound.codec == "aac" and sound.channels == 2
+
+
+def test_a_story_built_without_its_analysis_still_gets_its_soundtrack(tmp_path, tiny_model_dir):
+    from pipeline.schedule import build_plan
+
+    board = run.load(write_board(tmp_path)).board
+    story = run.Story(board, None, build_plan(board, None))
+    options = run.RenderOptions(output=tmp_path / "out", vqgan="tiny", clip="tiny", frames=(0, 6))
+    sound = probe_video(run.render(story, options).video).audio
+    assert sound is not None and sound.codec == "aac"
 
 
 def test_a_soundtrack_offset_past_its_end_fails_before_any_frame(tmp_path, tiny_model_dir):

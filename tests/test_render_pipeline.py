@@ -120,6 +120,16 @@ def test_preview_renders_a_quarter_of_the_canvas_with_a_third_of_the_steps(
     assert info.frame_count == 24 + 24
 
 
+@pytest.mark.parametrize("span", ["5", "10:5", "-3:4", "3:3", "0:999", "a:b"])
+def test_a_bad_frame_range_names_the_flag_before_anything_starts(tmp_path, capsys, span):
+    board = write_board(tmp_path)
+    command = ["render", str(board), "--models", "tiny", f"--frames={span}", "-o", str(tmp_path)]
+    assert main([*command, "--post", "direct"]) != 0  # checked before TikTok's login
+    err = capsys.readouterr().err
+    assert f"--frames {span}: give A:B" in err and "<= 48" in err
+    assert not (tmp_path / "board").exists()
+
+
 def test_a_frame_range_renders_only_those_frames_with_their_stretch_of_sound(
     tmp_path, tiny_model_dir
 ):
