@@ -77,7 +77,7 @@ def shape_reading(clip, image: torch.Tensor, words: torch.Tensor) -> list[float]
     return [float(p) for p in logits.softmax(dim=-1).mean(dim=0)]
 
 
-def render_seed(models, folder: Path, seed: int, args, options: dict) -> np.ndarray:
+def render_seed(models, folder: Path, seed: int, args, options: Speed) -> np.ndarray:
     board = textwrap.dedent(
         f"""\
         title: circle

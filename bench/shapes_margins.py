@@ -26,10 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 import shapes_checks as checks  # noqa: E402
 
+from pipeline.engine import Speed  # noqa: E402
 from pipeline.models.registry import load_models  # noqa: E402
 
 
-def measure(check: str, models, folder: Path, options: dict) -> dict:
+def measure(check: str, models, folder: Path, options: Speed) -> dict:
     if check == "red":
         colours = checks.red_seeds(models, folder, options)
         return {"red": sum(c == "red" for c in colours.values()), "colours": colours}

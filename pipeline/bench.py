@@ -234,7 +234,7 @@ def project(
 
 
 def measure_encoding(
-    canvas: tuple[int, int], size: tuple[int, int], fps: int, frames: int = 48
+    canvas: tuple[int, int], size: tuple[int, int], fps: int, frames: int = 24
 ) -> float:
     """Seconds per frame that encoding the video costs here: `frames` noise frames at the
     engine's `canvas` (width, height) through the renderer's own encoder, to an MP4 of

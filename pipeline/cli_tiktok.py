@@ -33,7 +33,7 @@ def cmd_tiktok_logout(args: argparse.Namespace) -> int:
 
 
 def post_options(args: argparse.Namespace) -> dict:
-    """The options `_add_tiktok_post_options` declared, as keywords of `tiktok.post_video` and
+    """The options `add_post_options` declared, as keywords of `tiktok.post_video` and
     `tiktok.check_can_post` (which `render --post` calls before rendering)."""
     return {
         "privacy": args.privacy,

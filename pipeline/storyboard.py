@@ -390,7 +390,7 @@ def _render(ctx: _Context, node: yaml.Node, width: int, height: int) -> RenderSe
                 f"{rw}x{rh}: both sides must be multiples of 16 (try {hint})",
             )
         if abs((rw / rh) / (width / height) - 1) > 0.01:
-            suggestion = nearest_canvas(rw, rh, width / height)
+            suggestion = nearest_canvas(rh, width / height)
             raise ctx.error(
                 size_node,
                 "render.size",
@@ -411,7 +411,7 @@ def _render(ctx: _Context, node: yaml.Node, width: int, height: int) -> RenderSe
     return RenderSettings(**values)
 
 
-def nearest_canvas(width: int, height: int, aspect: float) -> str:
+def nearest_canvas(height: int, aspect: float) -> str:
     """The WxH nearest `height` whose sides are multiples of 16 and whose aspect is within 1%
     of `aspect` (width / height): a render size the storyboard would accept."""
     best = None
