@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 from pipeline.errors import FeverdreamError
 from pipeline.expressions import AUDIO_VARIABLES
-from pipeline.storyboard import Keyframe, Storyboard, Time, Value
+from pipeline.storyboard import IMAGE_PROMPT, Keyframe, Storyboard, Time, Value
 
 JSON_DECIMALS = 6
 
@@ -37,10 +38,15 @@ class FramePlan:
     pan_x: float
     pan_y: float
     cut: bool
-    prompts: tuple[tuple[str, float], ...]  # full prompt text → weight; zero weights left out
+    # Full prompt text (or `image: PATH`) → weight; zero weights left out.
+    prompts: tuple[tuple[str, float], ...]
+    # On the first frame of a shot (frame 0, a cut) that starts from a picture: the picture,
+    # as the storyboard writes it, and how strongly the frame keeps to it (0-1).
+    init_image: str | None = None
+    init_strength: float = 0.0
 
     def to_json(self) -> dict:
-        return {
+        values = {
             "frame": self.frame,
             "t": _rounded(self.t),
             "zoom": _rounded(self.zoom),
@@ -50,6 +56,26 @@ class FramePlan:
             "cut": self.cut,
             "prompts": {text: _rounded(weight) for text, weight in self.prompts},
         }
+        if self.init_image is not None:
+            values["init_image"] = self.init_image
+            values["init_strength"] = _rounded(self.init_strength)
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict) -> FramePlan:
+        """A frame as `to_json` wrote it (a frames folder's manifest keeps its plan so)."""
+        return cls(
+            frame=values["frame"],
+            t=values["t"],
+            zoom=values["zoom"],
+            rotate=values["rotate"],
+            pan_x=values["pan_x"],
+            pan_y=values["pan_y"],
+            cut=values["cut"],
+            prompts=tuple(values["prompts"].items()),
+            init_image=values.get("init_image"),
+            init_strength=values.get("init_strength", 0.0),
+        )
 
 
 def _rounded(value: float) -> float:
@@ -74,6 +100,12 @@ class Plan:
     frames: tuple[FramePlan, ...]
     keyframes: tuple[KeyframeMark, ...]
     beat_times: tuple[float, ...]
+    # The pictures its frames name (init images, image prompts) → their checked paths.
+    images: tuple[tuple[str, Path], ...] = ()
+
+    def image(self, name: str) -> Path:
+        """The file of a picture a frame names (an init image, or an `image: PATH` prompt)."""
+        return dict(self.images)[name]
 
     @property
     def n_frames(self) -> int:
@@ -110,6 +142,7 @@ class Plan:
                 if start <= mark.frame < end
             ),
             beat_times=tuple(t - shift for t in self.beat_times if shift <= t < end / self.fps),
+            images=self.images,
         )
 
 
@@ -152,10 +185,13 @@ def build_plan(board: Storyboard, features: Features | None = None) -> Plan:
 
     _evaluate_at_keyframes(board, times, variables)
     cuts = {
-        math.ceil(t * board.fps - 1e-9)
+        math.ceil(t * board.fps - 1e-9): kf
         for kf, t in zip(board.keyframes, times, strict=True)
         if kf.cut
     }
+    # The picture each shot starts from: its keyframe's own, else the storyboard's.
+    starts = {0: board.keyframes[0].init_image or board.init_image}
+    starts.update({f: kf.init_image or board.init_image for f, kf in cuts.items() if f > 0})
     frames = []
     for f in range(n_frames):
         env = variables(f)
@@ -171,13 +207,15 @@ def build_plan(board: Storyboard, features: Features | None = None) -> Plan:
                 pan_y=_track(board, times, t, env, lambda kf: kf.pan and kf.pan[1], default=0.0),
                 cut=f in cuts and f > 0,
                 prompts=_prompts(board, times, t, env),
+                init_image=starts.get(f),
+                init_strength=board.init_strength if starts.get(f) else 0.0,
             )
         )
     marks = tuple(
         KeyframeMark(kf.index, t, min(math.ceil(t * board.fps - 1e-9), n_frames), _label(kf))
         for kf, t in zip(board.keyframes, times, strict=True)
     )
-    return Plan(board.fps, duration, tuple(frames), marks, beat_times)
+    return Plan(board.fps, duration, tuple(frames), marks, beat_times, board.images)
 
 
 def _resolve(time: Time, beat_times: tuple[float, ...]) -> float:
@@ -281,6 +319,8 @@ def _track(board, times, t, env, pick, *, default: float, evaluate=_plain) -> fl
 
 
 def _full_text(text: str, style: str | None) -> str:
+    if text.startswith(IMAGE_PROMPT):  # a picture: the style is words, for words
+        return text
     return f"{text}, {style.strip()}" if style else text
 
 
@@ -312,6 +352,12 @@ def _describe_prompts(prompts: tuple[tuple[str, float], ...]) -> str:
     return "; ".join(f"{w:+.2f} {text}" for text, w in prompts)
 
 
+def _start(fp: FramePlan) -> str:
+    """How a row's first frame starts a shot, if it does: CUT, and FROM its picture."""
+    cut = "CUT " if fp.cut else ""
+    return cut + (f"FROM {fp.init_image}: " if fp.init_image else "")
+
+
 def format_table(plan: Plan, *, every_frame: bool = False) -> str:
     """A readable table: one row per keyframe span, or one row per frame."""
     header = f"{'time':>15}  {'frames':>11}  {'zoom':>13}  {'rotate':>13}  {'pan':>17}  prompts"
@@ -320,8 +366,7 @@ def format_table(plan: Plan, *, every_frame: bool = False) -> str:
         for fp in plan.frames:
             rows.append(
                 f"{fp.t:>14.3f}s  {fp.frame:>11}  {fp.zoom:>13.4f}  {fp.rotate:>13.3f}  "
-                f"{fp.pan_x:>8.2f},{fp.pan_y:>8.2f}  {'CUT ' if fp.cut else ''}"
-                f"{_describe_prompts(fp.prompts)}"
+                f"{fp.pan_x:>8.2f},{fp.pan_y:>8.2f}  {_start(fp)}{_describe_prompts(fp.prompts)}"
             )
         return "\n".join(rows)
     starts = sorted({m.frame for m in plan.keyframes if m.frame < plan.n_frames} | {0})
@@ -331,6 +376,6 @@ def format_table(plan: Plan, *, every_frame: bool = False) -> str:
             f"{a.t:>6.2f}-{b.t:>6.2f}s  {first:>5}-{end - 1:<5}  "
             f"{a.zoom:>6.3f}-{b.zoom:<6.3f}  {a.rotate:>6.2f}-{b.rotate:<6.2f}  "
             f"{a.pan_x:>4.1f},{a.pan_y:<4.1f}-{b.pan_x:>4.1f},{b.pan_y:<4.1f}  "
-            f"{'CUT ' if a.cut else ''}{_describe_prompts(a.prompts)}"
+            f"{_start(a)}{_describe_prompts(a.prompts)}"
         )
     return "\n".join(rows)

@@ -41,12 +41,17 @@ TOP_KEYS = (
     "content_warning",
     "content_warning_duration",
     "caption",
+    "init_image",
+    "init_strength",
     "keyframes",
 )
-RENDER_KEYS = ("size", "steps", "first_steps", "cuts", "lr", "cadence")
+RENDER_KEYS = ("size", "steps", "first_steps", "cuts", "lr", "cadence", "color_coherence")
+COLOR_COHERENCE = ("off", "lab", "rgb")
 MODEL_KEYS = ("vqgan", "clip")
 AUDIO_KEYS = ("file", "offset", "fade_in", "fade_out")
-KEYFRAME_KEYS = ("at", "prompt", "zoom", "rotate", "pan", "ease", "cut")
+KEYFRAME_KEYS = ("at", "prompt", "zoom", "rotate", "pan", "ease", "cut", "init_image")
+# A prompt written `image: PATH` is a picture CLIP steers toward (or, weighted below 0, away).
+IMAGE_PROMPT = "image:"
 
 
 # --- the typed storyboard ----------------------------------------------------------------
@@ -104,6 +109,7 @@ class Keyframe:
     pan: tuple[Value, Value] | None = None
     ease: str = "linear"
     cut: bool = False
+    init_image: str | None = None  # as written; the shot this keyframe starts begins from it
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,9 @@ class RenderSettings:
     cuts: int = 32
     lr: float = 0.1
     cadence: int = 1
+    # Each frame's colours matched to its shot's first frame before it is optimised: lab,
+    # rgb or off (bench/RESULTS.md, "Colour that holds", measures the choice).
+    color_coherence: str = "off"
 
     def preview(self) -> RenderSettings:
         """A quick look: about a quarter of the canvas area and a third of the steps."""
@@ -163,6 +172,11 @@ class Storyboard:
     content_warning_duration: float
     caption: str | None
     keyframes: tuple[Keyframe, ...]
+    init_image: str | None = None  # as written: the picture the first frame and cuts start from
+    init_strength: float = 0.0  # 0-1: how strongly a shot's first frame keeps to its picture
+    # Every picture the storyboard names (init images as written, image prompts as their
+    # `image: PATH` key), with its checked path.
+    images: tuple[tuple[str, Path], ...] = ()
 
     @property
     def uses_audio_features(self) -> bool:
@@ -188,8 +202,10 @@ class Storyboard:
 class _Context:
     """The file being read, so helpers can make errors that point into it."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, base: Path | None = None):
         self.file = file
+        self.base = base if base is not None else Path(file).parent
+        self.images: dict[str, Path] = {}
         self._constructor = yaml.constructor.SafeConstructor()
 
     def where(self, node: yaml.Node, key: str) -> Where:
@@ -404,11 +420,21 @@ def _render(ctx: _Context, node: yaml.Node, width: int, height: int) -> RenderSe
         "cuts": lambda n, k: _integer(ctx, n, k, 1, 1024),
         "cadence": lambda n, k: _integer(ctx, n, k, 1, 100),
         "lr": lambda n, k: _positive(ctx, n, k),
+        "color_coherence": lambda n, k: _choice(ctx, n, k, COLOR_COHERENCE),
     }
     for name, read in readers.items():
         if name in entries:
             values[name] = read(entries[name][1], f"render.{name}")
     return RenderSettings(**values)
+
+
+def _choice(ctx: _Context, node: yaml.Node, key: str, choices: tuple[str, ...]) -> str:
+    value = ctx.scalar(node, key)
+    if value is False and "off" in choices:  # YAML reads a bare `off` as false
+        return "off"
+    if value not in choices:
+        raise ctx.error(node, key, f"{value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def nearest_canvas(height: int, aspect: float) -> str:
@@ -462,19 +488,57 @@ def _audio(ctx: _Context, node: yaml.Node, base: Path, fps: int) -> Soundtrack:
     return Soundtrack(path=path, where=ctx.where(file_node, "audio.file"), **times)
 
 
+def _image(ctx: _Context, node: yaml.Node, key: str, written: str) -> Path:
+    """A picture the storyboard names, relative to its folder: there, and readable as an
+    image (opened and decoded now, so a bad file fails before any model loads)."""
+    from PIL import Image
+
+    try:
+        path = (ctx.base / written).resolve()
+    except (OSError, ValueError) as error:
+        raise ctx.error(node, key, f"'{written}' is not a usable path ({error})") from None
+    if not path.is_file():
+        raise ctx.error(
+            node,
+            key,
+            f"{path} not found (paths are relative to the storyboard's folder, {ctx.base})",
+        )
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ctx.error(
+            node, key, f"{path} is not a picture that can be read ({error}); save it as PNG or JPEG"
+        ) from None
+    return path
+
+
+def _prompt_text(ctx: _Context, node: yaml.Node, key: str) -> str:
+    """A prompt's text, or `image: PATH` with the picture checked."""
+    text = _text(ctx, node, key).strip()
+    if not text.lower().startswith(IMAGE_PROMPT):
+        return text
+    written = text[len(IMAGE_PROMPT) :].strip()
+    if not written:
+        raise ctx.error(node, key, "`image:` needs the picture's path, e.g. image: photos/room.jpg")
+    text = f"{IMAGE_PROMPT} {written}"
+    ctx.images[text] = _image(ctx, node, key, written)
+    return text
+
+
 def _prompt(
     ctx: _Context, node: yaml.Node, key: str, *, audio: bool
 ) -> tuple[tuple[str, Value], ...]:
     if isinstance(node, yaml.ScalarNode):
-        text = _text(ctx, node, key)
-        return ((text.strip(), Value(ctx.where(node, key), number=1.0)),)
+        text = _prompt_text(ctx, node, key)
+        return ((text, Value(ctx.where(node, key), number=1.0)),)
     if not isinstance(node, yaml.MappingNode):
         raise ctx.error(node, key, "expected a prompt, or a mapping of prompt: weight")
     if not node.value:
         raise ctx.error(node, key, "is empty: give at least one prompt")
     weights: dict[str, Value] = {}
     for text_node, weight_node in node.value:
-        text = _text(ctx, text_node, key).strip()
+        text = _prompt_text(ctx, text_node, key)
         if text in weights:
             raise ctx.error(text_node, key, f"'{text}' is given twice")
         weights[text] = _value(ctx, weight_node, f"{key}['{text}']", audio=audio)
@@ -516,7 +580,32 @@ def _keyframe(ctx: _Context, node: yaml.Node, index: int, fps: int, audio: bool)
         fields["ease"] = ease
     if "cut" in entries:
         fields["cut"] = _boolean(ctx, entries["cut"][1], f"{base}.cut")
+    if "init_image" in entries:
+        image_node = entries["init_image"][1]
+        if index > 1 and not fields.get("cut"):
+            raise ctx.error(
+                image_node,
+                f"{base}.init_image",
+                "a picture starts a shot: give this keyframe `cut: true` as well, or set "
+                "`init_image` at the top level for the first frame",
+            )
+        fields["init_image"] = _init_image(ctx, image_node, f"{base}.init_image")
     return Keyframe(index=index, where=ctx.where(node, base), **fields)
+
+
+def _init_image(ctx: _Context, node: yaml.Node, key: str) -> str:
+    written = _text(ctx, node, key).strip()
+    ctx.images[written] = _image(ctx, node, key, written)
+    return written
+
+
+def _strength(ctx: _Context, node: yaml.Node, key: str) -> float:
+    value = _number(ctx, node, key)
+    if not 0 <= value <= 1:
+        raise ctx.error(
+            node, key, f"{value:g} is out of range (0 = free, 1 = keep closely to the picture)"
+        )
+    return value
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -570,7 +659,7 @@ def load_storyboard(path: Path | str) -> Storyboard:
 
 def parse_storyboard(data: bytes, path: Path) -> Storyboard:
     """Check a storyboard given as bytes; `path` locates it (and its audio file)."""
-    ctx = _Context(str(path))
+    ctx = _Context(str(path), path.parent)
     root = _compose(data, ctx.file)
     entries = ctx.mapping(root, "", TOP_KEYS)
 
@@ -603,9 +692,17 @@ def parse_storyboard(data: bytes, path: Path) -> Storyboard:
         raise ctx.error(keyframes_node, "keyframes", "expected a list of keyframes (- at: 0s ...)")
     if not keyframes_node.value:
         raise ctx.error(keyframes_node, "keyframes", "is empty: give at least one keyframe")
+    init_image = (
+        _init_image(ctx, n, "init_image") if (n := node("init_image")) is not None else None
+    )
     keyframes = tuple(
         _keyframe(ctx, kf, i, fps, has_audio) for i, kf in enumerate(keyframes_node.value, 1)
     )
+    init_strength = 0.0
+    if (n := node("init_strength")) is not None:
+        init_strength = _strength(ctx, n, "init_strength")
+        if init_image is None and not any(kf.init_image for kf in keyframes):
+            raise ctx.error(n, "init_strength", "there is no `init_image` for it to keep to")
     if not any(kf.prompt for kf in keyframes):
         raise ctx.error(keyframes_node, "keyframes", "no keyframe has a prompt: add `prompt:`")
 
@@ -645,4 +742,7 @@ def parse_storyboard(data: bytes, path: Path) -> Storyboard:
         content_warning_duration=warning_duration,
         caption=text("caption"),
         keyframes=keyframes,
+        init_image=init_image,
+        init_strength=init_strength,
+        images=tuple(ctx.images.items()),
     )

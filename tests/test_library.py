@@ -81,3 +81,23 @@ def test_a_soundtrack_offset_past_its_end_fails_before_any_frame(tmp_path, tiny_
     with pytest.raises(FeverdreamError, match="past the end"):
         run.render(story, options)
     assert not (tmp_path / "out").exists()
+
+
+def test_frames_made_from_a_picture_since_replaced_are_not_continued(tmp_path, tiny_model_dir):
+    from PIL import Image
+
+    from pipeline.store import RenderChangedError
+
+    Image.new("RGB", (72, 128), (200, 30, 30)).save(tmp_path / "start.png")
+    board = tmp_path / "board.yaml"
+    board.write_text(
+        "title: t\nduration: 6f\nrender:\n  size: 144x256\n  steps: 1\n  first_steps: 2\n"
+        "  cuts: 2\ninit_image: start.png\nkeyframes:\n  - at: 0s\n    prompt: a room\n"
+    )
+    options = run.RenderOptions(output=tmp_path / "out", vqgan="tiny", clip="tiny", encode=False)
+    stopped = run.render(run.load(board), options, should_stop=lambda: True)
+    assert stopped.stopped
+    Image.new("RGB", (72, 128), (30, 30, 200)).save(tmp_path / "start.png")
+    with pytest.raises(RenderChangedError, match="pictures"):
+        run.render(run.load(board), options)
+    assert sorted(p.name for p in stopped.frames_dir.glob("*.png")) == ["000000.png"]

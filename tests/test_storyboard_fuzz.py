@@ -112,6 +112,7 @@ def test_mutated_examples(tmp_path_factory, example, data):
     root = tmp_path_factory.mktemp("mutant")
     (root / "storyboards").mkdir()
     (root / "audio").symlink_to(REPO / "audio")
+    (root / "storyboards" / "pictures").symlink_to(REPO / "storyboards" / "pictures")
     lines = mutate(example.read_text().splitlines(), data)
     path = root / "storyboards" / example.name
     path.write_text("\n".join(lines) + "\n")
