@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from pipeline import __version__, cli_models, cli_tiktok
+from pipeline import __version__, cli_models, cli_score, cli_tiktok
 from pipeline.errors import FeverdreamError
 
 log = logging.getLogger(__name__)
@@ -360,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_verb(sub)
     cli_tiktok.add_verbs(sub)
     _add_bench_verb(sub)
+    cli_score.add_verbs(sub)
     return parser
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -32,6 +33,7 @@ from pipeline.store import (
     Manifest,
     atomic_write,
 )
+from pipeline.storyboard import IMAGE_PROMPT
 
 if TYPE_CHECKING:
     from pipeline.storyboard import RenderSettings
@@ -69,6 +71,7 @@ class EngineSettings:
     seed: int
     device: str = "cpu"
     speed: Speed = CLASSIC
+    color_coherence: str = "off"  # "lab", "rgb": match colours to the shot's first frame
 
     @classmethod
     def for_render(
@@ -85,11 +88,15 @@ class EngineSettings:
             seed=seed,
             device=device,
             speed=speed,
+            color_coherence=render.color_coherence,
         )
 
     def record(self) -> dict[str, Any]:
-        """The settings as one flat dict, speed options included (a render's manifest)."""
+        """The settings as one flat dict, speed options included (a render's manifest).
+        Colour coherence is left out when off, as manifests from before it have it."""
         flat = {key: value for key, value in asdict(self).items() if key != "speed"}
+        if self.color_coherence == "off":
+            del flat["color_coherence"]
         return {**flat, **asdict(self.speed)}
 
 
@@ -125,9 +132,13 @@ def frame_motion(plan: FramePlan) -> torch.Tensor:
 
 
 def warp_by(
-    image: torch.Tensor, matrix: torch.Tensor, canvas: tuple[int, int] | None = None
+    image: torch.Tensor,
+    matrix: torch.Tensor,
+    canvas: tuple[int, int] | None = None,
+    padding: str = "reflection",
 ) -> torch.Tensor:
-    """Move a picture (or latents) by a motion matrix; reflected borders.
+    """Move a picture (or latents) by a motion matrix; reflected borders (or zeros, to see
+    which pixels the moved picture covers).
 
     `canvas` (width, height) is the size in pixels that the matrix's pans refer to; it
     defaults to the tensor's own size, and lets latents move by a canvas's motion.
@@ -139,8 +150,53 @@ def warp_by(
     inverse = torch.linalg.inv(to_pixels) @ torch.linalg.inv(matrix) @ to_pixels
     theta = inverse[:2][None].to(image)
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
-    return F.grid_sample(
-        image, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+
+
+def match_colours(image: torch.Tensor, reference: torch.Tensor, space: str) -> torch.Tensor:
+    """`image` with each channel's distribution made the reference's (histogram matching, as
+    Deforum's colour coherence does), in Lab or RGB; both (1, 3, H, W) in [0, 1]."""
+    source, target = image, reference
+    if space == "lab":
+        source, target = rgb_to_lab(image), rgb_to_lab(reference)
+    flat, wanted = source.flatten(2), target.flatten(2)
+    ranks = flat.argsort(dim=-1, stable=True).argsort(dim=-1, stable=True)
+    quantiles = ranks.to(torch.float64) * (wanted.shape[-1] - 1) / max(flat.shape[-1] - 1, 1)
+    matched = wanted.sort(dim=-1, stable=True).values.gather(-1, quantiles.round().long())
+    matched = matched.reshape(source.shape)
+    return (lab_to_rgb(matched) if space == "lab" else matched).clamp(0, 1)
+
+
+_RGB_TO_XYZ = torch.tensor(
+    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
+     [0.0193339, 0.1191920, 0.9503041]]
+)  # fmt: skip
+_WHITE = torch.tensor([0.95047, 1.0, 1.08883])
+_DELTA = 6 / 29
+
+
+def rgb_to_lab(image: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] (N, 3, H, W) → CIE Lab (D65), same layout."""
+    linear = torch.where(image <= 0.04045, image / 12.92, ((image + 0.055) / 1.055) ** 2.4)
+    xyz = torch.einsum("ij,njhw->nihw", _RGB_TO_XYZ.to(image), linear)
+    xyz = xyz / _WHITE.to(image)[None, :, None, None]
+    f = torch.where(
+        xyz > _DELTA**3, xyz.clamp(min=1e-12) ** (1 / 3), xyz / (3 * _DELTA**2) + 4 / 29
+    )
+    return torch.stack(
+        [116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1
+    )
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """CIE Lab (D65) (N, 3, H, W) → sRGB in [0, 1] (out-of-gamut colours clipped)."""
+    fy = (lab[:, 0] + 16) / 116
+    f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], 1)
+    xyz = torch.where(f > _DELTA, f**3, 3 * _DELTA**2 * (f - 4 / 29))
+    xyz = xyz * _WHITE.to(lab)[None, :, None, None]
+    linear = torch.einsum("ij,njhw->nihw", torch.linalg.inv(_RGB_TO_XYZ).to(lab), xyz).clamp(0, 1)
+    return torch.where(
+        linear <= 0.0031308, linear * 12.92, 1.055 * linear.clamp(min=1e-12) ** (1 / 2.4) - 0.055
     )
 
 
@@ -228,6 +284,34 @@ class Anchor:
     loss: float | None = None  # the last step's loss (None when no step was taken)
 
 
+@dataclass(frozen=True)
+class Pull:
+    """What keeps a shot's first frame near the picture it starts from: the loss gains
+    `strength` x the mean squared distance of the latents from the picture's (the same at
+    every step; 1 holds the picture's layout and colours through a prompt pulling away)."""
+
+    z: torch.Tensor
+    strength: float
+
+    def loss(self, z: torch.Tensor) -> torch.Tensor:
+        return self.strength * F.mse_loss(z, self.z)
+
+
+def fit_picture(path: Path, width: int, height: int, device: torch.device) -> torch.Tensor:
+    """A picture as a (1, 3, height, width) image in [0, 1]: the largest centred part with
+    the canvas's aspect (a cover crop), resized to the canvas."""
+    with Image.open(path) as opened:
+        picture = opened.convert("RGB")
+    scale = max(width / picture.width, height / picture.height)
+    crop_w, crop_h = width / scale, height / scale
+    left, top = (picture.width - crop_w) / 2, (picture.height - crop_h) / 2
+    picture = picture.resize(
+        (width, height), Image.Resampling.LANCZOS, box=(left, top, left + crop_w, top + crop_h)
+    )
+    pixels = torch.from_numpy(np.asarray(picture).copy()).to(device)
+    return pixels.permute(2, 0, 1)[None].float().div(255)
+
+
 class Optimised(NamedTuple):
     """What `Engine.optimise` returns."""
 
@@ -255,6 +339,9 @@ class Engine:
             settings.width // vqgan.downsample,
         )
         self.embeddings: dict[str, torch.Tensor] = {}
+        self.images: dict[str, Path] = {}  # the pictures `image: PATH` prompts name
+        # The first frame of the shot being made, whose colours the others are matched to.
+        self.reference: torch.Tensor | None = None
 
     def vqgan_precision(self):
         """The context the VQGAN runs in: bf16 autocast when the speed options ask for it.
@@ -262,13 +349,34 @@ class Engine:
         gained nothing and would blur the distances the loss is made of."""
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed.bf16)
 
-    def embed(self, texts: Sequence[str]) -> None:
-        """Compute the text embeddings not yet known (each prompt text once per render)."""
+    def embed(self, texts: Sequence[str], images: Mapping[str, Path] | None = None) -> None:
+        """Compute the embeddings not yet known, each prompt once per render: a text by
+        CLIP's text tower, an `image: PATH` prompt (its file in `images`) by its image tower."""
+        self.images.update(images or {})
         missing = [text for text in texts if text not in self.embeddings]
-        if missing:
+        words = [text for text in missing if not text.startswith(IMAGE_PROMPT)]
+        if words:
             with torch.no_grad():
-                vectors = self.clip.encode_text(missing)
-            self.embeddings.update(zip(missing, vectors, strict=True))
+                vectors = self.clip.encode_text(words)
+            self.embeddings.update(zip(words, vectors, strict=True))
+        for name in missing:
+            if name.startswith(IMAGE_PROMPT):
+                self.embeddings[name] = self.embed_picture(self.images[name])
+
+    @torch.no_grad()
+    def embed_picture(self, path: Path) -> torch.Tensor:
+        """What CLIP sees in a picture: fitted to the canvas and cut out as the frames are
+        (with the render's seed), each cutout's embedding averaged, as a unit vector."""
+        picture = fit_picture(path, self.settings.width, self.settings.height, self.device)
+        generator = torch.Generator(device=self.device).manual_seed(self.settings.seed)
+        cutouts = make_cutouts(picture, self.settings.cuts, self.clip.input_resolution, generator)
+        vectors = F.normalize(self.clip.encode_image(cutouts).float(), dim=-1)
+        return F.normalize(vectors.mean(dim=0), dim=-1)
+
+    def start_from(self, path: Path) -> torch.Tensor:
+        """The latents of a picture a shot starts from, fitted to the canvas."""
+        picture = fit_picture(path, self.settings.width, self.settings.height, self.device)
+        return self.image_to_latent(picture)
 
     def random_latent(self, generator: torch.Generator) -> torch.Tensor:
         codebook = self.vqgan.codebook
@@ -322,11 +430,15 @@ class Engine:
         targets: torch.Tensor,
         weights: torch.Tensor,
         generator: torch.Generator,
+        pull: Pull | None = None,
     ) -> float:
         """One optimisation step (DESIGN.md): quantise → decode → cutouts → CLIP → weighted
-        spherical distance → backward → Adam → clamp to the codebook's range. The loss."""
+        spherical distance (+ the pull toward a start picture) → backward → Adam → clamp to
+        the codebook's range. The loss."""
         optimiser.zero_grad(set_to_none=True)
         loss = self.loss(self.latent_to_image(z), targets, weights, generator)
+        if pull is not None:
+            loss = loss + pull.loss(z)
         loss.backward()
         self.update(z, optimiser)
         return loss.item()
@@ -344,8 +456,10 @@ class Engine:
         steps: int,
         generator: torch.Generator,
         adam: dict[str, torch.Tensor] | None = None,
+        pull: Pull | None = None,
     ) -> Optimised:
-        """Adam on the latents for `steps` steps, starting from `adam`'s moments if given."""
+        """Adam on the latents for `steps` steps, starting from `adam`'s moments if given,
+        and kept near `pull`'s latents if given."""
         if steps == 0 or not prompts:
             return Optimised(z, None, adam)
         targets, weights = self.targets(prompts)
@@ -355,7 +469,7 @@ class Engine:
             optimiser.state[z] = {name: value.clone() for name, value in adam.items()}
         loss = None
         for _ in range(steps):
-            loss = self.step(z, optimiser, targets, weights, generator)
+            loss = self.step(z, optimiser, targets, weights, generator, pull)
         return Optimised(z.detach(), loss, dict(optimiser.state[z]))
 
     def move(self, previous: Anchor, matrix: torch.Tensor) -> torch.Tensor:
@@ -364,15 +478,23 @@ class Engine:
         moves the latents themselves (no encoder; softer motion)."""
         if self.speed.latent_warp:
             return warp_by(previous.z, matrix, (self.settings.width, self.settings.height))
-        return self.image_to_latent(warp_by(previous.image, matrix))
+        moved = warp_by(previous.image, matrix)
+        if self.settings.color_coherence != "off" and self.reference is not None:
+            moved = match_colours(moved, self.reference, self.settings.color_coherence)
+        return self.image_to_latent(moved)
 
     def anchor(self, index: int, plan: Plan, previous: Anchor | None) -> Anchor:
         """Optimise frame `index`, starting from `previous` moved by the frames between,
         or from random codes at the start and at a cut."""
         frame = plan.frames[index]
         generator = frame_generator(self.settings.seed, index, self.device)
+        pull = None
         if previous is None or frame.cut:
-            z = self.random_latent(generator)
+            if frame.init_image is not None:
+                z = self.start_from(plan.image(frame.init_image))
+                pull = Pull(z.clone(), frame.init_strength) if frame.init_strength else None
+            else:
+                z = self.random_latent(generator)
             steps, adam = self.settings.first_steps, None
         else:
             z = self.move(previous, camera_path(plan, previous.index, index))
@@ -381,18 +503,25 @@ class Engine:
             # picture would lag the storyboard, so a changed frame starts a fresh Adam.
             unchanged = plan.frames[previous.index].prompts == frame.prompts
             steps, adam = self.settings.steps, previous.adam if unchanged else None
-        result = self.optimise(z, frame.prompts, steps, generator, adam)
+        result = self.optimise(z, frame.prompts, steps, generator, adam, pull)
         with torch.no_grad():
             image = self.latent_to_image(result.z)
+        if previous is None or frame.cut:  # as saved, so that a resume matches to the same
+            self.reference = image.mul(255).round().div(255)
         carried = result.adam if self.speed.carry_optimizer else None
         return Anchor(index, result.z, image, carried, result.loss)
 
     def state(self, anchor: Anchor) -> dict[str, Any]:
         """What the frame store saves to continue after `anchor`."""
-        return {"z": anchor.z, "adam": anchor.adam or {}}
+        state = {"z": anchor.z, "adam": anchor.adam or {}}
+        if self.settings.color_coherence != "off" and self.reference is not None:
+            state["reference"] = self.reference.mul(255).round().to(torch.uint8)
+        return state
 
     def restore(self, index: int, state: dict[str, Any]) -> Anchor:
         """The optimised frame `index` again, from the state the store saved."""
+        if "reference" in state:
+            self.reference = state["reference"].to(self.device).float().div(255)
         with torch.no_grad():
             image = self.latent_to_image(state["z"])
         return Anchor(index, state["z"], image, state["adam"] or None)
@@ -474,7 +603,7 @@ def render_frames(
     """
     manifest = Manifest({**engine.settings.record(), **(describe or {})}, plan.to_json())
     state = store.start(manifest, fresh, engine.device)
-    engine.embed(plan.prompt_texts)
+    engine.embed(plan.prompt_texts, dict(plan.images))
     optimised = anchor_frames(plan, engine.speed.cadence)
     previous = None if state is None else engine.restore(state["frame"], state)
     upcoming: Anchor | None = None  # the next optimised frame, made before those between

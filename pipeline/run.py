@@ -172,6 +172,10 @@ def render(
         "vqgan": {"name": model_name(story, options, "vqgan"), "sha256": digest(vqgan)},
         "clip": {"name": model_name(story, options, "clip"), "sha256": digest(clip)},
     }
+    # The pictures by content, so that frames made from a picture since replaced are never
+    # continued as if nothing had changed.
+    pictures = {name: _sha256(path) for name, path in plan.images}
+    describe: dict[str, Any] = {"models": models, **({"pictures": pictures} if pictures else {})}
     folder = render_folder(story, options)
     store = FrameStore(folder)
     started = time.perf_counter()
@@ -179,7 +183,7 @@ def render(
         plan,
         engine,
         store,
-        describe={"models": models},
+        describe=describe,
         fresh=options.fresh,
         should_stop=should_stop,
         on_progress=lambda p: on_progress(
@@ -245,6 +249,13 @@ def render(
         ),
     )
     return result
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _soundtrack(
@@ -337,6 +348,26 @@ def post(
     from pipeline import tiktok
 
     return tiktok.post_video(str(video), mode=mode, caption=caption, say=say, **options)
+
+
+def score(folder: str | Path, clip: str | None = "render", story: Story | None = None):
+    """How a render folder's frames hold up (pipeline.score): CLIP loss, flicker and colour
+    drift, each as mean and worst second. `clip` is a CLIP's name or path, "render" (the
+    one the frames were made with) or None (no CLIP loss); `story`, the storyboard, gives
+    the files of its image prompts."""
+    from pipeline import score as scoring
+    from pipeline.models.registry import load_clip_model
+
+    model = None
+    if clip == "render":
+        manifest = scoring.manifest_of(Path(folder))
+        clip = manifest.settings.get("models", {}).get("clip", {}).get("name")
+        if clip is None:
+            raise FeverdreamError(f"{folder}: no CLIP recorded for these frames; name one")
+    if clip is not None:
+        model = load_clip_model(clip)
+    images = dict(story.plan.images) if story is not None else None
+    return scoring.score(folder, model, images=images)
 
 
 def build_shapes(into: Path | None = None) -> None:

@@ -656,6 +656,14 @@ def load_models(
     return vqgan_model.to(device), clip_model.to(device)
 
 
+def load_clip_model(name: str, device: str | torch.device = "cpu") -> CLIPModel:
+    """One CLIP, by registry name or file path, as `load_models` loads it."""
+    from pipeline.models.clip import load_clip
+
+    path, sha256 = resolve_clip(name)
+    return load_clip(path, sha256, name if _downloaded(find_entry("clip", name)) else "").to(device)
+
+
 def digest(model: VQGAN | CLIPModel) -> str:
     """What a loaded model was made from, for a render's records: the SHA-256 of its files,
     or "random weights" when no file was read."""
