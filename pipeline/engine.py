@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.schedule import FramePlan, Plan
 from pipeline.store import (
@@ -301,7 +301,8 @@ def fit_picture(path: Path, width: int, height: int, device: torch.device) -> to
     """A picture as a (1, 3, height, width) image in [0, 1]: the largest centred part with
     the canvas's aspect (a cover crop), resized to the canvas."""
     with Image.open(path) as opened:
-        picture = opened.convert("RGB")
+        # A phone photo's pixels are stored sideways, with the turn in its EXIF data.
+        picture = ImageOps.exif_transpose(opened).convert("RGB")
     scale = max(width / picture.width, height / picture.height)
     crop_w, crop_h = width / scale, height / scale
     left, top = (picture.width - crop_w) / 2, (picture.height - crop_h) / 2

@@ -132,10 +132,17 @@ class Plan:
                 "(frames A to B-1)"
             )
         shift = start / self.fps
+        frames = [replace(fp, frame=i) for i, fp in enumerate(self.frames[start:end])]
+        # Begun mid-shot, the span starts from its shot's picture, if the shot has one.
+        shot = next(fp for fp in reversed(self.frames[: start + 1]) if fp.cut or fp.frame == 0)
+        if not frames[0].cut and shot.init_image is not None:
+            frames[0] = replace(
+                frames[0], init_image=shot.init_image, init_strength=shot.init_strength
+            )
         return Plan(
             fps=self.fps,
             duration=(end - start) / self.fps,
-            frames=tuple(replace(fp, frame=i) for i, fp in enumerate(self.frames[start:end])),
+            frames=tuple(frames),
             keyframes=tuple(
                 replace(mark, frame=mark.frame - start, t=mark.t - shift)
                 for mark in self.keyframes

@@ -252,7 +252,7 @@ def describe_frame_change(old: list[dict], new: list[dict], index: int) -> str:
         return f"the video now goes on after frame {index - 1}"
     a, b = old[index], new[index]
     parts = []
-    for key in ("zoom", "rotate", "pan_x", "pan_y", "cut"):
+    for key in ("zoom", "rotate", "pan_x", "pan_y", "cut", "init_image", "init_strength"):
         if a.get(key) != b.get(key):
             parts.append(f"{key} {a.get(key)} → {b.get(key)}")
     if a.get("prompts") != b.get("prompts"):

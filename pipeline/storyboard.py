@@ -497,7 +497,11 @@ def _image(ctx: _Context, node: yaml.Node, key: str, written: str) -> Path:
         path = (ctx.base / written).resolve()
     except (OSError, ValueError) as error:
         raise ctx.error(node, key, f"'{written}' is not a usable path ({error})") from None
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as error:  # a name too long for the filesystem, say
+        raise ctx.error(node, key, f"'{written}' is not a usable path ({error})") from None
+    if not found:
         raise ctx.error(
             node,
             key,
@@ -736,7 +740,7 @@ def parse_storyboard(data: bytes, path: Path) -> Storyboard:
         else (RenderSettings()),
         models=_models(ctx, n) if (n := node("models")) is not None else Models(),
         style=text("style"),
-        negative=text("negative"),
+        negative=_prompt_text(ctx, n, "negative") if (n := node("negative")) is not None else None,
         audio=audio,
         content_warning=text("content_warning"),
         content_warning_duration=warning_duration,

@@ -112,3 +112,41 @@ def test_a_valid_picture_storyboard_passes(pictures, capsys):
     (pictures / "board.yaml").write_text(BOARD)
     code, err = validate(pictures, BOARD, capsys)
     assert code == 0, err
+
+
+def test_a_negative_can_be_a_picture_and_is_checked_like_the_others(pictures, capsys):
+    text = BOARD.replace("style: oil painting", 'negative: "image: blue.jpg"')
+    (pictures / "board.yaml").write_text(text)
+    story = load(pictures / "board.yaml")
+    assert dict(story.plan.frames[0].prompts)["image: blue.jpg"] == -1.0
+    assert story.plan.image("image: blue.jpg") == pictures / "blue.jpg"
+    bad = text.replace('negative: "image: blue.jpg"', 'negative: "image: gone.png"')
+    assert_error(pictures, capsys, bad, 5, "negative", "gone.png not found")
+
+
+def test_a_span_begun_mid_shot_starts_from_its_shots_picture(pictures):
+    (pictures / "board.yaml").write_text(BOARD)
+    plan = load(pictures / "board.yaml").plan
+    assert plan.span(10, 20).frames[0].init_image == "red.png"  # inside the first shot
+    assert plan.span(50, 60).frames[0].init_image == "blue.jpg"  # inside the cut at 2 s
+    assert plan.span(10, 20).frames[1].init_image is None
+
+
+def test_a_path_too_long_for_the_filesystem_is_a_storyboard_error(pictures, capsys):
+    text = f"title: t\ninit_image: {'x' * 300}.png\nkeyframes:\n  - at: 1s\n    prompt: a\n"
+    assert_error(pictures, capsys, text, 2, "init_image", "not a usable path")
+
+
+def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
+    import torch
+
+    from pipeline.engine import fit_picture
+
+    stored = Image.new("RGB", (160, 90), (0, 0, 0))  # stored landscape, left half red
+    stored.paste((220, 30, 30), (0, 0, 80, 90))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view": a portrait photo, taken sideways
+    stored.save(tmp_path / "phone.jpg", exif=exif)
+    upright = fit_picture(tmp_path / "phone.jpg", 90, 160, torch.device("cpu"))
+    # Viewed upright the red half is on top, and the 9:16 canvas needs no crop.
+    assert upright[0, 0, :80].mean() > 0.6 and upright[0, 0, 80:].mean() < 0.2
