@@ -39,7 +39,8 @@ def test_lab_round_trips_and_matching_to_itself_changes_nothing():
 def test_a_long_zoom_drifts_less_in_colour_with_coherence(shapes_models, tmp_path):
     # Measured on the reference build (4 s zoom of 1.03 a frame, cadence 4, seeds 0-2):
     # colour drift (mean ΔE from the shot's first frame) summed 27.2 off, 21.7 with rgb
-    # (0.80 of it) and 22.0 with lab; flicker rose from 4.4 to 4.7 (bench/RESULTS.md).
+    # (0.80 of it) and 22.0 with lab; flicker rose from 4.4 to 4.7. bench/RESULTS.md has the
+    # engines side by side on a 6 s zoom (bench/colour_coherence.py).
     speed = Speed(cadence=4, bf16=False, carry_optimizer=True)
     drift = {}
     for mode in ("off", "rgb"):
