@@ -22,7 +22,7 @@ import torch
 
 from pipeline.bench import machine_info
 from pipeline.engine import CLASSIC, Engine, EngineSettings, Speed, render_frames
-from pipeline.models.registry import load_models
+from pipeline.models.registry import load_all
 from pipeline.run import load as load_story
 from pipeline.store import FrameStore
 
@@ -50,7 +50,7 @@ def main() -> None:
     if args.frames:
         start, end = (int(x) for x in args.frames.split(":"))
         plan = plan.span(start, end)
-    vqgan, clip = load_models(board.models.vqgan, board.models.clip, args.device, True)
+    vqgan, clip = load_all(board.models.vqgan, board.models.clips, args.device, True)
     base = EngineSettings.for_render(board.render, board.seed, args.device)
     rows = []
     for name in args.engines.split(","):

@@ -22,7 +22,6 @@ from pipeline.engine import (
     anchor_frames,
     frame_generator,
     in_between,
-    make_cutouts,
 )
 from pipeline.schedule import Plan
 from pipeline.storyboard import Models, RenderSettings
@@ -124,7 +123,6 @@ def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
     z = engine.random_latent(generator).requires_grad_(True)
     targets, weights = engine.targets((("a benchmark prompt", 1.0), ("a negative prompt", -1.0)))
     settings = engine.settings
-    size = engine.clip.input_resolution
 
     def timed(run: Callable[[], object]) -> float:
         for _ in range(warmup):
@@ -154,8 +152,8 @@ def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
     decode_backward = timed_backward(decode)
 
     image = decode().detach().add(1).div(2).clamp(0, 1).requires_grad_(True)
-    cutouts = timed(lambda: make_cutouts(image, settings.cuts, size, generator))
-    views = make_cutouts(image.detach(), settings.cuts, size, generator).requires_grad_(True)
+    cutouts = timed(lambda: engine.cutouts(image, generator))
+    views = [view.requires_grad_(True) for view in engine.cutouts(image.detach(), generator)]
     clip_forward = timed(lambda: engine.clip_loss(views, targets, weights))
     clip_backward = timed_backward(lambda: engine.clip_loss(views, targets, weights))
 
@@ -330,12 +328,11 @@ def bench_engines(
     built with random weights and its render settings (each overridable); with `plan`, also
     project its render, with encoding to the `video` ((width, height), fps; default 1080x1920
     at the plan's fps) measured here."""
-    from pipeline.models.registry import load_models
+    from pipeline.models.registry import load_all
 
     render, models = render or RenderSettings(), models or Models()
-    vqgan_model, clip_model = load_models(
-        vqgan or models.vqgan, clip or models.clip, device, random_weights=True
-    )
+    clips = ((clip, 1.0),) if clip else models.clips
+    vqgan_model, clip_models = load_all(vqgan or models.vqgan, clips, device, random_weights=True)
     width, height = size or (render.width, render.height)
     encode_rate = None
     if plan is not None:
@@ -354,7 +351,8 @@ def bench_engines(
             device=device,
             speed=speed,
         )
-        result = run_bench(Engine(vqgan_model, clip_model, settings), repeats, warmup)
+        result = run_bench(Engine(vqgan_model, clip_models, settings), repeats, warmup)
+        result.extra["models"] = {"vqgan": vqgan or models.vqgan, "clip": [list(c) for c in clips]}
         if plan is not None and encode_rate is not None:
             result.extra["projection"] = project(plan, result.timings, settings, encode_rate)
         results[label] = result

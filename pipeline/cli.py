@@ -211,26 +211,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from pipeline.engine import CLASSIC
 
         speeds = {"classic": CLASSIC, **speeds}
-    results = bench.bench_engines(
-        speeds,
-        device,
-        render,
-        story.board.models if story else Models(),
-        plan=story.plan if story else None,
-        video=((story.board.width, story.board.height), story.board.fps) if story else None,
-        size=args.size,
-        steps=args.steps,
-        cuts=args.cuts,
-        vqgan=args.vqgan,
-        clip=args.clip,
-        repeats=args.repeats,
-        warmup=args.warmup,
-    )
+    # One run per CLIP named (or the storyboard's CLIPs), the same VQGAN and settings.
+    measured = {}
+    for clip in args.clip or [None]:
+        measured[clip] = bench.bench_engines(
+            speeds,
+            device,
+            render,
+            story.board.models if story else Models(),
+            plan=story.plan if story else None,
+            video=((story.board.width, story.board.height), story.board.fps) if story else None,
+            size=args.size,
+            steps=args.steps,
+            cuts=args.cuts,
+            vqgan=args.vqgan,
+            clip=clip,
+            repeats=args.repeats,
+            warmup=args.warmup,
+        )
     if args.json:
-        print(json.dumps({k: r.to_json() for k, r in results.items()}, indent=1))
+        figures = {
+            clip: {label: result.to_json() for label, result in results.items()}
+            for clip, results in measured.items()
+        }
+        print(json.dumps(figures if len(figures) > 1 else figures[next(iter(figures))], indent=1))
         return 0
+    for clip, results in measured.items():
+        _print_bench(args, results, f"{clip} · " if len(measured) > 1 else "")
+    if len(measured) > 1:
+        first, *others = measured
+        base = measured[first]["this render"].timings.step
+        for clip in others:
+            ratio = measured[clip]["this render"].timings.step / base
+            print(f"a step with {clip}: {ratio:.2f}x the time of one with {first}")
+    return 0
+
+
+def _print_bench(args: argparse.Namespace, results: dict, prefix: str) -> None:
+    from pipeline import bench
+
     for label, result in results.items():
-        print(f"== {label}")
+        print(f"== {prefix}{label}")
         print(bench.describe(result))
         if "projection" in result.extra:
             p = result.extra["projection"]
@@ -244,7 +265,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.compare:
         gain = results["this render"].frames_per_hour / results["classic"].frames_per_hour
         print(f"frames per hour: {gain:.2f}x the classic loop")
-    return 0
 
 
 def _add_bench_verb(sub: argparse._SubParsersAction) -> None:
@@ -262,7 +282,12 @@ def _add_bench_verb(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cadence", type=int, help="optimise every k-th frame (default 1)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--vqgan", metavar="NAME", help="VQGAN architecture (registry name)")
-    p.add_argument("--clip", metavar="NAME", help="CLIP architecture (registry name)")
+    p.add_argument(
+        "--clip",
+        metavar="NAME",
+        action="append",
+        help="CLIP architecture (registry name); give it again to measure each in one run",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each part (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--compare", action="store_true", help="also time the classic loop")

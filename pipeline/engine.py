@@ -7,7 +7,9 @@ Per frame (DESIGN.md, "Engine per frame"):
      optimised `steps` steps;
   3. one step: quantise (straight-through) → decode → cutouts → CLIP → weighted spherical
      distance to the prompts (negative weights push away) → backward → Adam → clamp.
-Text embeddings are computed once per distinct prompt. Each frame's randomness comes from
+     With several CLIPs, each cuts its own cutouts at its own resolution and the loss is
+     the weighted sum of theirs.
+Embeddings are computed once per distinct prompt and CLIP. Each frame's randomness comes from
 its own generator seeded by (seed, frame), so a resumed render repeats an uninterrupted one.
 """
 
@@ -17,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -313,6 +315,28 @@ def fit_picture(path: Path, width: int, height: int, device: torch.device) -> to
     return pixels.permute(2, 0, 1)[None].float().div(255)
 
 
+@dataclass
+class Guide:
+    """One CLIP the loss listens to: its weight in the sum, and the prompts' embeddings in
+    its space (shared by guides that are the same model)."""
+
+    model: Any
+    weight: float = 1.0
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def guides(clip: Any) -> tuple[Guide, ...]:
+    """A CLIP model, or a sequence of (CLIP model, weight), as guides; a model listed twice
+    computes each embedding once."""
+    pairs = [(clip, 1.0)] if hasattr(clip, "encode_image") else list(clip)
+    if not pairs:
+        raise ValueError("the engine needs at least one CLIP")
+    shared: dict[int, dict[str, torch.Tensor]] = {}
+    return tuple(
+        Guide(model, float(weight), shared.setdefault(id(model), {})) for model, weight in pairs
+    )
+
+
 class Optimised(NamedTuple):
     """What `Engine.optimise` returns."""
 
@@ -325,8 +349,10 @@ class Engine:
     """VQGAN + CLIP, loaded once, and the operations a frame is made of."""
 
     def __init__(self, vqgan, clip, settings: EngineSettings):
+        """`clip`: one CLIP model, or (CLIP model, weight) pairs whose losses are summed."""
         self.vqgan = vqgan
-        self.clip = clip
+        self.guides = guides(clip)
+        self.clip = self.guides[0].model  # the first CLIP (the only one, usually)
         self.settings = settings
         self.speed = settings.speed
         self.device = torch.device(settings.device)
@@ -339,7 +365,6 @@ class Engine:
             settings.height // vqgan.downsample,
             settings.width // vqgan.downsample,
         )
-        self.embeddings: dict[str, torch.Tensor] = {}
         self.images: dict[str, Path] = {}  # the pictures `image: PATH` prompts name
         # The first frame of the shot being made, whose colours the others are matched to.
         self.reference: torch.Tensor | None = None
@@ -350,28 +375,37 @@ class Engine:
         gained nothing and would blur the distances the loss is made of."""
         return torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed.bf16)
 
+    @property
+    def embeddings(self) -> dict[str, torch.Tensor]:
+        """The prompts' embeddings in the first CLIP's space."""
+        return self.guides[0].embeddings
+
     def embed(self, texts: Sequence[str], images: Mapping[str, Path] | None = None) -> None:
-        """Compute the embeddings not yet known, each prompt once per render: a text by
-        CLIP's text tower, an `image: PATH` prompt (its file in `images`) by its image tower."""
+        """Compute the embeddings not yet known, each prompt once per render and CLIP: a text
+        by CLIP's text tower, an `image: PATH` prompt (its file in `images`) by its image
+        tower."""
         self.images.update(images or {})
-        missing = [text for text in texts if text not in self.embeddings]
-        words = [text for text in missing if not text.startswith(IMAGE_PROMPT)]
-        if words:
-            with torch.no_grad():
-                vectors = self.clip.encode_text(words)
-            self.embeddings.update(zip(words, vectors, strict=True))
-        for name in missing:
-            if name.startswith(IMAGE_PROMPT):
-                self.embeddings[name] = self.embed_picture(self.images[name])
+        for guide in self.guides:
+            missing = [text for text in dict.fromkeys(texts) if text not in guide.embeddings]
+            words = [text for text in missing if not text.startswith(IMAGE_PROMPT)]
+            if words:
+                with torch.no_grad():
+                    vectors = guide.model.encode_text(words)
+                guide.embeddings.update(zip(words, vectors, strict=True))
+            for name in missing:
+                if name.startswith(IMAGE_PROMPT):
+                    guide.embeddings[name] = self.embed_picture(self.images[name], guide.model)
 
     @torch.no_grad()
-    def embed_picture(self, path: Path) -> torch.Tensor:
-        """What CLIP sees in a picture: fitted to the canvas and cut out as the frames are
-        (with the render's seed), each cutout's embedding averaged, as a unit vector."""
+    def embed_picture(self, path: Path, clip: Any = None) -> torch.Tensor:
+        """What a CLIP (default: the first) sees in a picture: fitted to the canvas and cut
+        out as the frames are (with the render's seed), each cutout's embedding averaged, as
+        a unit vector."""
+        clip = clip or self.clip
         picture = fit_picture(path, self.settings.width, self.settings.height, self.device)
         generator = torch.Generator(device=self.device).manual_seed(self.settings.seed)
-        cutouts = make_cutouts(picture, self.settings.cuts, self.clip.input_resolution, generator)
-        vectors = F.normalize(self.clip.encode_image(cutouts).float(), dim=-1)
+        cutouts = make_cutouts(picture, self.settings.cuts, clip.input_resolution, generator)
+        vectors = F.normalize(clip.encode_image(cutouts).float(), dim=-1)
         return F.normalize(vectors.mean(dim=0), dim=-1)
 
     def start_from(self, path: Path) -> torch.Tensor:
@@ -403,32 +437,54 @@ class Engine:
     def loss(
         self,
         image: torch.Tensor,
-        targets: torch.Tensor,
+        targets: Sequence[torch.Tensor],
         weights: torch.Tensor,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        cutouts = make_cutouts(image, self.settings.cuts, self.clip.input_resolution, generator)
-        return self.clip_loss(cutouts, targets, weights)
+        return self.clip_loss(self.cutouts(image, generator), targets, weights)
+
+    def cutouts(self, image: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+        """Each CLIP's cutouts of the image, at its own resolution, drawn in turn."""
+        return [
+            make_cutouts(image, self.settings.cuts, guide.model.input_resolution, generator)
+            for guide in self.guides
+        ]
 
     def clip_loss(
-        self, cutouts: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+        self,
+        cutouts: Sequence[torch.Tensor],
+        targets: Sequence[torch.Tensor],
+        weights: torch.Tensor,
     ) -> torch.Tensor:
-        """The prompts' weighted spherical distance from what CLIP sees in the cutouts,
-        averaged over the cutouts (negative weights push away)."""
-        distances = spherical_distance(self.clip.encode_image(cutouts), targets)
-        return (distances.mean(dim=0) * weights).sum()
+        """The prompts' weighted spherical distance from what each CLIP sees in its cutouts,
+        averaged over the cutouts (negative weights push away), summed over the CLIPs by
+        their weights."""
+        total = None
+        for guide, views, aims in zip(self.guides, cutouts, targets, strict=True):
+            distances = spherical_distance(guide.model.encode_image(views), aims)
+            loss = (distances.mean(dim=0) * weights).sum()
+            if guide.weight != 1:
+                loss = loss * guide.weight
+            total = loss if total is None else total + loss
+        assert total is not None
+        return total
 
-    def targets(self, prompts: tuple[tuple[str, float], ...]):
+    def targets(
+        self, prompts: tuple[tuple[str, float], ...]
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The prompts' embeddings, one (P, D) stack per CLIP, and their weights."""
         self.embed([text for text, _ in prompts])
-        targets = torch.stack([self.embeddings[text] for text, _ in prompts])
-        weights = torch.tensor([w for _, w in prompts], device=targets.device)
+        targets = tuple(
+            torch.stack([guide.embeddings[text] for text, _ in prompts]) for guide in self.guides
+        )
+        weights = torch.tensor([w for _, w in prompts], device=targets[0].device)
         return targets, weights
 
     def step(
         self,
         z: torch.Tensor,
         optimiser: torch.optim.Optimizer,
-        targets: torch.Tensor,
+        targets: Sequence[torch.Tensor],
         weights: torch.Tensor,
         generator: torch.Generator,
         pull: Pull | None = None,

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import metadata, resources
 from pathlib import Path
+from typing import Any
 
 import av
 import imageio_ffmpeg
@@ -599,7 +600,9 @@ class RenderRecord:
 
     storyboard_sha256: str
     seed: int
-    models: dict[str, dict[str, str]]  # role ("vqgan", "clip") -> {"name": ..., "sha256": ...}
+    # role ("vqgan", "clip") -> {"name": ..., "sha256": ...}; several CLIPs: a list of
+    # {"name", "sha256", "weight"}
+    models: dict[str, Any]
     device: str
     frames: list[FrameRecord]
     total_seconds: float

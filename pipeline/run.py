@@ -14,7 +14,7 @@ errors (pipeline.errors), each with a message that says what to do next.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -159,7 +159,7 @@ def render(
         plan = plan.span(*options.frames)
     soundtrack = _soundtrack(story, options)
     device = pick_device(options.device)
-    vqgan, clip = load_models(
+    vqgan, clips = load_models(
         story,
         options,
         device,
@@ -167,10 +167,10 @@ def render(
     )
     settings = render_settings(story, options)
     speed = options.speed or Speed.fast(device, settings.cadence)
-    engine = Engine(vqgan, clip, EngineSettings.for_render(settings, board.seed, device, speed))
-    models = {
-        "vqgan": {"name": model_name(story, options, "vqgan"), "sha256": digest(vqgan)},
-        "clip": {"name": model_name(story, options, "clip"), "sha256": digest(clip)},
+    engine = Engine(vqgan, clips, EngineSettings.for_render(settings, board.seed, device, speed))
+    models: dict[str, Any] = {
+        "vqgan": {"name": model_name(story, options), "sha256": digest(vqgan)},
+        "clip": clip_record(clip_names(story, options), clips),
     }
     # The pictures by content, so that frames made from a picture since replaced are never
     # continued as if nothing had changed.
@@ -286,11 +286,31 @@ def _soundtrack(
 # --- models -------------------------------------------------------------------------------
 
 
-def model_name(story: Story, options: RenderOptions, role: str) -> str:
-    """The VQGAN or CLIP (`role`) a render uses: the option, else the storyboard's (a file
-    next to the storyboard, or a registry name)."""
-    override = options.vqgan if role == "vqgan" else options.clip
-    return override or story.board.model(getattr(story.board.models, role))
+def model_name(story: Story, options: RenderOptions) -> str:
+    """The VQGAN a render uses: the option, else the storyboard's (a file next to the
+    storyboard, or a registry name)."""
+    return options.vqgan or story.board.model(story.board.models.vqgan)
+
+
+def clip_names(story: Story, options: RenderOptions) -> tuple[tuple[str, float], ...]:
+    """The CLIPs a render uses, with their weights: the option (one CLIP), else the
+    storyboard's (files next to the storyboard, or registry names)."""
+    if options.clip:
+        return ((options.clip, 1.0),)
+    return tuple((story.board.model(name), weight) for name, weight in story.board.models.clips)
+
+
+def clip_record(names: Sequence[tuple[str, float]], clips: Sequence[tuple[Any, float]]) -> Any:
+    """The CLIPs as a render's manifest records them: one CLIP of weight 1 as
+    {"name", "sha256"} (as before several were possible), else a list with their weights."""
+    from pipeline.models.registry import digest
+
+    if len(names) == 1 and names[0][1] == 1:
+        return {"name": names[0][0], "sha256": digest(clips[0][0])}
+    return [
+        {"name": name, "sha256": digest(model), "weight": weight}
+        for (name, weight), (model, _) in zip(names, clips, strict=True)
+    ]
 
 
 def load_models(
@@ -298,18 +318,18 @@ def load_models(
     options: RenderOptions,
     device: str,
     on_bytes: Callable[[int, int | None], None] = lambda done, total: None,
-) -> tuple[Any, Any]:
-    """The render's VQGAN and CLIP on `device`, downloading registry models not yet here
-    (`on_bytes(done, total)` follows each file)."""
-    from pipeline.models.registry import load_models as load
+) -> tuple[Any, list[tuple[Any, float]]]:
+    """The render's VQGAN and (CLIP, weight) pairs on `device`, downloading registry models
+    not yet here (`on_bytes(done, total)` follows each file)."""
+    from pipeline.models.registry import load_all
 
-    names = model_name(story, options, "vqgan"), model_name(story, options, "clip")
+    vqgan, clips = model_name(story, options), clip_names(story, options)
     if not options.random_weights:
         from pipeline.models.download import ensure_downloaded
 
-        for name in names:
+        for name in dict.fromkeys([vqgan, *(name for name, _ in clips)]):
             ensure_downloaded(name, on_bytes)
-    return load(*names, device, random_weights=options.random_weights)
+    return load_all(vqgan, clips, device, random_weights=options.random_weights)
 
 
 # --- after the render ---------------------------------------------------------------------
@@ -358,13 +378,17 @@ def score(folder: str | Path, clip: str | None = "render", story: Story | None =
     from pipeline import score as scoring
     from pipeline.models.registry import load_clip_model
 
-    model = None
+    model: Any = None
     if clip == "render":
         manifest = scoring.manifest_of(Path(folder))
-        clip = manifest.settings.get("models", {}).get("clip", {}).get("name")
-        if clip is None:
+        recorded = manifest.settings.get("models", {}).get("clip")
+        if isinstance(recorded, dict):
+            recorded = [{**recorded, "weight": 1.0}]
+        if not recorded or any("name" not in entry for entry in recorded):
             raise FeverdreamError(f"{folder}: no CLIP recorded for these frames; name one")
-    if clip is not None:
+        loaded = {name: load_clip_model(name) for name in {e["name"] for e in recorded}}
+        model = [(loaded[entry["name"]], float(entry["weight"])) for entry in recorded]
+    elif clip is not None:
         model = load_clip_model(clip)
     images = dict(story.plan.images) if story is not None else None
     return scoring.score(folder, model, images=images)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from pipeline.engine import frame_generator, frame_motion, make_cutouts, spherical_distance, warp_by
@@ -161,11 +162,12 @@ def clip_losses(
     images: dict[str, Path] | None = None,
 ) -> list[float | None]:
     """Each frame's CLIP loss against its prompts (the engine's measure, on its own cutouts
-    with the frame's random stream); image prompts whose files are unknown are left out."""
-    from pipeline.engine import fit_picture
+    with the frame's random stream; with several CLIPs, given as (model, weight) pairs, their
+    weighted sum); image prompts whose files are unknown are left out."""
+    from pipeline.engine import fit_picture, guides
 
     images = images or {}
-    embeddings: dict[str, torch.Tensor] = {}
+    listening = guides(clip)
     values: list[float | None] = []
     for index, (frame, frame_plan) in enumerate(zip(frames, plan, strict=True)):
         prompts = [(text, weight) for text, weight in frame_plan.prompts
@@ -174,29 +176,35 @@ def clip_losses(
             values.append(None)
             continue
         image = torch.from_numpy(frame / 255).permute(2, 0, 1)[None].float()
-        for text, _ in prompts:
-            if text in embeddings:
-                continue
-            if text.startswith("image:"):
-                height, width = frame.shape[:2]
-                picture = fit_picture(images[text], width, height, torch.device("cpu"))
-                views = make_cutouts(picture, cuts, clip.input_resolution,
-                                     torch.Generator().manual_seed(seed))  # fmt: skip
-                vector = torch.nn.functional.normalize(clip.encode_image(views), dim=-1).mean(0)
-                embeddings[text] = torch.nn.functional.normalize(vector, dim=-1)
-            else:
-                embeddings[text] = clip.encode_text([text])[0]
-        targets = torch.stack([embeddings[text] for text, _ in prompts])
         weights = torch.tensor([weight for _, weight in prompts])
-        views = make_cutouts(image, cuts, clip.input_resolution, frame_generator(seed, index))
-        distances = spherical_distance(clip.encode_image(views), targets)
-        values.append(float((distances.mean(dim=0) * weights).sum()))
+        generator = frame_generator(seed, index)
+        total = 0.0
+        for guide in listening:
+            model, embeddings = guide.model, guide.embeddings
+            for text, _ in prompts:
+                if text in embeddings:
+                    continue
+                if text.startswith("image:"):
+                    height, width = frame.shape[:2]
+                    picture = fit_picture(images[text], width, height, torch.device("cpu"))
+                    views = make_cutouts(picture, cuts, model.input_resolution,
+                                         torch.Generator().manual_seed(seed))  # fmt: skip
+                    vector = F.normalize(model.encode_image(views), dim=-1).mean(0)
+                    embeddings[text] = F.normalize(vector, dim=-1)
+                else:
+                    embeddings[text] = model.encode_text([text])[0]
+            targets = torch.stack([embeddings[text] for text, _ in prompts])
+            views = make_cutouts(image, cuts, model.input_resolution, generator)
+            distances = spherical_distance(model.encode_image(views), targets)
+            total += guide.weight * float((distances.mean(dim=0) * weights).sum())
+        values.append(total)
     return values
 
 
 def score(folder: str | Path, clip=None, *, images: dict[str, Path] | None = None) -> Score:
     """Score the frames a render left in `folder` (a render's output folder). With `clip` (a
-    loaded CLIP model), the CLIP loss too, with the render's seed and cutout count."""
+    loaded CLIP model, or (model, weight) pairs), the CLIP loss too, with the render's seed
+    and cutout count."""
     frames, plan, fps = read_frames(Path(folder))
     losses = None
     if clip is not None:

@@ -140,7 +140,9 @@ class RenderSettings:
 @dataclass(frozen=True)
 class Models:
     vqgan: str = "vqgan_imagenet_f16_16384"
-    clip: str = "ViT-B/32"
+    # The CLIPs the loss listens to, each with its weight (their losses are summed):
+    # `clip: NAME`, a list of names, or a mapping of names to weights.
+    clips: tuple[tuple[str, float], ...] = (("ViT-B/32", 1.0),)
 
 
 @dataclass(frozen=True)
@@ -464,8 +466,70 @@ def _positive(ctx: _Context, node: yaml.Node, key: str) -> float:
 
 def _models(ctx: _Context, node: yaml.Node) -> Models:
     entries = ctx.mapping(node, "models", MODEL_KEYS)
-    values = {name: _text(ctx, entries[name][1], f"models.{name}") for name in entries}
-    return Models(**values)
+    fields: dict[str, Any] = {}
+    if "vqgan" in entries:
+        fields["vqgan"] = _model_name(ctx, entries["vqgan"][1], "models.vqgan", "vqgan")
+    if "clip" in entries:
+        fields["clips"] = _clips(ctx, entries["clip"][1])
+    return Models(**fields)
+
+
+def _clips(ctx: _Context, node: yaml.Node) -> tuple[tuple[str, float], ...]:
+    """`clip: NAME`, `clip: [NAME, ...]` (weight 1 each; an item may be `{NAME: WEIGHT}`) or
+    `clip: {NAME: WEIGHT, ...}`: the CLIPs with their weights."""
+    key = "models.clip"
+    if isinstance(node, yaml.ScalarNode):
+        return ((_model_name(ctx, node, key, "clip"), 1.0),)
+    if isinstance(node, yaml.MappingNode):
+        pairs = list(node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        pairs = []
+        for item in node.value:
+            if isinstance(item, yaml.MappingNode) and len(item.value) == 1:
+                pairs.append(item.value[0])
+            elif isinstance(item, yaml.ScalarNode):
+                pairs.append((item, None))
+            else:
+                raise ctx.error(item, key, "expected a CLIP's name, or {NAME: WEIGHT}")
+    else:
+        raise ctx.error(node, key, "expected a CLIP's name, a list of names, or NAME: WEIGHT")
+    if not pairs:
+        raise ctx.error(node, key, "is empty: name at least one CLIP, e.g. ViT-B/32")
+    clips = []
+    for name_node, weight_node in pairs:
+        name = _model_name(ctx, name_node, key, "clip")
+        weight = 1.0
+        if weight_node is not None:
+            weight = _number(ctx, weight_node, f"{key}['{name}']")
+            if weight <= 0:
+                raise ctx.error(
+                    weight_node,
+                    f"{key}['{name}']",
+                    f"a CLIP's weight must be greater than 0, not {weight} (to leave a CLIP "
+                    "out, remove it)",
+                )
+        clips.append((name, weight))
+    return tuple(clips)
+
+
+def _model_name(ctx: _Context, node: yaml.Node, key: str, kind: str) -> str:
+    """A model as written: a registry name, or a file (beside the storyboard, or a path)
+    that is there. Checked now, so that a typo fails before any model loads."""
+    from pipeline.models import registry
+
+    name = _text(ctx, node, key).strip()
+    if registry.find_entry(kind, name) is not None:
+        return name
+    beside, given = ctx.base / name, Path(name).expanduser()
+    if beside.is_file() or given.is_file():
+        return name
+    if registry.looks_like_path(name):
+        raise ctx.error(
+            node,
+            key,
+            f"{name} not found (paths are relative to the storyboard's folder, {ctx.base})",
+        )
+    raise ctx.error(node, key, str(registry.unknown_name_error(name, kind)))
 
 
 def _audio(ctx: _Context, node: yaml.Node, base: Path, fps: int) -> Soundtrack:

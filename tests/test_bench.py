@@ -102,3 +102,19 @@ def test_bench_prints_a_readable_report(tiny_model_dir, capsys):
     assert main([*args, "--repeats", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "whole step" in out and "frames per hour" in out
+
+
+def test_bench_measures_each_clip_named_in_one_run(tiny_model_dir, capsys):
+    args = ["bench", "--vqgan", "tiny", "--size", "144x256", "--cuts", "2", "--steps", "1"]
+    assert main([*args, "--clip", "tiny", "--clip", "shapes", "--repeats", "1",
+                 "--warmup", "0", "--json"]) == 0  # fmt: skip
+    results = json.loads(capsys.readouterr().out)
+    assert set(results) == {"tiny", "shapes"}
+    for name, result in results.items():
+        assert result["this render"]["extra"]["models"]["clip"] == [[name, 1.0]]
+        assert result["this render"]["timings"]["clip_forward"] > 0
+    assert main([*args, "--clip", "tiny", "--clip", "shapes", "--repeats", "1",
+                 "--warmup", "0"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "== tiny · this render" in out and "== shapes · this render" in out
+    assert "a step with shapes: " in out and "the time of one with tiny" in out

@@ -458,7 +458,8 @@ def test_every_registry_architecture_builds():
             )
             size = model.visual.image_size
             assert (size if isinstance(size, int) else size[0]) == entry.input_resolution
-            if entry.source is downloaded:
+            if entry.source is downloaded and "openaipublic" in entry.file.url:
+                # OpenAI's addresses embed each file's hash (OpenCLIP's: test_openclip_models).
                 assert entry.file.url.split("/")[-2] == entry.file.sha256
 
 

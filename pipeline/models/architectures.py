@@ -10,6 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The pixel normalisation OpenAI's CLIPs were trained with; some of OpenCLIP's use 0.5s.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class CLIPVariant:
+    """How a CLIP's weights are run beyond what their shapes say: the activation it was
+    trained with (OpenAI's QuickGELU, or plain GELU as OpenCLIP trains) and the mean and
+    standard deviation its input pixels are normalised by."""
+
+    quick_gelu: bool = True
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+
+
+OPENAI = CLIPVariant()
+
 
 @dataclass(frozen=True)
 class VQGANConfig:

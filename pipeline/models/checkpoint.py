@@ -5,7 +5,9 @@ are read here with an unpickler that knows exactly the few functions that rebuil
 and plain containers; every other name a file mentions (Lightning callbacks, numpy scalars,
 TorchScript classes, `os.system`) becomes an inert `Opaque` placeholder that records what it
 was given and does nothing. Three layouts are read: `torch.save` zip files, TorchScript
-archives (OpenAI's CLIP `.pt` files) and the legacy pre-1.6 `torch.save` format.
+archives (OpenAI's CLIP `.pt` files) and the legacy pre-1.6 `torch.save` format. A
+`.safetensors` file (OpenCLIP's) holds no pickle at all: a JSON header of names, dtypes and
+shapes, then the numbers; `Safetensors` reads it the same way.
 
 Tensors come out of the pickle as `TensorRef`s, and only the ones a model needs are read from
 disk: a transformer checkpoint whose VQGAN is its first stage does not load the transformer.
@@ -513,10 +515,66 @@ def kind_of(root: Any) -> str:
     return f"a checkpoint of {len(names)} tensors named {', '.join(tops[:4])}{more}"
 
 
+SAFETENSORS_HEADER_LIMIT = 100_000_000  # the format's own limit on its JSON header
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether a file is laid out as safetensors: an 8-byte header length, then JSON."""
+    with open(path, "rb") as file:
+        start = file.read(9)
+    if len(start) < 9:
+        return False
+    (length,) = struct.unpack("<Q", start[:8])
+    return 2 <= length <= min(SAFETENSORS_HEADER_LIMIT, Path(path).stat().st_size - 8) and (
+        start[8:9] == b"{"
+    )
+
+
+@dataclass(frozen=True)
+class NamedRef:
+    """A tensor in a safetensors file, not yet read."""
+
+    key: str
+    shape: tuple[int, ...]
+
+
+class Safetensors:
+    """An open `.safetensors` file: `refs` names its tensors with their shapes, `tensor(ref)`
+    reads one. Use as a context manager."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        try:
+            self._file = safe_open(str(path), framework="pt", device="cpu")
+            self.refs = {
+                key: NamedRef(key, tuple(self._file.get_slice(key).get_shape()))
+                for key in self._file.keys()  # noqa: SIM118 (not a dict)
+            }
+        except Exception as error:  # a broken header or a cut-off file, told the same way
+            raise ModelError(
+                f"{path} is not a readable safetensors file ({error}): it may be incomplete "
+                "or damaged; fetch it again"
+            ) from error
+
+    def __enter__(self) -> Safetensors:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._file = None
+
+    def tensor(self, ref: NamedRef) -> torch.Tensor:
+        try:
+            return self._file.get_tensor(ref.key)
+        except Exception as error:
+            raise ModelError(f"{self.path}: cannot read the tensor {ref.key} ({error})") from error
+
+
 def load_state_checked(
     model: nn.Module,
-    refs: dict[str, TensorRef],
-    checkpoint: Checkpoint,
+    refs: dict[str, TensorRef] | dict[str, NamedRef],
+    checkpoint: Checkpoint | Safetensors,
     what: str,
     ignore_extra: bool = False,
 ) -> None:

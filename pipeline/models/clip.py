@@ -1,9 +1,12 @@
-"""OpenAI CLIP for the engine: text and image embeddings, from OpenAI's `.pt` files.
+"""CLIP for the engine: text and image embeddings, from OpenAI's `.pt` files and OpenCLIP's.
 
 The network is open_clip's implementation of OpenAI's architecture (its parameter names are
 OpenAI's), built in float32 with the sizes read off the file's tensor shapes. OpenAI ships its
 models as TorchScript archives, which `torch.load` would hand to `torch.jit.load`, running the
-code inside; here only their tensors are read, by the restricted unpickler.
+code inside; here only their tensors are read, by the restricted unpickler. OpenCLIP's own
+models (LAION-2B) are state dicts of the same names, as `.bin` (a pickle, read the same way)
+or `.safetensors`; they were trained with plain GELU where OpenAI's use QuickGELU, and some
+with other pixel statistics, which their registry entry says (`CLIPVariant`).
 
 Tensor conventions: images are float32 NCHW in [0, 1] at `input_resolution` pixels square;
 embeddings are float32 (N, embed_dim), L2-normalised.
@@ -24,9 +27,11 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from pipeline.errors import ModelError
+from pipeline.models.architectures import OPENAI, OPENAI_MEAN, OPENAI_STD, CLIPVariant
 from pipeline.models.checkpoint import (
     Checkpoint,
-    TensorRef,
+    Safetensors,
+    is_safetensors,
     kind_of,
     load_state_checked,
     module_tensors,
@@ -37,14 +42,13 @@ from pipeline.store import atomic_write
 
 log = logging.getLogger(__name__)
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN, CLIP_STD = OPENAI_MEAN, OPENAI_STD
 # OpenAI's archives keep these as tensors beside the weights; the sizes are read from shapes.
 _METADATA = ("input_resolution", "context_length", "vocab_size")
 _HEAD_WIDTH = 64  # every OpenAI CLIP uses 64-wide attention heads
 
 
-def _indices(tensors: dict[str, TensorRef], prefix: str) -> int:
+def _indices(tensors: dict[str, Any], prefix: str) -> int:
     """How many numbered children `prefix` has: `prefix0.…`, `prefix1.…`, …"""
     return len({key[len(prefix) :].split(".", 1)[0] for key in tensors if key.startswith(prefix)})
 
@@ -57,7 +61,7 @@ def _grid(positions: int, path: Path) -> int:
 
 
 def config_from_state_dict(
-    tensors: dict[str, TensorRef], path: Path, looks_like: str = ""
+    tensors: dict[str, Any], path: Path, looks_like: str = ""
 ) -> dict[str, Any]:
     """The architecture of an OpenAI CLIP state dict, in open_clip's model-config layout;
     `looks_like` says what the file is instead, should it not be one ("; it looks like ...")."""
@@ -99,24 +103,26 @@ def config_from_state_dict(
         ) from error
 
 
-def build_clip(config: dict[str, Any]) -> CLIP:
-    """An OpenAI-architecture CLIP (QuickGELU, float32) from an open_clip model config."""
+def build_clip(config: dict[str, Any], quick_gelu: bool = True) -> CLIP:
+    """A CLIP (float32) from an open_clip model config: OpenAI's architecture with its
+    QuickGELU, or with `quick_gelu=False` the plain GELU OpenCLIP's own models train with."""
     vision = CLIPVisionCfg(**config["vision_cfg"])
     text = CLIPTextCfg(**config["text_cfg"])
-    return CLIP(config["embed_dim"], vision_cfg=vision, text_cfg=text, quick_gelu=True)
+    return CLIP(config["embed_dim"], vision_cfg=vision, text_cfg=text, quick_gelu=quick_gelu)
 
 
 class CLIPModel(nn.Module):
     """CLIP with the engine's conventions: texts in, images in [0, 1] in, unit vectors out."""
 
-    def __init__(self, model: CLIP, input_resolution: int):
+    def __init__(self, model: CLIP, input_resolution: int, variant: CLIPVariant = OPENAI):
         super().__init__()
         self.model = model
         self.input_resolution = input_resolution
         self.context_length: int = model.context_length
         self.embed_dim: int = model.text_projection.shape[1]
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = torch.tensor(variant.mean), torch.tensor(variant.std)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
         # Where the weights came from, for render.json: file name -> SHA-256 (empty: random).
         self.checksums: dict[str, str] = {}
         self.eval().requires_grad_(False)
@@ -136,12 +142,14 @@ class CLIPModel(nn.Module):
         return self.model.encode_image((images - self.mean) / self.std, normalize=True)
 
 
-def random_clip(config: dict[str, Any], seed: int = 0) -> CLIPModel:
+def random_clip(
+    config: dict[str, Any], seed: int = 0, variant: CLIPVariant = OPENAI
+) -> CLIPModel:
     """A CLIP of this architecture with random weights drawn from a fixed seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_clip(config)
-    return CLIPModel(model, _resolution(config))
+        model = build_clip(config, variant.quick_gelu)
+    return CLIPModel(model, _resolution(config), variant)
 
 
 def _resolution(config: dict[str, Any]) -> int:
@@ -149,8 +157,12 @@ def _resolution(config: dict[str, Any]) -> int:
     return size if isinstance(size, int) else size[0]
 
 
-def load_clip(path: Path, sha256: str | None = None, name: str = "") -> CLIPModel:
-    """Load an OpenAI CLIP `.pt` file (TorchScript archive or state dict); eval mode, no gradients.
+def load_clip(
+    path: Path, sha256: str | None = None, name: str = "", variant: CLIPVariant = OPENAI
+) -> CLIPModel:
+    """Load a CLIP file: OpenAI's `.pt` (a TorchScript archive), or a state dict of the same
+    parameter names (OpenCLIP's `open_clip_pytorch_model.bin` or `.safetensors`, with the
+    `variant` its registry entry gives); eval mode, no gradients.
 
     The SHA-256 is checked against `sha256` (when given) before the file is read. `name` is
     the registry name, used in error messages.
@@ -159,19 +171,29 @@ def load_clip(path: Path, sha256: str | None = None, name: str = "") -> CLIPMode
     if not path.is_file():
         raise ModelError(f"the CLIP file {path} does not exist")
     checksum = verify_sha256(path, sha256, name)
-    with Checkpoint(path) as checkpoint:
-        if checkpoint.is_torchscript:
-            refs = module_tensors(checkpoint.root)
-        else:
-            refs = state_dict_refs(checkpoint.root, path)
-        for key in _METADATA:
-            refs.pop(key, None)
-        config = config_from_state_dict(refs, path, f"; it looks like {kind_of(checkpoint.root)}")
-        model = build_clip(config)
-        # TorchScript keeps plain tensor attributes (the text attention mask) beside the weights.
-        what = f"{path} does not fit the CLIP built from it"
-        load_state_checked(model, refs, checkpoint, what, ignore_extra=True)
-    clip = CLIPModel(model, _resolution(config))
+    if is_safetensors(path):
+        with Safetensors(path) as tensors:
+            refs: dict[str, Any] = dict(tensors.refs)
+            config = config_from_state_dict(refs, path)
+            model = build_clip(config, variant.quick_gelu)
+            what = f"{path} does not fit the CLIP built from it"
+            load_state_checked(model, refs, tensors, what, ignore_extra=True)
+    else:
+        with Checkpoint(path) as checkpoint:
+            if checkpoint.is_torchscript:
+                refs = module_tensors(checkpoint.root)
+            else:
+                refs = state_dict_refs(checkpoint.root, path)
+            for key in _METADATA:
+                refs.pop(key, None)
+            looks_like = f"; it looks like {kind_of(checkpoint.root)}"
+            config = config_from_state_dict(refs, path, looks_like)
+            model = build_clip(config, variant.quick_gelu)
+            # TorchScript keeps plain tensor attributes (the text attention mask) beside the
+            # weights.
+            what = f"{path} does not fit the CLIP built from it"
+            load_state_checked(model, refs, checkpoint, what, ignore_extra=True)
+    clip = CLIPModel(model, _resolution(config), variant)
     clip.checksums = {path.name: checksum}
     log.debug("loaded CLIP %s (%d px, %d-d)", path, clip.input_resolution, clip.embed_dim)
     return clip

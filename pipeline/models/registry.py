@@ -16,6 +16,7 @@ import enum
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,10 +30,14 @@ from pipeline.models.architectures import (
     GUMBEL_F8_8192,
     IMAGENET_F16_1024,
     IMAGENET_F16_16384,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    OPENAI,
     SHAPES_CLIP,
     SHAPES_VQGAN,
     TINY_CLIP,
     TINY_VQGAN,
+    CLIPVariant,
     VQGANConfig,
 )
 from pipeline.store import atomic_write
@@ -106,6 +111,7 @@ class CLIPEntry:
     notes: str = ""
     source: Source = Source.DOWNLOAD
     kind: str = "clip"
+    variant: CLIPVariant = OPENAI  # the activation and pixel normalisation it was trained with
 
     @property
     def files(self) -> tuple[ModelFile, ...]:
@@ -355,6 +361,53 @@ CLIPS: dict[str, CLIPEntry] = {
 }
 
 
+_LAION = "https://huggingface.co/laion"
+
+
+def _openclip(
+    name: str,
+    address: str,
+    sha256: str,
+    size: int,
+    open_clip_config: str,
+    variant: CLIPVariant,
+    notes: str,
+) -> CLIPEntry:
+    """An OpenCLIP model from LAION's Hugging Face repositories, kept as NAME + its suffix."""
+    filename = name + Path(address).suffix
+    file = ModelFile(filename, f"{_LAION}/{address}", size, sha256)
+    return CLIPEntry(name, file, open_clip_config, 224, notes, variant=variant)
+
+
+# OpenCLIP's models trained on LAION-2B (open_clip's `pretrained.py` names their repositories;
+# the hashes are their Hugging Face LFS object ids, MODELS.md cites where they are published).
+# Both use plain GELU; the ViT-L/14 normalises its pixels by 0.5s, as open_clip says.
+CLIPS.update(
+    (entry.name, entry)
+    for entry in (
+        _openclip(
+            "ViT-B-32-laion2b",
+            "CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/1a25a446712ba5ee05982a381eed697ef9b435cf/"
+            "open_clip_model.safetensors",
+            "ac4f8c4b88af6d963118cbf40ad93176d092abbedfcb752601ae1866352656e6",
+            605_143_316,
+            "ViT-B-32",
+            CLIPVariant(quick_gelu=False),
+            "OpenCLIP, LAION-2B, 224 px (ImageNet zero-shot 66.6%; OpenAI's ViT-B/32 63.2%)",
+        ),
+        _openclip(
+            "ViT-L-14-laion2b",
+            "CLIP-ViT-L-14-laion2B-s32B-b82K/resolve/main/open_clip_pytorch_model.bin",
+            "5ddb47339f44e4fd9cace3d3960d38af1b51a25857440cfae90afc44706d7e2b",
+            1_710_631_365,
+            "ViT-L-14",
+            CLIPVariant(quick_gelu=False, mean=INCEPTION_MEAN, std=INCEPTION_STD),
+            "OpenCLIP, LAION-2B, 224 px (ImageNet zero-shot 75.3%; OpenAI's ViT-L/14 75.5%)",
+        ),
+    )
+)
+
+
 # The shapes world's reference models, trained by the project (tools/shapes/) and committed
 # with the package; these hashes are checked at every load. `feverdream models build shapes`
 # trains them again from the recipe and says how far the new weights are from these.
@@ -486,8 +539,10 @@ def _missing_error(entry: Entry, file: ModelFile, path: Path) -> ModelError:
     )
 
 
-def _looks_like_path(name: str) -> bool:
-    return Path(name).expanduser().exists() or name.endswith((".ckpt", ".yaml", ".pt", ".pth"))
+def looks_like_path(name: str) -> bool:
+    """Whether a model's name is meant as a file (it is one, or ends like one)."""
+    endings = (".ckpt", ".yaml", ".pt", ".pth", ".bin", ".safetensors")
+    return Path(name).expanduser().exists() or name.endswith(endings)
 
 
 def entry_paths(entry: Entry) -> tuple[Path, ...]:
@@ -525,7 +580,7 @@ def resolve_vqgan(
     if isinstance(entry, VQGANEntry):
         yaml, ckpt = _present(entry)
         return ckpt, yaml, expected_sha256(entry.checkpoint, ckpt)
-    if not _looks_like_path(name):
+    if not looks_like_path(name):
         raise unknown_name_error(name, "vqgan")
     path = Path(name).expanduser()
     ckpt = path.with_suffix(".ckpt") if path.suffix == ".yaml" else path
@@ -546,7 +601,7 @@ def resolve_clip(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None
     if isinstance(entry, CLIPEntry):
         (path,) = _present(entry)
         return path, expected_sha256(entry.file, path)
-    if not _looks_like_path(name):
+    if not looks_like_path(name):
         raise unknown_name_error(name, "clip")
     path = Path(name).expanduser()
     if not path.is_file():
@@ -597,28 +652,39 @@ def status(kind: str) -> list[ModelStatus]:
     return rows
 
 
-def _random_models(vqgan: str, clip: str) -> tuple[VQGAN, CLIPModel]:
-    from pipeline.models.clip import random_clip
+def _random_vqgan(name: str) -> VQGAN:
     from pipeline.models.vqgan import random_vqgan
 
-    vqgan_entry = find_entry("vqgan", vqgan)
-    clip_entry = find_entry("clip", clip)
-    if not isinstance(vqgan_entry, VQGANEntry):
-        raise unknown_name_error(vqgan, "vqgan")
-    if not isinstance(clip_entry, CLIPEntry):
-        raise unknown_name_error(clip, "clip")
-    clip_config = clip_entry.architecture
-    if isinstance(clip_config, str):
+    entry = find_entry("vqgan", name)
+    if not isinstance(entry, VQGANEntry):
+        raise unknown_name_error(name, "vqgan")
+    return random_vqgan(entry.architecture, RANDOM_SEED)
+
+
+def _random_clip(name: str) -> CLIPModel:
+    from pipeline.models.clip import random_clip
+
+    entry = find_entry("clip", name)
+    if not isinstance(entry, CLIPEntry):
+        raise unknown_name_error(name, "clip")
+    config = entry.architecture
+    if isinstance(config, str):
         import open_clip
 
-        clip_config = open_clip.get_model_config(clip_config)
-    return random_vqgan(vqgan_entry.architecture, RANDOM_SEED), random_clip(
-        clip_config, RANDOM_SEED
-    )
+        config = open_clip.get_model_config(config)
+    return random_clip(config, RANDOM_SEED, entry.variant)
 
 
 def _downloaded(entry: Entry | None) -> bool:
     return entry is not None and entry.source is Source.DOWNLOAD
+
+
+def _warn_random(random_weights: bool, names: Sequence[str]) -> None:
+    if random_weights or TINY in names:
+        log.warning(
+            "%s: these models have random weights and make abstract noise, not art",
+            "--random-weights" if random_weights else "tiny",
+        )
 
 
 def load_models(
@@ -635,25 +701,48 @@ def load_models(
     random weights from a fixed seed, and no file is read. Each model's `checksums` maps the
     files it was loaded from to their SHA-256 (empty for random weights), for render.json.
     """
-    if random_weights or TINY in (vqgan, clip):
-        log.warning(
-            "%s: these models have random weights and make abstract noise, not art",
-            "--random-weights" if random_weights else "tiny",
-        )
+    vqgan_model, ((clip_model, _),) = load_all(
+        vqgan, ((clip, 1.0),), device, random_weights, vqgan_config
+    )
+    return vqgan_model, clip_model
+
+
+def load_all(
+    vqgan: str,
+    clips: Sequence[tuple[str, float]],
+    device: str | torch.device = "cpu",
+    random_weights: bool = False,
+    vqgan_config: str | os.PathLike[str] | None = None,
+) -> tuple[VQGAN, list[tuple[CLIPModel, float]]]:
+    """The VQGAN and each (CLIP, weight) a render uses, as `load_models` loads them; every
+    file is found before any is read, and a CLIP named twice is loaded once."""
+    names = list(dict.fromkeys(name for name, _ in clips))
+    _warn_random(random_weights, [vqgan, *names])
     if random_weights:
-        vqgan_model, clip_model = _random_models(vqgan, clip)
+        vqgan_model = _random_vqgan(vqgan)
+        loaded = {name: _random_clip(name) for name in names}
     else:
         from pipeline.models.clip import load_clip
         from pipeline.models.vqgan import load_vqgan
 
         ckpt, config, vqgan_sha = resolve_vqgan(vqgan, vqgan_config)
-        clip_path, clip_sha = resolve_clip(clip)
+        found = {name: resolve_clip(name) for name in names}
         # Downloaded models' names go into error messages as `feverdream models download NAME`.
-        vqgan_name = vqgan if _downloaded(find_entry("vqgan", vqgan)) else ""
-        clip_name = clip if _downloaded(find_entry("clip", clip)) else ""
-        vqgan_model = load_vqgan(ckpt, config, vqgan_sha, vqgan_name)
-        clip_model = load_clip(clip_path, clip_sha, clip_name)
-    return vqgan_model.to(device), clip_model.to(device)
+        vqgan_model = load_vqgan(
+            ckpt, config, vqgan_sha, vqgan if _downloaded(find_entry("vqgan", vqgan)) else ""
+        )
+        loaded = {}
+        for name, (path, sha256) in found.items():
+            entry = find_entry("clip", name)
+            shown = name if _downloaded(entry) else ""
+            loaded[name] = load_clip(path, sha256, shown, _variant(entry))
+    models = {name: model.to(device) for name, model in loaded.items()}
+    return vqgan_model.to(device), [(models[name], weight) for name, weight in clips]
+
+
+def _variant(entry: Entry | None) -> CLIPVariant:
+    """How a CLIP is run: as its entry says, else as OpenAI's (a file given by path)."""
+    return entry.variant if isinstance(entry, CLIPEntry) else OPENAI
 
 
 def load_clip_model(name: str, device: str | torch.device = "cpu") -> CLIPModel:
@@ -661,7 +750,9 @@ def load_clip_model(name: str, device: str | torch.device = "cpu") -> CLIPModel:
     from pipeline.models.clip import load_clip
 
     path, sha256 = resolve_clip(name)
-    return load_clip(path, sha256, name if _downloaded(find_entry("clip", name)) else "").to(device)
+    entry = find_entry("clip", name)
+    shown = name if _downloaded(entry) else ""
+    return load_clip(path, sha256, shown, _variant(entry)).to(device)
 
 
 def digest(model: VQGAN | CLIPModel) -> str:
