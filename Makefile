@@ -14,7 +14,7 @@ setup: $(STAMP)
 # Lightning requirement would pull a large, unused stack (see DEPENDENCIES.md).
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,cluster]'
 	$(PY) -m pip install -q --no-deps taming-transformers-rom1504==0.0.6
 	$(PY) -m pipeline.audio --warm
 	touch $(STAMP)

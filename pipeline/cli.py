@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from pipeline import __version__, cli_models, cli_score, cli_tiktok
+from pipeline import __version__, cli_batch, cli_models, cli_score, cli_tiktok
 from pipeline.errors import FeverdreamError
 
 log = logging.getLogger(__name__)
@@ -386,13 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     cli_tiktok.add_verbs(sub)
     _add_bench_verb(sub)
     cli_score.add_verbs(sub)
+    cli_batch.add_verbs(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if argv is None and args.verb in ("render", "bench"):
+    if argv is None and args.verb in ("render", "bench", "batch"):
         from pipeline.malloc import restart_with_tuning
 
         restart_with_tuning()

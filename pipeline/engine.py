@@ -540,11 +540,15 @@ class Engine:
             moved = match_colours(moved, self.reference, self.settings.color_coherence)
         return self.image_to_latent(moved)
 
-    def anchor(self, index: int, plan: Plan, previous: Anchor | None) -> Anchor:
+    def anchor(
+        self, index: int, plan: Plan, previous: Anchor | None, first_frame: int = 0
+    ) -> Anchor:
         """Optimise frame `index`, starting from `previous` moved by the frames between,
-        or from random codes at the start and at a cut."""
+        or from random codes at the start and at a cut. `first_frame`: where `plan` begins
+        in the video (a shot rendered on its own), which each frame's random stream counts
+        from."""
         frame = plan.frames[index]
-        generator = frame_generator(self.settings.seed, index, self.device)
+        generator = frame_generator(self.settings.seed, first_frame + index, self.device)
         pull = None
         if previous is None or frame.cut:
             if frame.init_image is not None:
@@ -650,8 +654,11 @@ def render_frames(
     fresh: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
     on_progress: Callable[[FrameProgress], None] = lambda progress: None,
+    first_frame: int = 0,
 ) -> RenderResult:
     """Render every frame of the plan into the store, continuing after finished frames.
+    With `first_frame`, the plan is a shot of a video that begins at that frame (a `Plan.span`
+    from the start or a cut): its frames are the same as in a render of the whole video.
 
     For each frame: optimise it (every `cadence`-th frame, see anchor_frames), or make it
     between the optimised frames before and after it. An optimised frame is written after
@@ -672,7 +679,7 @@ def render_frames(
         if upcoming is None or upcoming.index < index:
             following = next(i for i in optimised if i >= index)
             clock = time.perf_counter()
-            upcoming = engine.anchor(following, plan, previous)
+            upcoming = engine.anchor(following, plan, previous, first_frame)
             seconds = time.perf_counter() - clock
         if index < upcoming.index:
             clock = time.perf_counter()

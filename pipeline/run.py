@@ -148,34 +148,23 @@ def render(
     returns with `stopped` set. Bad inputs (soundtrack, models, changed settings) fail
     before the first frame.
     """
-    from pipeline.engine import Engine, EngineSettings, Speed, render_frames
-    from pipeline.models.registry import digest
+    from pipeline.engine import render_frames
     from pipeline.store import FrameStore
 
     options = options or RenderOptions()
     story = story if isinstance(story, Story) else load(story)
-    board, plan = story.board, story.plan
+    plan = story.plan
     if options.frames is not None:
         plan = plan.span(*options.frames)
     soundtrack = _soundtrack(story, options)
     device = pick_device(options.device)
-    vqgan, clips = load_models(
+    loaded = load_models(
         story,
         options,
         device,
         on_bytes=lambda done, total: on_progress(Progress("download", done, total or 0)),
     )
-    settings = render_settings(story, options)
-    speed = options.speed or Speed.fast(device, settings.cadence)
-    engine = Engine(vqgan, clips, EngineSettings.for_render(settings, board.seed, device, speed))
-    models: dict[str, Any] = {
-        "vqgan": {"name": model_name(story, options), "sha256": digest(vqgan)},
-        "clip": clip_record(clip_names(story, options), clips),
-    }
-    # The pictures by content, so that frames made from a picture since replaced are never
-    # continued as if nothing had changed.
-    pictures = {name: _sha256(path) for name, path in plan.images}
-    describe: dict[str, Any] = {"models": models, **({"pictures": pictures} if pictures else {})}
+    engine, describe = make_engine(story, options, device, loaded)
     folder = render_folder(story, options)
     store = FrameStore(folder)
     started = time.perf_counter()
@@ -201,9 +190,55 @@ def render(
     )
     if frames.stopped or not options.encode:
         return result
+    return encode(story, options, result, describe["models"], frames.records, on_progress,
+                  soundtrack=soundtrack)  # fmt: skip
 
+
+def make_engine(
+    story: Story, options: RenderOptions, device: str, loaded: tuple[Any, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The engine for a render on these models, and what its manifest records beside the
+    engine's settings: the models by name and content, and the pictures by content."""
+    from pipeline.engine import Engine, EngineSettings, Speed
+    from pipeline.models.registry import digest
+
+    vqgan, clips = loaded
+    settings = render_settings(story, options)
+    speed = options.speed or Speed.fast(device, settings.cadence)
+    engine = Engine(
+        vqgan, clips, EngineSettings.for_render(settings, story.board.seed, device, speed)
+    )
+    models: dict[str, Any] = {
+        "vqgan": {"name": model_name(story, options), "sha256": digest(vqgan)},
+        "clip": clip_record(clip_names(story, options), clips),
+    }
+    # The pictures by content, so that frames made from a picture since replaced are never
+    # continued as if nothing had changed.
+    pictures = {name: _sha256(path) for name, path in story.plan.images}
+    return engine, {"models": models, **({"pictures": pictures} if pictures else {})}
+
+
+def encode(
+    story: Story,
+    options: RenderOptions,
+    result: Rendered,
+    models: dict[str, Any],
+    records: dict[int, Any],
+    on_progress: Callable[[Progress], None] = lambda progress: None,
+    *,
+    soundtrack: tuple[SoundtrackSpec, SoundtrackInfo] | None = None,
+) -> Rendered:
+    """The video, contact sheet, preview GIF and render.json of finished frames (in
+    `result.frames_dir`), with `models` and the frames' `records` as render.json says."""
     from pipeline import render as video
+    from pipeline.store import FrameStore
 
+    board, plan = story.board, story.plan
+    if options.frames is not None:
+        plan = plan.span(*options.frames)
+    if soundtrack is None:
+        soundtrack = _soundtrack(story, options)
+    folder, store = result.folder, FrameStore(result.folder)
     started = time.perf_counter()
     name = (
         board.name
@@ -241,14 +276,128 @@ def render(
             storyboard_sha256=board.sha256,
             seed=board.seed,
             models=models,
-            device=device,
-            frames=[
-                video.FrameRecord(i, r.seconds, r.loss) for i, r in sorted(frames.records.items())
-            ],
+            device=result.device,
+            frames=[video.FrameRecord(i, r.seconds, r.loss) for i, r in sorted(records.items())],
             total_seconds=sum(result.seconds.values()),
         ),
     )
     return result
+
+
+# --- shots: the parts of a video that share nothing ---------------------------------------
+
+
+def shots(plan: Plan) -> list[tuple[int, int]]:
+    """The plan's shots as frame ranges (A, B), frames A to B-1: from the start and from each
+    cut up to the next. A cut starts again from noise (or its picture), so each shot can be
+    rendered on its own, by another process, and comes out as in a render of the whole."""
+    starts = [0] + [fp.frame for fp in plan.frames if fp.cut and fp.frame > 0]
+    return list(zip(starts, [*starts[1:], plan.n_frames], strict=True))
+
+
+def shot_folder(story: Story, options: RenderOptions, shot: tuple[int, int]) -> Path:
+    """Where one shot's frames and resume state are kept until the whole is gathered."""
+    return render_folder(story, options) / "shots" / f"{shot[0]:06d}-{shot[1]:06d}"
+
+
+@dataclass
+class ShotRendered:
+    """What `render_shot` made: the shot's frames are in `folder`/frames, numbered from 0."""
+
+    shot: tuple[int, int]
+    folder: Path
+    describe: dict[str, Any]  # what the manifest records beside the engine's settings
+    settings: dict[str, Any]  # the engine's settings, as a whole render's manifest has them
+    records: dict[int, Any]  # per frame of the shot (0 = its first), as FrameRecords
+    seconds: float
+
+
+def render_shot(
+    story: Story,
+    options: RenderOptions,
+    shot: tuple[int, int],
+    loaded: tuple[Any, Any] | None = None,
+    on_progress: Callable[[Progress], None] = lambda progress: None,
+) -> ShotRendered:
+    """Render one shot (from `shots`) into its own folder, continuing after the frames a
+    killed attempt left there; `loaded` are the models (`load_models`), if already loaded.
+    Its frames are byte-identical to the same frames of `render` on the same device: the
+    same random stream per frame, the same anchors, the whole plan's prompts embedded as
+    a whole render embeds them."""
+    from pipeline.engine import render_frames
+    from pipeline.store import FrameStore
+
+    device = pick_device(options.device)
+    loaded = loaded or load_models(story, options, device)
+    engine, describe = make_engine(story, options, device, loaded)
+    engine.embed(story.plan.prompt_texts, dict(story.plan.images))
+    folder = shot_folder(story, options, shot)
+    started = time.perf_counter()
+    frames = render_frames(
+        story.plan.span(*shot),
+        engine,
+        FrameStore(folder),
+        describe=describe,
+        on_progress=lambda p: on_progress(
+            Progress("frames", p.frames_done, p.frames_total, p.loss)
+        ),
+        first_frame=shot[0],
+    )
+    return ShotRendered(shot, folder, describe, engine.settings.record(), frames.records,
+                        time.perf_counter() - started)  # fmt: skip
+
+
+def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -> Rendered:
+    """The frames of every shot, made apart, put together in the render folder as `render`
+    would have left them (frames, manifest, the last frame's state), so that `render`
+    finds them finished, and the shot folders removed."""
+    import shutil
+
+    from pipeline.store import FrameRecord, FrameStore, Manifest
+
+    ordered = sorted(done, key=lambda shot: shot.shot[0])
+    if [s.shot for s in ordered] != shots(story.plan):
+        raise FeverdreamError(f"{story.board.name}: not every shot is rendered yet")
+    folder = render_folder(story, options)
+    store = FrameStore(folder)
+    first = ordered[0]
+    manifest = Manifest({**first.settings, **first.describe}, story.plan.to_json())
+    existing = store.read_manifest()
+    if existing is not None and (existing.settings, existing.plan) != (
+        manifest.settings,
+        manifest.plan,
+    ):
+        raise FeverdreamError(
+            f"{store.frames_dir} holds frames rendered another way; move them away or "
+            "render with --fresh, then run the batch again"
+        )
+    store.frames_dir.mkdir(parents=True, exist_ok=True)
+    records: dict[int, FrameRecord] = {}
+    for part in ordered:
+        start, end = part.shot
+        kept = FrameStore(part.folder)
+        for index in range(end - start):
+            target = store.frame_path(start + index)
+            if not target.exists():
+                shutil.copyfile(kept.frame_path(index), target)
+            records[start + index] = part.records[index]
+    last = ordered[-1]
+    state = FrameStore(last.folder).load_state(last.shot[1] - last.shot[0] - 1, "cpu")
+    if state is not None:
+        state.pop("frame")
+        store.save_state(story.plan.n_frames - 1, state)
+    manifest.records = records
+    store.write_manifest(manifest)
+    shutil.rmtree(folder / "shots", ignore_errors=True)
+    return Rendered(
+        folder=folder,
+        frames_dir=store.frames_dir,
+        frames_done=story.plan.n_frames,
+        frames_total=story.plan.n_frames,
+        stopped=False,
+        device=first.settings["device"],
+        seconds={"frames": sum(part.seconds for part in ordered)},
+    )
 
 
 def _sha256(path: Path) -> str:

@@ -142,9 +142,7 @@ class CLIPModel(nn.Module):
         return self.model.encode_image((images - self.mean) / self.std, normalize=True)
 
 
-def random_clip(
-    config: dict[str, Any], seed: int = 0, variant: CLIPVariant = OPENAI
-) -> CLIPModel:
+def random_clip(config: dict[str, Any], seed: int = 0, variant: CLIPVariant = OPENAI) -> CLIPModel:
     """A CLIP of this architecture with random weights drawn from a fixed seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -1,0 +1,115 @@
+"""`feverdream batch`: many storyboards, and the shots of each, on a Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline import cli_tiktok
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pipeline import batch, run
+
+    post = None
+    if args.post:
+        from pipeline import tiktok
+
+        tiktok.check_can_post(args.post, caption="", **cli_tiktok.post_options(args))
+
+        def post(job: batch.Job) -> int:
+            caption = job.story.board.caption or "" if job.story else ""
+            return cli_tiktok.post(args, str(job.video), args.post, caption)
+
+    options = run.RenderOptions(
+        output=Path(args.output) if args.output else None,
+        device=args.device,
+        vqgan=args.vqgan or args.models,
+        clip=args.clip or args.models,
+        random_weights=args.random_weights,
+    )
+    bar = tqdm(total=0, unit="frame", desc="batch", dynamic_ncols=True)
+
+    def show(progress: batch.BatchProgress) -> None:
+        bar.total = progress.total
+        bar.n = progress.done
+        each = progress.per_storyboard.items()
+        parts = [f"{name} {done}/{total}" for name, (done, total) in each]
+        bar.set_postfix_str(", ".join(parts), refresh=False)
+        bar.refresh()
+
+    try:
+        jobs = batch.batch(
+            args.storyboards,
+            options,
+            cluster=args.cluster,
+            gpus_per_task=args.gpus_per_task,
+            workers=args.workers,
+            post=post,
+            on_progress=show,
+        )
+    except batch.RayMissing as error:
+        bar.close()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    bar.close()
+    failed = 0
+    for job in jobs:
+        if job.error is not None:
+            failed += 1
+            print(f"FAILED  {job.path}: {job.error}", file=sys.stderr)
+        elif job.skipped:
+            print(f"done    {job.path}: already rendered in an earlier batch")
+        else:
+            print(f"ok      {job.video}  {job.frames_total} frames in {job.seconds / 60:.1f} min")
+    print(f"{len(jobs) - failed} of {len(jobs)} storyboards rendered" + (
+        f"; {failed} failed (above)" if failed else ""))  # fmt: skip
+    return 1 if failed else 0
+
+
+def add_verbs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="render many storyboards, and the shots of each, on a Ray cluster",
+        description="Renders every storyboard given (a folder: every *.yaml in it) on Ray, "
+        "one task per shot (the frames from the start or a cut to the next cut), and "
+        "encodes each video when its shots are done. Frames are the same as "
+        "`feverdream render` makes on the same device; a batch run again skips what is done.",
+    )
+    p.add_argument("storyboards", nargs="+", metavar="STORYBOARD_OR_DIR")
+    p.add_argument("-o", "--output", metavar="DIR", help="videos go to DIR/NAME (default outputs/)")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="a Ray cluster's address, or `local` to start Ray here (default: RAY_ADDRESS, "
+        "else local)",
+    )
+    p.add_argument(
+        "--gpus-per-task",
+        type=float,
+        default=0,
+        metavar="N",
+        help="GPUs each render worker holds (default 0: CPU workers, one per core)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help="render workers (default: all fit)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda where a worker has one")
+    p.add_argument("--models", metavar="NAME", help="use NAME for both VQGAN and CLIP (e.g. tiny)")
+    p.add_argument("--vqgan", metavar="NAME", help="override the storyboards' VQGAN")
+    p.add_argument("--clip", metavar="NAME", help="override the storyboards' CLIP")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="the named architectures with random weights (abstract noise; for benchmarks)",
+    )
+    p.add_argument(
+        "--post",
+        nargs="?",
+        const="draft",
+        choices=["draft", "direct"],
+        help="post each video to TikTok when it is done (default: draft)",
+    )
+    cli_tiktok.add_post_options(p)
+    p.set_defaults(func=cmd_batch)

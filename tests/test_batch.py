@@ -1,0 +1,159 @@
+"""`feverdream batch` on a local Ray cluster the test starts (2 CPUs, two one-thread render
+workers): storyboards and their shots as tasks, frames byte-identical to `feverdream render`,
+a worker killed mid-shot costs nothing, a bad storyboard is reported and the others render."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import batch, run
+from pipeline.cli import main
+from pipeline.store import FrameStore
+
+pytest.importorskip("ray")  # an optional dependency; `make setup` installs it
+
+BOARD = """\
+title: {title}
+seed: {seed}
+duration: {frames}f
+render:
+  size: 144x256
+  steps: {steps}
+  first_steps: {first_steps}
+  cuts: 4
+  cadence: 2
+models:
+  vqgan: tiny
+  clip: tiny
+keyframes:
+  - at: 0s
+    prompt: "a red circle"
+    zoom: 1.02
+{more}"""
+CUT = """\
+  - at: {at}f
+    prompt: "a blue square"
+    cut: true
+    pan: [2, 0]
+"""
+
+
+def write(folder: Path, name: str, frames: int, cut_at: int | None, steps=2, first_steps=6):
+    more = CUT.format(at=cut_at) if cut_at is not None else ""
+    text = BOARD.format(title=name, seed=len(name), frames=frames, steps=steps,
+                        first_steps=first_steps, more=more)  # fmt: skip
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def hashes(folder: Path, count: int) -> list[str]:
+    store = FrameStore(folder)
+    return [hashlib.sha256(store.frame_path(i).read_bytes()).hexdigest() for i in range(count)]
+
+
+def rendered_alone(path: Path, out: Path) -> list[str]:
+    """The frames `feverdream render` makes of it, on one thread like each batch worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        story = run.load(path)
+        run.render(story, run.RenderOptions(output=out, device="cpu", encode=False))
+    finally:
+        torch.set_num_threads(threads)
+    return hashes(out, story.plan.n_frames)
+
+
+@pytest.fixture
+def boards(tmp_path, tiny_model_dir):
+    folder = tmp_path / "boards"
+    folder.mkdir()
+    write(folder, "calm", 10, None)
+    write(folder, "cut", 16, 7)
+    return folder
+
+
+def test_a_batch_renders_the_same_frames_as_render_and_videos_check_accepts(
+    boards, tmp_path, capsys
+):
+    code = main(["batch", str(boards), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 of 2 storyboards rendered" in out
+    for name, frames in (("calm", 10), ("cut", 16)):
+        folder = tmp_path / "out" / name
+        assert hashes(folder, frames) == rendered_alone(boards / f"{name}.yaml",
+                                                        tmp_path / "alone" / name)  # fmt: skip
+        assert main(["check", str(folder / f"{name}.mp4")]) == 0
+        assert not (folder / "shots").exists()
+    # The cut storyboard was two tasks, one per shot.
+    assert run.shots(run.load(boards / "cut.yaml").plan) == [(0, 7), (7, 16)]
+    # `feverdream render` finds the batch's frames finished: nothing is rendered again.
+    capsys.readouterr()
+    before = (tmp_path / "out" / "cut" / "frames" / "000003.png").stat().st_mtime_ns
+    options = run.RenderOptions(output=tmp_path / "out" / "cut", device="cpu", encode=False)
+    again = run.render(boards / "cut.yaml", options)
+    assert again.frames_done == 16
+    assert (tmp_path / "out" / "cut" / "frames" / "000003.png").stat().st_mtime_ns == before
+    # And a batch run again skips what is done.
+    assert main(["batch", str(boards), "-o", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.count("already rendered") == 2
+
+
+def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
+    folder = tmp_path / "boards"
+    folder.mkdir()
+    path = write(folder, "long", 16, 8, steps=5, first_steps=24)
+    story = run.load(path)
+    killed: list[int] = []
+    before: dict[int, float] = {}  # the first frames' render times, as recorded when killed
+
+    def kill_when_frames_appear(ray, actors):
+        pids = ray.get([actor.pid.remote() for actor in actors])
+        shot = run.shot_folder(story, run.RenderOptions(output=tmp_path / "out" / "long"),
+                               (0, 8))  # fmt: skip
+
+        def watch():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                manifest = FrameStore(shot).read_manifest() if shot.exists() else None
+                if manifest is not None and len(manifest.records) >= 3:
+                    before.update({i: r.seconds for i, r in manifest.records.items() if i < 3})
+                    for pid in pids:  # both workers: whichever holds the shot dies mid-way
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    return
+                time.sleep(0.02)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    jobs = batch.batch([path], run.RenderOptions(output=tmp_path / "out", device="cpu"),
+                       on_ready=kill_when_frames_appear)  # fmt: skip
+    assert killed, "the workers were never killed: the shot finished too soon"
+    (job,) = jobs
+    assert job.error is None and job.video is not None
+    assert hashes(tmp_path / "out" / "long", 16) == rendered_alone(path, tmp_path / "alone")
+    # The retried task continued after the frames saved before the kill: they were not made
+    # again (a frame made again would have its own time).
+    records = FrameStore(tmp_path / "out" / "long").read_manifest().records
+    assert {i: records[i].seconds for i in before} == before
+
+
+def test_an_invalid_storyboard_is_reported_and_the_others_render(boards, tmp_path, capsys):
+    (boards / "broken.yaml").write_text("title: broken\nduration: 1s\nkeyframes:\n  - at: soon\n")
+    code = main(["batch", str(boards / "broken.yaml"), str(boards / "calm.yaml"),
+                 "-o", str(tmp_path / "out")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken.yaml:4: keyframes[1].at" in captured.err
+    assert "1 of 2 storyboards rendered; 1 failed" in captured.out
+    assert (tmp_path / "out" / "calm" / "calm.mp4").is_file()
