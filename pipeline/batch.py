@@ -95,9 +95,12 @@ def _finished(job: Job, options: run.RenderOptions) -> bool:
     if not (record.is_file() and video.is_file()):
         return False
     try:
-        return json.loads(record.read_text()).get("storyboard_sha256") == job.story.board.sha256
+        recorded = json.loads(record.read_text())
     except ValueError:
         return False
+    return recorded.get("storyboard_sha256") == job.story.board.sha256 and _same_models(
+        job, recorded
+    )
 
 
 def _frames_made(job: Job) -> int:
@@ -125,9 +128,12 @@ def _connect(cluster: str | None, threads: int) -> Any:
     except ImportError:
         raise RayMissing(INSTALL_RAY) from None
     address = cluster or os.environ.get("RAY_ADDRESS") or "local"
-    env = {"OMP_NUM_THREADS": str(threads)}
+    # The workers see this process's models folder, caches and config, wherever they run.
+    env = {key: value for key, value in os.environ.items() if key.startswith("FEVERDREAM_")}
+    env["OMP_NUM_THREADS"] = str(threads)
     if address == "local":
         ray.init(
+            address="local",  # a new Ray of our own, never one already running here
             include_dashboard=False,
             runtime_env={"env_vars": env},
             logging_level=logging.WARNING,
@@ -151,12 +157,18 @@ class _ShotWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def render(self, path: str, options: run.RenderOptions, shot: tuple[int, int]):
+    def render(self, path: str, sha256: str, options: run.RenderOptions, shot: tuple[int, int]):
         story = run.load(path)
+        if story.board.sha256 != sha256:
+            raise FeverdreamError(
+                f"{path} changed while the batch ran: its shots would not fit together; "
+                "run the batch again"
+            )
         device = run.pick_device(options.device)
         key = (run.model_name(story, options), run.clip_names(story, options), device,
                options.random_weights)  # fmt: skip
         if key not in self.models:
+            self.models.clear()  # one set of models in memory at a time
             self.models[key] = run.load_models(story, options, device)
         return run.render_shot(story, options, shot, self.models[key])
 
@@ -180,19 +192,44 @@ def batch(
     `workers`: how many render actors (default: one per `gpus_per_task` GPUs, else one per
     CPU). `on_ready(ray, actors)` is told the actors once they are up."""
     options = options or run.RenderOptions()
+    if options.frames is not None or options.fresh:
+        raise FeverdreamError(
+            "a batch renders whole storyboards and continues what is there: frames A:B and "
+            "--fresh are for `feverdream render`"
+        )
     jobs = [Job(path) for path in storyboards(paths)]
+    names: dict[str, Path] = {}
     for job in jobs:
         try:
             job.story = run.load(job.path)
+            run._soundtrack(job.story, options)  # a bad soundtrack fails now, not after frames
         except FeverdreamError as error:
             job.error = str(error)
             continue
-        output = (options.output or Path("outputs")).resolve() / job.story.board.name
+        name = job.story.board.name
+        if name in names:
+            job.error = (
+                f"{job.path}: another storyboard of this batch, {names[name]}, has the same "
+                f"name ({name}) and would render into the same folder; rename one"
+            )
+            continue
+        names[name] = job.path
+        output = (options.output or Path("outputs")).resolve() / name
         job.options = _with(options, output=output, encode=False)
         job.shots = run.shots(job.story.plan)
         if _finished(job, job.options):
             job.skipped = True
+        else:
+            job.error = _conflict(job)
     todo = [job for job in jobs if job.error is None and not job.skipped]
+    gathered = [job for job in todo if _gathered(job)]
+    for job in gathered:  # an earlier batch rendered every frame, then stopped: encode only
+        _finish(job, post)
+    todo = [job for job in todo if job not in gathered]
+    if not todo:
+        return jobs
+    _download_first(todo)
+    todo = [job for job in todo if job.error is None]
     if not todo:
         return jobs
 
@@ -207,6 +244,79 @@ def batch(
     return jobs
 
 
+def _conflict(job: Job) -> str | None:
+    """Why this storyboard's render folder cannot take the batch's frames, if it cannot:
+    frames made another way (other settings, another storyboard), or without a manifest."""
+    from pipeline.store import FrameStore
+
+    assert job.story is not None and job.options is not None
+    store = FrameStore(run.render_folder(job.story, job.options))
+    try:
+        manifest = store.read_manifest()
+    except FeverdreamError as error:
+        return str(error)
+    if manifest is None:
+        if any(store.frames_dir.glob("*.png")):
+            return (
+                f"{store.frames_dir} holds frames without a manifest: move them away (or "
+                "delete them) and run the batch again"
+            )
+        return None
+    if manifest.plan != job.story.plan.to_json() or not _same_models(job, manifest.settings):
+        return (
+            f"{store.frames_dir} holds frames rendered from another version of this "
+            "storyboard or with other models: move that folder away (or delete it) and run "
+            "the batch again, or render to another folder with -o"
+        )
+    return None
+
+
+def _same_models(job: Job, settings: dict[str, Any]) -> bool:
+    """Whether recorded models (a manifest's or render.json's) are the ones this batch
+    names, by name and weight, and random or not as this batch asks."""
+    assert job.story is not None and job.options is not None
+    recorded = settings.get("models", {})
+    clips = recorded.get("clip")
+    clips = [{**clips, "weight": 1.0}] if isinstance(clips, dict) else clips or []
+    vqgan = recorded.get("vqgan", {})
+    names = [(vqgan.get("name"), None)] + [(c.get("name"), c.get("weight")) for c in clips]
+    wanted = [(run.model_name(job.story, job.options), None)]
+    wanted += [(name, weight) for name, weight in run.clip_names(job.story, job.options)]
+    digests = [vqgan.get("sha256"), *(c.get("sha256") for c in clips)]
+    random = [digest == "random weights" for digest in digests]
+    return names == wanted and all(r == job.options.random_weights for r in random)
+
+
+def _gathered(job: Job) -> bool:
+    """Whether every frame is already in the render folder (gathered by an earlier batch,
+    or made by `feverdream render`), with nothing left but to encode."""
+    from pipeline.store import FrameStore
+
+    assert job.story is not None and job.options is not None
+    store = FrameStore(run.render_folder(job.story, job.options))
+    manifest = store.read_manifest()
+    return manifest is not None and store.finished_frames(manifest) == job.frames_total
+
+
+def _download_first(jobs: list[Job]) -> None:
+    """Fetch the models every storyboard names once, here, before any worker starts: two
+    workers of one machine must not download the same file into its models folder at once.
+    A storyboard whose models cannot be had fails now, with the download's message."""
+    from pipeline.models.download import ensure_downloaded
+
+    for job in jobs:
+        assert job.story is not None and job.options is not None
+        if job.options.random_weights:
+            continue
+        names = [run.model_name(job.story, job.options)]
+        names += [name for name, _ in run.clip_names(job.story, job.options)]
+        try:
+            for name in dict.fromkeys(names):
+                ensure_downloaded(name)
+        except FeverdreamError as error:
+            job.error = str(error)
+
+
 def _with(options: run.RenderOptions, **changes: Any) -> run.RenderOptions:
     import dataclasses
 
@@ -216,16 +326,19 @@ def _with(options: run.RenderOptions, **changes: Any) -> run.RenderOptions:
 def _start_actors(ray: Any, gpus_per_task: float, workers: int | None, threads: int) -> list:
     resources = ray.cluster_resources()
     if gpus_per_task:
-        count = workers or int(resources.get("GPU", 0) // gpus_per_task)
-        if count < 1:
-            raise FeverdreamError(
-                f"the cluster has {resources.get('GPU', 0):g} GPUs, fewer than "
-                f"--gpus-per-task {gpus_per_task:g}"
-            )
+        fit = int(resources.get("GPU", 0) // gpus_per_task)
         shape = {"num_gpus": gpus_per_task, "num_cpus": 1}
+        what = f"{resources.get('GPU', 0):g} GPUs at --gpus-per-task {gpus_per_task:g}"
     else:
-        count = workers or max(1, int(resources.get("CPU", 1)) // threads)
+        fit = int(resources.get("CPU", 1)) // threads
         shape = {"num_cpus": threads}
+        what = f"{resources.get('CPU', 0):g} CPUs, one per worker"
+    count = workers or fit
+    if count < 1 or count > fit:
+        raise FeverdreamError(
+            f"the cluster has room for {fit} render workers ({what}), not {count}: "
+            "ask for fewer with --workers, or add machines"
+        )
     remote = ray.remote(**shape, max_restarts=4, max_task_retries=4)(_ShotWorker)
     actors = [remote.remote(threads) for _ in range(count)]
     ray.get([actor.pid.remote() for actor in actors])  # up, before the clock starts
@@ -255,14 +368,31 @@ def _run(ray: Any, actors: list, jobs: list[Job], post, on_progress) -> None:
             if job.error is not None:
                 continue  # a shot of it failed already: the rest would be wasted
             actor = idle.pop()
-            running[actor.render.remote(str(job.path), job.options, shot)] = (actor, job, shot)
+            assert job.story is not None
+            task = actor.render.remote(str(job.path), job.story.board.sha256, job.options, shot)
+            running[task] = (actor, job, shot)
+        if not running and tasks:
+            for job, _ in tasks:
+                job.error = job.error or "every render worker died (see the errors above)"
+            break
         ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
         for future in ready:
             actor, job, shot = running.pop(future)
-            idle.append(actor)
             try:
                 job.done[shot] = ray.get(future)
+                idle.append(actor)
+            except ray.exceptions.ActorDiedError as error:
+                # Ray restarted it and retried the shot as often as allowed: give the shot to
+                # another worker, and this one no more.
+                log.warning("a render worker died for good (%s)", _message(error))
+                if actors_left := len(idle) + len(running):
+                    tasks.append((job, shot))
+                    log.info("%s: shot %s goes to another of %d workers", job.name, shot,
+                             actors_left)  # fmt: skip
+                else:
+                    job.error = job.error or _message(error)
             except ray.exceptions.RayError as error:
+                idle.append(actor)
                 job.error = job.error or _message(error)
             if job.error is None and len(job.done) == len(job.shots):
                 _finish(job, post)
@@ -283,14 +413,21 @@ def _message(error: Exception) -> str:
 def _finish(job: Job, post) -> None:
     assert job.story is not None and job.options is not None
     try:
-        parts = [job.done[shot] for shot in job.shots]
-        gathered = run.gather(job.story, job.options, parts)
-        records = {part.shot[0] + i: r for part in parts for i, r in part.records.items()}
-        models = parts[0].describe["models"]
+        if job.done:
+            parts = [job.done[shot] for shot in job.shots]
+            gathered = run.gather(job.story, job.options, parts)
+            records = {part.shot[0] + i: r for part in parts for i, r in part.records.items()}
+            models = parts[0].describe["models"]
+        else:  # every frame was gathered before
+            gathered, records, models = run.gathered(job.story, job.options)
         result = run.encode(job.story, job.options, gathered, models, records)
         job.video = result.video
+        run.clear_shots(job.story, job.options)
         if post is not None:
             job.posted = post(job)
     except FeverdreamError as error:
         job.error = str(error)
+    except Exception as error:  # a full disk, ffmpeg, the network: this one fails, not all
+        log.exception("%s failed after its frames were made", job.name)
+        job.error = f"{type(error).__name__}: {error} (its frames are kept; run again)"
     job.seconds = time.perf_counter() - job.started

@@ -14,6 +14,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     from pipeline import batch, run
 
+    if args.device == "cuda" and not args.gpus_per_task:
+        print(
+            "error: --device cuda needs GPUs for the workers: add --gpus-per-task 1 (Ray gives "
+            "a worker a GPU only when it asks for one)",
+            file=sys.stderr,
+        )
+        return 2
     post = None
     if args.post:
         from pipeline import tiktok

@@ -350,10 +350,10 @@ def render_shot(
 def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -> Rendered:
     """The frames of every shot, made apart, put together in the render folder as `render`
     would have left them (frames, manifest, the last frame's state), so that `render`
-    finds them finished, and the shot folders removed."""
+    finds them finished. The shots' folders stay until `clear_shots`."""
     import shutil
 
-    from pipeline.store import FrameRecord, FrameStore, Manifest
+    from pipeline.store import FrameRecord, FrameStore, Manifest, atomic_write
 
     ordered = sorted(done, key=lambda shot: shot.shot[0])
     if [s.shot for s in ordered] != shots(story.plan):
@@ -377,9 +377,9 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
         start, end = part.shot
         kept = FrameStore(part.folder)
         for index in range(end - start):
-            target = store.frame_path(start + index)
-            if not target.exists():
-                shutil.copyfile(kept.frame_path(index), target)
+            target, source = store.frame_path(start + index), kept.frame_path(index)
+            if not target.exists():  # copied whole or not at all, so a frame here is whole
+                atomic_write(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
             records[start + index] = part.records[index]
     last = ordered[-1]
     state = FrameStore(last.folder).load_state(last.shot[1] - last.shot[0] - 1, "cpu")
@@ -388,7 +388,6 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
         store.save_state(story.plan.n_frames - 1, state)
     manifest.records = records
     store.write_manifest(manifest)
-    shutil.rmtree(folder / "shots", ignore_errors=True)
     return Rendered(
         folder=folder,
         frames_dir=store.frames_dir,
@@ -479,6 +478,34 @@ def load_models(
         for name in dict.fromkeys([vqgan, *(name for name, _ in clips)]):
             ensure_downloaded(name, on_bytes)
     return load_all(vqgan, clips, device, random_weights=options.random_weights)
+
+
+def gathered(story: Story, options: RenderOptions) -> tuple[Rendered, dict[int, Any], Any]:
+    """Frames already gathered (or rendered whole) in the render folder, as `encode` takes
+    them: the result so far, the frames' records and the models the manifest names."""
+    from pipeline.store import FrameStore
+
+    store = FrameStore(render_folder(story, options))
+    manifest = store.read_manifest()
+    if manifest is None or store.finished_frames(manifest) < story.plan.n_frames:
+        raise FeverdreamError(f"{store.frames_dir} does not hold every frame yet")
+    rendered = Rendered(
+        folder=store.folder,
+        frames_dir=store.frames_dir,
+        frames_done=story.plan.n_frames,
+        frames_total=story.plan.n_frames,
+        stopped=False,
+        device=manifest.settings.get("device", "cpu"),
+        seconds={"frames": sum(r.seconds for r in manifest.records.values())},
+    )
+    return rendered, manifest.records, manifest.settings.get("models", {})
+
+
+def clear_shots(story: Story, options: RenderOptions) -> None:
+    """Remove the shots' folders, once their frames are gathered and the video is made."""
+    import shutil
+
+    shutil.rmtree(render_folder(story, options) / "shots", ignore_errors=True)
 
 
 # --- after the render ---------------------------------------------------------------------

@@ -498,6 +498,8 @@ def _clips(ctx: _Context, node: yaml.Node) -> tuple[tuple[str, float], ...]:
     clips = []
     for name_node, weight_node in pairs:
         name = _model_name(ctx, name_node, key, "clip")
+        if isinstance(node, yaml.MappingNode) and name in (c for c, _ in clips):
+            raise ctx.error(name_node, key, f"'{name}' is given twice")
         weight = 1.0
         if weight_node is not None:
             weight = _number(ctx, weight_node, f"{key}['{name}']")

@@ -85,7 +85,8 @@ def boards(tmp_path, tiny_model_dir):
 def test_a_batch_renders_the_same_frames_as_render_and_videos_check_accepts(
     boards, tmp_path, capsys
 ):
-    code = main(["batch", str(boards), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    code = main(["batch", str(boards), "-o", str(tmp_path / "out"), "--device", "cpu",
+                 "--workers", "2"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
     assert "2 of 2 storyboards rendered" in out
@@ -105,8 +106,13 @@ def test_a_batch_renders_the_same_frames_as_render_and_videos_check_accepts(
     assert again.frames_done == 16
     assert (tmp_path / "out" / "cut" / "frames" / "000003.png").stat().st_mtime_ns == before
     # And a batch run again skips what is done.
-    assert main(["batch", str(boards), "-o", str(tmp_path / "out")]) == 0
+    assert main(["batch", str(boards), "-o", str(tmp_path / "out"), "--workers", "2"]) == 0
     assert capsys.readouterr().out.count("already rendered") == 2
+    # A video lost after its frames were gathered is encoded again, nothing rendered again.
+    (tmp_path / "out" / "cut" / "cut.mp4").unlink()
+    assert main(["batch", str(boards), "-o", str(tmp_path / "out"), "--workers", "2"]) == 0
+    assert (tmp_path / "out" / "cut" / "cut.mp4").is_file()
+    assert (tmp_path / "out" / "cut" / "frames" / "000003.png").stat().st_mtime_ns == before
 
 
 def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
@@ -116,6 +122,7 @@ def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
     story = run.load(path)
     killed: list[int] = []
     before: dict[int, float] = {}  # the first frames' render times, as recorded when killed
+    at_kill: list[int] = []  # how many frames of the shot were recorded then
 
     def kill_when_frames_appear(ray, actors):
         pids = ray.get([actor.pid.remote() for actor in actors])
@@ -127,6 +134,7 @@ def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
             while time.monotonic() < deadline:
                 manifest = FrameStore(shot).read_manifest() if shot.exists() else None
                 if manifest is not None and len(manifest.records) >= 3:
+                    at_kill.append(len(manifest.records))
                     before.update({i: r.seconds for i, r in manifest.records.items() if i < 3})
                     for pid in pids:  # both workers: whichever holds the shot dies mid-way
                         os.kill(pid, signal.SIGKILL)
@@ -137,8 +145,9 @@ def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
         threading.Thread(target=watch, daemon=True).start()
 
     jobs = batch.batch([path], run.RenderOptions(output=tmp_path / "out", device="cpu"),
-                       on_ready=kill_when_frames_appear)  # fmt: skip
+                       workers=2, on_ready=kill_when_frames_appear)  # fmt: skip
     assert killed, "the workers were never killed: the shot finished too soon"
+    assert at_kill[0] < 8, "the shot was done before the kill"
     (job,) = jobs
     assert job.error is None and job.video is not None
     assert hashes(tmp_path / "out" / "long", 16) == rendered_alone(path, tmp_path / "alone")
@@ -151,7 +160,7 @@ def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
 def test_an_invalid_storyboard_is_reported_and_the_others_render(boards, tmp_path, capsys):
     (boards / "broken.yaml").write_text("title: broken\nduration: 1s\nkeyframes:\n  - at: soon\n")
     code = main(["batch", str(boards / "broken.yaml"), str(boards / "calm.yaml"),
-                 "-o", str(tmp_path / "out")])  # fmt: skip
+                 "-o", str(tmp_path / "out"), "--workers", "2"])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 1
     assert "broken.yaml:4: keyframes[1].at" in captured.err

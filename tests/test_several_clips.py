@@ -77,6 +77,7 @@ def test_clip_is_one_name_a_list_or_names_with_weights(tmp_path):
         ("[shapes, RN5O]", ["unknown CLIP model 'RN5O'", "RN50"]),
         ("models/mine.pt", ["models/mine.pt not found", "relative to the storyboard"]),
         ("[]", ["is empty"]),
+        ("{tiny: 1, tiny: 2}", ["'tiny' is given twice"]),
         ("{shapes: 0}", ["models.clip['shapes']: ", "greater than 0", "remove it"]),
         ("{shapes: -1}", ["models.clip['shapes']: ", "greater than 0"]),
         ("{shapes: lots}", ["models.clip['shapes']: ", "expected a number"]),
