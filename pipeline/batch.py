@@ -352,9 +352,7 @@ def _run(ray: Any, actors: list, jobs: list[Job], post, on_progress) -> None:
     tasks.reverse()  # popped from the end: in the order given
     running: dict[Any, tuple[Any, Job, tuple[int, int]]] = {}
     idle = list(actors)
-    started = time.perf_counter()
-    for job in jobs:
-        job.started = started
+    begun: set[int] = set()  # the jobs whose first shot has gone to a worker
 
     def report() -> None:
         per = {job.name: (_frames_made(job), job.frames_total) for job in jobs}
@@ -368,6 +366,9 @@ def _run(ray: Any, actors: list, jobs: list[Job], post, on_progress) -> None:
             if job.error is not None:
                 continue  # a shot of it failed already: the rest would be wasted
             actor = idle.pop()
+            if id(job) not in begun:  # its wall time counts from its first shot
+                begun.add(id(job))
+                job.started = time.perf_counter()
             assert job.story is not None
             task = actor.render.remote(str(job.path), job.story.board.sha256, job.options, shot)
             running[task] = (actor, job, shot)

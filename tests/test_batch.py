@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sys
 import textwrap
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_tiktok_post import fake, sha256  # noqa: F401 (a fixture, and its helper)
 
 from pipeline import batch, run
 from pipeline.cli import main
@@ -166,3 +168,29 @@ def test_an_invalid_storyboard_is_reported_and_the_others_render(boards, tmp_pat
     assert "broken.yaml:4: keyframes[1].at" in captured.err
     assert "1 of 2 storyboards rendered; 1 failed" in captured.out
     assert (tmp_path / "out" / "calm" / "calm.mp4").is_file()
+
+
+def test_each_video_is_posted_as_a_draft_when_its_frames_are_done(
+    fake,  # noqa: F811 (the fake TikTok fixture, imported above)
+    boards,
+    tmp_path,
+    capsys,
+):
+    for name in ("calm", "cut"):
+        path = boards / f"{name}.yaml"
+        path.write_text(
+            path.read_text().replace("keyframes:", f"caption: '{name} #feverdream'\nkeyframes:")
+        )
+    out = tmp_path / "out"
+    assert main(["batch", str(boards), "-o", str(out), "--workers", "2", "--post"]) == 0
+    posted = sorted(task.sha256.hexdigest() for task in fake.tasks.values())
+    assert posted == sorted(sha256(out / name / f"{name}.mp4") for name in ("calm", "cut"))
+    printed = capsys.readouterr().out
+    assert "calm #feverdream" in printed and "cut #feverdream" in printed
+
+
+def test_without_ray_batch_says_how_to_install_it(boards, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    assert main(["batch", str(boards), "-o", str(tmp_path / "out")]) == 2
+    assert "pip install 'feverdream[cluster]'" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "calm" / "frames").exists()
