@@ -79,42 +79,55 @@ def rendered_alone(path: Path, out: Path) -> list[str]:
 def boards(tmp_path, tiny_model_dir):
     folder = tmp_path / "boards"
     folder.mkdir()
-    write(folder, "calm", 10, None)
-    write(folder, "cut", 16, 7)
+    for path in (write(folder, "calm", 10, None), write(folder, "cut", 16, 7)):
+        caption = f"caption: '{path.stem} #feverdream'\nkeyframes:"
+        path.write_text(path.read_text().replace("keyframes:", caption))
     return folder
 
 
-def test_a_batch_renders_the_same_frames_as_render_and_videos_check_accepts(
-    boards, tmp_path, capsys
+def test_a_batch_renders_the_same_frames_as_render_posts_each_and_reports_a_bad_one(
+    fake,  # noqa: F811 (the fake TikTok fixture, imported above)
+    boards,
+    tmp_path,
+    capsys,
 ):
-    code = main(["batch", str(boards), "-o", str(tmp_path / "out"), "--device", "cpu",
-                 "--workers", "2"])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert "2 of 2 storyboards rendered" in out
+    (boards / "broken.yaml").write_text("title: broken\nduration: 1s\nkeyframes:\n  - at: soon\n")
+    out = tmp_path / "out"
+    code = main(["batch", str(boards), "-o", str(out), "--device", "cpu", "--workers", "2",
+                 "--post"])  # fmt: skip
+    captured = capsys.readouterr()
+    # The bad storyboard is reported with its FILE:LINE; the others render.
+    assert code == 1, captured.err
+    assert "broken.yaml:4: keyframes[1].at" in captured.err
+    assert "2 of 3 storyboards rendered; 1 failed" in captured.out
     for name, frames in (("calm", 10), ("cut", 16)):
-        folder = tmp_path / "out" / name
+        folder = out / name
         assert hashes(folder, frames) == rendered_alone(boards / f"{name}.yaml",
                                                         tmp_path / "alone" / name)  # fmt: skip
         assert main(["check", str(folder / f"{name}.mp4")]) == 0
         assert not (folder / "shots").exists()
     # The cut storyboard was two tasks, one per shot.
     assert run.shots(run.load(boards / "cut.yaml").plan) == [(0, 7), (7, 16)]
+    # Each video went to TikTok as a draft, with its storyboard's caption.
+    posted = sorted(task.sha256.hexdigest() for task in fake.tasks.values())
+    assert posted == sorted(sha256(out / name / f"{name}.mp4") for name in ("calm", "cut"))
+    assert "calm #feverdream" in captured.out and "cut #feverdream" in captured.out
+    (boards / "broken.yaml").unlink()
+
     # `feverdream render` finds the batch's frames finished: nothing is rendered again.
     capsys.readouterr()
-    before = (tmp_path / "out" / "cut" / "frames" / "000003.png").stat().st_mtime_ns
-    options = run.RenderOptions(output=tmp_path / "out" / "cut", device="cpu", encode=False)
-    again = run.render(boards / "cut.yaml", options)
+    before = (out / "cut" / "frames" / "000003.png").stat().st_mtime_ns
+    again = run.render(boards / "cut.yaml", run.RenderOptions(output=out / "cut", encode=False))
     assert again.frames_done == 16
-    assert (tmp_path / "out" / "cut" / "frames" / "000003.png").stat().st_mtime_ns == before
+    assert (out / "cut" / "frames" / "000003.png").stat().st_mtime_ns == before
     # And a batch run again skips what is done.
-    assert main(["batch", str(boards), "-o", str(tmp_path / "out"), "--workers", "2"]) == 0
+    assert main(["batch", str(boards), "-o", str(out), "--workers", "2"]) == 0
     assert capsys.readouterr().out.count("already rendered") == 2
     # A video lost after its frames were gathered is encoded again, nothing rendered again.
-    (tmp_path / "out" / "cut" / "cut.mp4").unlink()
-    assert main(["batch", str(boards), "-o", str(tmp_path / "out"), "--workers", "2"]) == 0
-    assert (tmp_path / "out" / "cut" / "cut.mp4").is_file()
-    assert (tmp_path / "out" / "cut" / "frames" / "000003.png").stat().st_mtime_ns == before
+    (out / "cut" / "cut.mp4").unlink()
+    assert main(["batch", str(boards), "-o", str(out), "--workers", "2"]) == 0
+    assert (out / "cut" / "cut.mp4").is_file()
+    assert (out / "cut" / "frames" / "000003.png").stat().st_mtime_ns == before
 
 
 def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
@@ -157,36 +170,6 @@ def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
     # again (a frame made again would have its own time).
     records = FrameStore(tmp_path / "out" / "long").read_manifest().records
     assert {i: records[i].seconds for i in before} == before
-
-
-def test_an_invalid_storyboard_is_reported_and_the_others_render(boards, tmp_path, capsys):
-    (boards / "broken.yaml").write_text("title: broken\nduration: 1s\nkeyframes:\n  - at: soon\n")
-    code = main(["batch", str(boards / "broken.yaml"), str(boards / "calm.yaml"),
-                 "-o", str(tmp_path / "out"), "--workers", "2"])  # fmt: skip
-    captured = capsys.readouterr()
-    assert code == 1
-    assert "broken.yaml:4: keyframes[1].at" in captured.err
-    assert "1 of 2 storyboards rendered; 1 failed" in captured.out
-    assert (tmp_path / "out" / "calm" / "calm.mp4").is_file()
-
-
-def test_each_video_is_posted_as_a_draft_when_its_frames_are_done(
-    fake,  # noqa: F811 (the fake TikTok fixture, imported above)
-    boards,
-    tmp_path,
-    capsys,
-):
-    for name in ("calm", "cut"):
-        path = boards / f"{name}.yaml"
-        path.write_text(
-            path.read_text().replace("keyframes:", f"caption: '{name} #feverdream'\nkeyframes:")
-        )
-    out = tmp_path / "out"
-    assert main(["batch", str(boards), "-o", str(out), "--workers", "2", "--post"]) == 0
-    posted = sorted(task.sha256.hexdigest() for task in fake.tasks.values())
-    assert posted == sorted(sha256(out / name / f"{name}.mp4") for name in ("calm", "cut"))
-    printed = capsys.readouterr().out
-    assert "calm #feverdream" in printed and "cut #feverdream" in printed
 
 
 def test_without_ray_batch_says_how_to_install_it(boards, tmp_path, capsys, monkeypatch):
