@@ -35,21 +35,25 @@ def measure(check: str, models, folder: Path, options: Speed) -> dict:
         colours = checks.red_seeds(models, folder, options)
         return {"red": sum(c == "red" for c in colours.values()), "colours": colours}
     if check == "morph":
-        green, yellow = checks.morph(models, folder, options)
-        return {
-            "crossed": checks.crossing(green, yellow),
-            "frame 23 green-yellow": round(green[23] - yellow[23], 3),
-            "last yellow-green": round(yellow[-1] - green[-1], 3),
-        }
+        figures = {}
+        # The checked morph (to MORPH_END s), and one of 2 s beside it, not asserted.
+        for end in dict.fromkeys((checks.MORPH_END, 3)):
+            green, yellow = checks.morph(models, folder / f"to{end}s", options, end)
+            figures[f"1-{end} s"] = {
+                "crossed": checks.crossing(green, yellow),
+                "window": [24, end * 24],
+                "frame 23 green-yellow": round(green[23] - yellow[23], 3),
+                "last yellow-green": round(yellow[-1] - green[-1], 3),
+            }
+        return figures
     if check == "negative":
         without, with_negative = checks.negative_red(models, folder, options)
         return {"red without": round(without, 3), "red with": round(with_negative, 3)}
     readings = {}
-    for name, (move, _) in {**checks.CAMERA, **checks.ZOOMS_AND_SLOW_PANS}.items():
+    for name, (move, asked) in {**checks.CAMERA, **checks.MEASURED_MOVES}.items():
         median, _ = checks.camera(models, folder / name, move, options)
         readings[name] = [round(median.zoom, 4), round(median.dx, 2), round(median.dy, 2)]
-        # Asked for per frame, to read these against.
-        readings[name].append(checks.CAMERA.get(name, checks.ZOOMS_AND_SLOW_PANS.get(name))[1])
+        readings[name].append(asked)  # per frame, to read these against
     return readings
 
 

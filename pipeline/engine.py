@@ -4,7 +4,8 @@ motion, and its VQGAN latents are optimised until CLIP sees the frame's prompts 
 Per frame (DESIGN.md, "Engine per frame"):
   1. frame 0 or a cut: latents from random codebook entries, optimised `first_steps` steps;
   2. otherwise: the previous frame's image, warped by zoom/rotate/pan, encoded to latents,
-     optimised `steps` steps;
+     optimised `steps` steps (for a VQGAN that cannot hold a move smaller than a latent
+     cell, the move is held over the latents until it reaches a few cells: Engine.move);
   3. one step: quantise (straight-through) → decode → cutouts → CLIP → weighted spherical
      distance to the prompts (negative weights push away) → backward → Adam → clamp.
      With several CLIPs, each cuts its own cutouts at its own resolution and the loss is
@@ -19,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -74,6 +75,9 @@ class EngineSettings:
     device: str = "cpu"
     speed: Speed = CLASSIC
     color_coherence: str = "off"  # "lab", "rgb": match colours to the shot's first frame
+    # Latent cells the camera may move the shown picture before it is encoded again
+    # (Engine.move); None: as the VQGAN's registry entry says (0 for every downloaded one).
+    camera_hold: int | None = None
 
     @classmethod
     def for_render(
@@ -95,10 +99,13 @@ class EngineSettings:
 
     def record(self) -> dict[str, Any]:
         """The settings as one flat dict, speed options included (a render's manifest).
-        Colour coherence is left out when off, as manifests from before it have it."""
+        Colour coherence and the camera hold are left out when off, as manifests from before
+        them have them."""
         flat = {key: value for key, value in asdict(self).items() if key != "speed"}
         if self.color_coherence == "off":
             del flat["color_coherence"]
+        if not self.camera_hold:
+            del flat["camera_hold"]
         return {**flat, **asdict(self.speed)}
 
 
@@ -131,6 +138,15 @@ def motion(zoom: float, rotate: float, pan_x: float, pan_y: float) -> torch.Tens
 
 def frame_motion(plan: FramePlan) -> torch.Tensor:
     return motion(plan.zoom, plan.rotate, plan.pan_x, plan.pan_y)
+
+
+def reach(matrix: torch.Tensor, width: int, height: int) -> float:
+    """How far a move takes the farthest corner of a width x height canvas, in pixels."""
+    x, y = width / 2, height / 2
+    corners = torch.tensor(
+        [[-x, -y, 1.0], [x, -y, 1.0], [-x, y, 1.0], [x, y, 1.0]], dtype=torch.float64
+    ).T
+    return float((matrix @ corners - corners)[:2].abs().max())
 
 
 def warp_by(
@@ -284,6 +300,9 @@ class Anchor:
     image: torch.Tensor  # (1, 3, H, W) in [0, 1]
     adam: dict[str, torch.Tensor] | None  # Adam's moments, when they travel between frames
     loss: float | None = None  # the last step's loss (None when no step was taken)
+    # The camera's move from the latents' picture to the one shown, while it is held
+    # (Engine.move); None: the image is the latents' picture.
+    held: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -353,6 +372,8 @@ class Engine:
         self.vqgan = vqgan
         self.guides = guides(clip)
         self.clip = self.guides[0].model  # the first CLIP (the only one, usually)
+        if settings.camera_hold is None:
+            settings = replace(settings, camera_hold=getattr(vqgan, "camera_hold", 0))
         self.settings = settings
         self.speed = settings.speed
         self.device = torch.device(settings.device)
@@ -434,6 +455,11 @@ class Engine:
             image = self.vqgan.decode(z_q)
         return image.float().add(1).div(2).clamp(0, 1)
 
+    def shown(self, z: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
+        """The picture a frame shows: its latents decoded, moved by the held camera."""
+        image = self.latent_to_image(z)
+        return image if held is None else warp_by(image, held)
+
     def loss(
         self,
         image: torch.Tensor,
@@ -488,12 +514,13 @@ class Engine:
         weights: torch.Tensor,
         generator: torch.Generator,
         pull: Pull | None = None,
+        held: torch.Tensor | None = None,
     ) -> float:
-        """One optimisation step (DESIGN.md): quantise → decode → cutouts → CLIP → weighted
-        spherical distance (+ the pull toward a start picture) → backward → Adam → clamp to
-        the codebook's range. The loss."""
+        """One optimisation step (DESIGN.md): quantise → decode (→ the held camera's move)
+        → cutouts → CLIP → weighted spherical distance (+ the pull toward a start picture) →
+        backward → Adam → clamp to the codebook's range. The loss."""
         optimiser.zero_grad(set_to_none=True)
-        loss = self.loss(self.latent_to_image(z), targets, weights, generator)
+        loss = self.loss(self.shown(z, held), targets, weights, generator)
         if pull is not None:
             loss = loss + pull.loss(z)
         loss.backward()
@@ -514,9 +541,10 @@ class Engine:
         generator: torch.Generator,
         adam: dict[str, torch.Tensor] | None = None,
         pull: Pull | None = None,
+        held: torch.Tensor | None = None,
     ) -> Optimised:
         """Adam on the latents for `steps` steps, starting from `adam`'s moments if given,
-        and kept near `pull`'s latents if given."""
+        kept near `pull`'s latents if given, seen through the `held` camera move if given."""
         if steps == 0 or not prompts:
             return Optimised(z, None, adam)
         targets, weights = self.targets(prompts)
@@ -526,19 +554,38 @@ class Engine:
             optimiser.state[z] = {name: value.clone() for name, value in adam.items()}
         loss = None
         for _ in range(steps):
-            loss = self.step(z, optimiser, targets, weights, generator, pull)
+            loss = self.step(z, optimiser, targets, weights, generator, pull, held)
         return Optimised(z.detach(), loss, dict(optimiser.state[z]))
 
-    def move(self, previous: Anchor, matrix: torch.Tensor) -> torch.Tensor:
-        """The latents a frame starts from: the previous optimised frame moved by the camera.
-        The classic way decodes, warps the picture and encodes it again; the latent warp
-        moves the latents themselves (no encoder; softer motion)."""
+    def move(
+        self, previous: Anchor, matrix: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The latents a frame starts from, and the camera move held over them: the previous
+        optimised frame moved by the camera. The classic way decodes, warps the picture and
+        encodes it again; the latent warp moves the latents themselves (no encoder; softer
+        motion).
+
+        With a camera hold (for a VQGAN whose round trip loses moves smaller than a latent
+        cell), the move is held instead: the picture is encoded again unmoved, and the frame
+        shows it moved by the camera so far (and is optimised as shown), until the move takes
+        a corner of the canvas `camera_hold` cells away; then it is moved and encoded."""
+        source, held = previous.image, None
+        if self.settings.camera_hold:
+            if previous.held is not None:
+                matrix = matrix @ previous.held
+                with torch.no_grad():
+                    source = self.latent_to_image(previous.z)
+            cells = reach(matrix, self.settings.width, self.settings.height)
+            if 0 < cells < self.settings.camera_hold * self.vqgan.downsample:
+                matrix, held = torch.eye(3, dtype=torch.float64), matrix
         if self.speed.latent_warp:
-            return warp_by(previous.z, matrix, (self.settings.width, self.settings.height))
-        moved = warp_by(previous.image, matrix)
+            if held is not None:
+                return previous.z, held
+            return warp_by(previous.z, matrix, (self.settings.width, self.settings.height)), held
+        moved = source if held is not None else warp_by(source, matrix)
         if self.settings.color_coherence != "off" and self.reference is not None:
             moved = match_colours(moved, self.reference, self.settings.color_coherence)
-        return self.image_to_latent(moved)
+        return self.image_to_latent(moved), held
 
     def anchor(
         self, index: int, plan: Plan, previous: Anchor | None, first_frame: int = 0
@@ -549,7 +596,7 @@ class Engine:
         from."""
         frame = plan.frames[index]
         generator = frame_generator(self.settings.seed, first_frame + index, self.device)
-        pull = None
+        pull = held = None
         if previous is None or frame.cut:
             if frame.init_image is not None:
                 z = self.start_from(plan.image(frame.init_image))
@@ -558,23 +605,25 @@ class Engine:
                 z = self.random_latent(generator)
             steps, adam = self.settings.first_steps, None
         else:
-            z = self.move(previous, camera_path(plan, previous.index, index))
+            z, held = self.move(previous, camera_path(plan, previous.index, index))
             # Adam's moments point the way the previous frame's prompts pulled; once the
             # prompts move (a morph, a new keyframe) they would keep pushing that way and the
             # picture would lag the storyboard, so a changed frame starts a fresh Adam.
             unchanged = plan.frames[previous.index].prompts == frame.prompts
             steps, adam = self.settings.steps, previous.adam if unchanged else None
-        result = self.optimise(z, frame.prompts, steps, generator, adam, pull)
+        result = self.optimise(z, frame.prompts, steps, generator, adam, pull, held)
         with torch.no_grad():
-            image = self.latent_to_image(result.z)
+            image = self.shown(result.z, held)
         if previous is None or frame.cut:  # as saved, so that a resume matches to the same
             self.reference = image.mul(255).round().div(255)
         carried = result.adam if self.speed.carry_optimizer else None
-        return Anchor(index, result.z, image, carried, result.loss)
+        return Anchor(index, result.z, image, carried, result.loss, held)
 
     def state(self, anchor: Anchor) -> dict[str, Any]:
         """What the frame store saves to continue after `anchor`."""
         state = {"z": anchor.z, "adam": anchor.adam or {}}
+        if anchor.held is not None:
+            state["held"] = anchor.held
         if self.settings.color_coherence != "off" and self.reference is not None:
             state["reference"] = self.reference.mul(255).round().to(torch.uint8)
         return state
@@ -583,9 +632,11 @@ class Engine:
         """The optimised frame `index` again, from the state the store saved."""
         if "reference" in state:
             self.reference = state["reference"].to(self.device).float().div(255)
+        held = state.get("held")
+        held = None if held is None else held.cpu()  # camera matrices live on the CPU
         with torch.no_grad():
-            image = self.latent_to_image(state["z"])
-        return Anchor(index, state["z"], image, state["adam"] or None)
+            image = self.shown(state["z"], held)
+        return Anchor(index, state["z"], image, state["adam"] or None, held=held)
 
 
 def camera_path(plan: Plan, start: int, end: int) -> torch.Tensor:

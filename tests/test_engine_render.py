@@ -247,3 +247,69 @@ def test_carried_adam_starts_fresh_where_the_prompts_change(tiny_models, tmp_pat
     held = engine.anchor(7, plan, settled)
     steps = [int(anchor.adam["step"]) for anchor in (first, morphing, settled, held)]
     assert steps == [4, 2, 2, 4]
+
+
+def test_a_held_camera_moves_the_shown_picture_and_encodes_it_moved_past_its_cells(
+    tiny_models, tmp_path
+):
+    # For a VQGAN whose round trip loses moves smaller than a latent cell (the shapes one),
+    # the engine holds the camera's move: each frame's picture is encoded again unmoved and
+    # shown moved by the camera so far, until the move takes a corner `camera_hold` cells
+    # away; then the moved picture is encoded, as every frame of the classic loop is.
+    from pipeline.engine import camera_path, reach, warp_by
+    from pipeline.run import load as load_story
+
+    path = tmp_path / "board.yaml"
+    path.write_text(BOARD.replace("duration: 12f", "duration: 6f").replace("1.05", "1.02"))
+    _, _, plan = load_story(str(path))
+    engine = engine_for(tiny_models, steps=0, first_steps=0, camera_hold=1)
+    cell = engine.vqgan.downsample
+    previous, encoded = engine.anchor(0, plan, None), None
+    for index in range(1, 6):
+        moved = camera_path(plan, 0, index)
+        frame = engine.anchor(index, plan, previous)
+        with torch.no_grad():
+            picture = engine.latent_to_image(previous.z)
+        if reach(moved, 144, 256) < cell:
+            assert torch.equal(frame.z, engine.image_to_latent(picture))
+            assert torch.equal(frame.held, moved)
+            with torch.no_grad():
+                assert torch.equal(frame.image, warp_by(engine.latent_to_image(frame.z), moved))
+        else:
+            assert frame.held is None
+            assert torch.equal(frame.z, engine.image_to_latent(warp_by(picture, moved)))
+            encoded = index
+            break
+        previous = frame
+    assert encoded is not None and encoded > 1, "the first frames hold, a later one is encoded"
+    assert engine.settings.record()["camera_hold"] == 1
+    assert "camera_hold" not in engine_for(tiny_models).settings.record()
+
+
+def test_a_render_resumed_while_the_camera_is_held_makes_the_same_frames(tmp_path):
+    # The held move is part of what a render saves: stopped and continued, a zoom with the
+    # shapes models (which hold 4 cells) makes the frames an uninterrupted render makes.
+    from pipeline import run
+
+    board = tmp_path / "board.yaml"
+    board.write_text(
+        "title: t\nduration: 10f\nrender:\n  size: 144x256\n  steps: 1\n  first_steps: 2\n"
+        "  cuts: 2\nmodels:\n  vqgan: shapes\n  clip: shapes\n"
+        "keyframes:\n  - at: 0s\n    prompt: a large red circle\n    zoom: 1.03\n"
+    )
+    story = run.load(board)
+
+    def options(out):
+        return run.RenderOptions(output=tmp_path / out, encode=False)
+
+    whole = run.render(story, options("whole"))
+    asked = iter([False, False, False, True])
+    stopped = run.render(story, options("parts"), should_stop=lambda: next(asked, True))
+    assert stopped.stopped and stopped.frames_done == 4
+    state = torch.load(stopped.frames_dir / "state-000003.pt", weights_only=True)
+    assert "held" in state, "frame 3 of a 3% zoom is still held"
+    resumed = run.render(story, options("parts"))
+    assert not resumed.stopped
+    for index in range(10):
+        name = f"{index:06d}.png"
+        assert (whole.frames_dir / name).read_bytes() == (resumed.frames_dir / name).read_bytes()

@@ -126,6 +126,9 @@ class VQGAN(nn.Module):
         else:
             self.quantize = VectorQuantizer2(config.n_embed, config.embed_dim, beta=0.25)
         self.downsample: int = config.downsample
+        # How many latent cells the camera may move the shown picture before the engine
+        # encodes it again (0: every frame). Set from the registry (VQGANEntry.camera_hold).
+        self.camera_hold: int = 0
         # Where the weights came from, for render.json: file name -> SHA-256 (empty: random).
         self.checksums: dict[str, str] = {}
 
