@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from pipeline import __version__, cli_batch, cli_models, cli_score, cli_tiktok
+from pipeline import __version__, cli_batch, cli_models, cli_score, cli_studio, cli_tiktok
 from pipeline.errors import FeverdreamError
 
 log = logging.getLogger(__name__)
@@ -387,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_verb(sub)
     cli_score.add_verbs(sub)
     cli_batch.add_verbs(sub)
+    cli_studio.add_verbs(sub)
     return parser
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline.errors import FeverdreamError
 from pipeline.schedule import Plan, build_plan
-from pipeline.storyboard import RenderSettings, Storyboard, load_storyboard
+from pipeline.storyboard import RenderSettings, Storyboard, load_storyboard, parse_storyboard
 
 if TYPE_CHECKING:
     from pipeline.audio import AudioFeatures
@@ -40,12 +40,14 @@ class Story(NamedTuple):
     plan: Plan
 
 
-def load(path: str | Path) -> Story:
+def load(path: str | Path, text: str | None = None) -> Story:
     """Storyboard → soundtrack analysis → plan; every problem is a FILE:LINE StoryboardError.
 
-    The analysis decodes the soundtrack (or reads its cache) once; the video's mixer reuses
-    what it learnt, so a render never decodes the track again."""
-    board = load_storyboard(path)
+    `text`, when given, is read as the storyboard instead of the file (an editor's unsaved
+    text); `path` still names it and locates its soundtrack and pictures. The analysis
+    decodes the soundtrack (or reads its cache) once; the video's mixer reuses what it
+    learnt, so a render never decodes the track again."""
+    board = load_storyboard(path) if text is None else parse_storyboard(text.encode(), Path(path))
     features = None
     if board.audio is not None:
         from pipeline import audio
@@ -192,6 +194,20 @@ def render(
         return result
     return encode(story, options, result, describe["models"], frames.records, on_progress,
                   soundtrack=soundtrack)  # fmt: skip
+
+
+def optimised_steps(story: Story, options: RenderOptions) -> dict[int, int]:
+    """The frames a render with these options optimises, each with its steps (a shot's
+    first frame takes `first_steps`): what its time depends on."""
+    from pipeline.engine import anchor_frames
+
+    settings = render_settings(story, options)
+    plan = story.plan if options.frames is None else story.plan.span(*options.frames)
+    cadence = options.speed.cadence if options.speed is not None else settings.cadence
+    return {
+        index: settings.first_steps if index == 0 or plan.frames[index].cut else settings.steps
+        for index in anchor_frames(plan, cadence)
+    }
 
 
 def make_engine(

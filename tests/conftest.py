@@ -57,3 +57,18 @@ def shapes_models():
     from pipeline.models.registry import load_models
 
     return load_models("shapes", "shapes", "cpu")
+
+
+@pytest.fixture
+def logged_in_tiktok(monkeypatch: pytest.MonkeyPatch):
+    """A fake TikTok on 127.0.0.1 (tests/fake_tiktok.py) and a saved login to it."""
+    from fake_tiktok import FakeTikTok
+
+    from pipeline.tiktok.auth import Token, TokenStore
+    from pipeline.tiktok.config import Settings
+
+    with FakeTikTok() as fake:
+        for name, value in fake.environ().items():
+            monkeypatch.setenv(name, value)
+        TokenStore(Settings.from_env().token_path).save(Token.from_response(fake.issue_tokens()))
+        yield fake

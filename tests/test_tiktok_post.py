@@ -15,8 +15,6 @@ from fake_tiktok import FakeTikTok
 from pipeline.cli import main
 from pipeline.errors import FeverdreamError
 from pipeline.tiktok import check_can_post, post_video
-from pipeline.tiktok.auth import Token, TokenStore
-from pipeline.tiktok.config import Settings
 
 BIG_SIZE = 70_000_123  # over 64,000,000: seven chunks, the last taking the odd bytes
 INBOX_INIT = "/v2/post/publish/inbox/video/init/"
@@ -55,13 +53,9 @@ def big_video(video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch):
+def fake(logged_in_tiktok: FakeTikTok) -> FakeTikTok:
     """A fake TikTok and a saved login to it."""
-    with FakeTikTok() as fake:
-        for name, value in fake.environ().items():
-            monkeypatch.setenv(name, value)
-        TokenStore(Settings.from_env().token_path).save(Token.from_response(fake.issue_tokens()))
-        yield fake
+    return logged_in_tiktok
 
 
 def sha256(path: Path) -> str:

@@ -6,7 +6,9 @@ in and keeps tokens, client.py speaks the API, upload.py moves the bytes.
 """
 
 from pipeline.tiktok.commands import (
+    Account,
     PostResult,
+    account,
     check_can_post,
     login,
     logout,
@@ -17,6 +19,8 @@ from pipeline.tiktok.commands import (
 from pipeline.tiktok.errors import TikTokError
 
 __all__ = [
+    "Account",
+    "account",
     "PostResult",
     "TikTokError",
     "check_can_post",

@@ -94,6 +94,31 @@ def whoami(*, say: Say = log.info) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Account:
+    """Who is logged in, as a front end shows it: no token, only what the user may see.
+    `privacy_options` are the account's own (asked of TikTok; empty without video.publish,
+    when direct posts are not allowed)."""
+
+    logged_in: bool
+    name: str = ""
+    scopes: tuple[str, ...] = ()
+    privacy_options: tuple[str, ...] = ()
+
+
+def account() -> Account:
+    """The TikTok login on this machine, and the privacy levels a direct post may use."""
+    settings = Settings.from_env()
+    if TokenStore(settings.token_path).load() is None:
+        return Account(logged_in=False)
+    with _http() as http:
+        client = TikTokClient(Session.load(http, settings), settings.time_scale)
+        name = _display_name(client)
+        scopes = tuple(sorted(client.session.token.scopes))
+        options = client.creator_info().privacy_options if "video.publish" in scopes else ()
+    return Account(True, name, scopes, tuple(options))
+
+
 def logout(*, say: Say = log.info) -> None:
     """Revoke the token at TikTok and delete it here; the local token goes even if TikTok
     cannot be told, so a lost network never keeps a login on disk."""

@@ -1,0 +1,431 @@
+// feverdream studio's page: plain browser JavaScript, no build step. Everything it shows comes
+// from the studio's JSON API; the studio keeps the state (drafts, the render queue).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { board: null, view: null, jobs: [], timer: null, cursor: null, made: {} };
+
+async function api(path, body) {
+  const init = body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  };
+  const response = await fetch(path, init);
+  const data = await response.json().catch(() => ({ error: response.statusText }));
+  if (!response.ok && response.status !== 422) throw new Error(data.error || response.statusText);
+  return data;
+}
+
+// --- storyboards -----------------------------------------------------------------------------
+
+async function loadBoards(select) {
+  const data = await api("/api/boards");
+  $("folder").textContent = data.folder;
+  const list = $("boards");
+  list.replaceChildren();
+  const from = $("new-from");
+  from.replaceChildren(new Option("from the example", ""));
+  for (const name of data.boards) {
+    const button = document.createElement("button");
+    button.textContent = name;
+    button.dataset.board = name;
+    button.onclick = () => openBoard(name);
+    if (name === state.board) button.classList.add("current");
+    const item = document.createElement("li");
+    item.append(button);
+    list.append(item);
+    from.append(new Option(`from ${name}`, name));
+  }
+  const wanted = select || new URLSearchParams(location.hash.slice(1)).get("board");
+  if (wanted && data.boards.includes(wanted)) await openBoard(wanted);
+}
+
+async function openBoard(name) {
+  const data = await api(`/api/board/${encodeURIComponent(name)}`);
+  state.board = name;
+  history.replaceState(null, "", `#board=${encodeURIComponent(name)}`);
+  for (const b of document.querySelectorAll("#boards button")) {
+    b.classList.toggle("current", b.dataset.board === name);
+  }
+  $("board-name").textContent = name;
+  $("text").disabled = false;
+  $("text").value = data.draft ?? data.saved;
+  $("discard").hidden = data.draft === null;
+  $("save-state").textContent = data.draft === null ? "saved" : "unsaved edits restored (the file is unchanged)";
+  for (const id of ["save", "preview-button", "render-button"]) $(id).disabled = false;
+  showLines();
+  await validate(false);
+  showResult(await api(`/api/result/${encodeURIComponent(name)}`));
+  updateJobs();
+}
+
+function edited() {
+  $("save-state").textContent = "unsaved";
+  $("discard").hidden = false;
+  showLines();
+  clearTimeout(state.timer);
+  state.timer = setTimeout(() => validate(true), 300);
+}
+
+async function validate() {
+  const name = state.board;
+  const text = $("text").value;
+  const view = await api("/api/view", { name, text });
+  if (name !== state.board || text !== $("text").value) return; // typed on since
+  showView(view);
+}
+
+async function save() {
+  const view = await api("/api/save", { name: state.board, text: $("text").value });
+  showView(view);
+  if (view.ok) {
+    $("save-state").textContent = "saved";
+    $("discard").hidden = true;
+  } else {
+    $("save-state").textContent = "not saved: fix the error first (your text is kept)";
+  }
+}
+
+async function discard() {
+  const data = await api("/api/discard", { name: state.board });
+  $("text").value = data.saved;
+  $("discard").hidden = true;
+  $("save-state").textContent = "saved";
+  showLines();
+  await validate();
+}
+
+// --- the editor: line numbers, and the error at its line ---------------------------------------
+
+function showLines(badLine) {
+  const lines = $("text").value.split("\n");
+  const gutter = $("gutter");
+  const backdrop = $("backdrop");
+  gutter.replaceChildren();
+  backdrop.replaceChildren();
+  lines.forEach((line, i) => {
+    const number = document.createElement("div");
+    number.textContent = String(i + 1);
+    const shadow = document.createElement("div");
+    shadow.textContent = line || " ";
+    if (i + 1 === badLine) {
+      number.className = "bad";
+      shadow.className = "bad";
+      shadow.id = "bad-line";
+    }
+    gutter.append(number);
+    backdrop.append(shadow);
+  });
+  syncScroll();
+}
+
+function syncScroll() {
+  const text = $("text");
+  $("backdrop").scrollTop = text.scrollTop;
+  $("backdrop").scrollLeft = text.scrollLeft;
+  $("gutter").scrollTop = text.scrollTop;
+  const note = $("error-at-line");
+  if (!note.hidden) note.style.top = `${note.dataset.top - text.scrollTop}px`;
+}
+
+function showView(view) {
+  state.view = view.ok ? view : state.view;
+  const error = view.ok ? null : view.error;
+  const line = error && error.line;
+  showLines(line);
+  $("error").textContent = error ? error.text : "";
+  const note = $("error-at-line");
+  note.hidden = !line;
+  if (line) {
+    note.textContent = `line ${line}: ${error.key ? error.key + ": " : ""}${error.message}`;
+    note.dataset.line = line;
+    note.dataset.top = 6 + (line - 1) * 18 + 20;
+    syncScroll();
+  }
+  if (view.ok) drawPlan(view);
+  $("plan").classList.toggle("stale", !view.ok);
+}
+
+// --- the plan plot -----------------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+const COLOURS = ["#c86bff", "#6bd0ff", "#ffb86b", "#6be3a4", "#ff6b9d", "#e3e36b", "#9d8cff"];
+
+function svg(tag, attrs, parent) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (parent) parent.append(node);
+  return node;
+}
+
+function panels(view) {
+  const out = [
+    { label: "zoom", series: { zoom: view.series.zoom } },
+    { label: "rotate °/frame", series: { rotate: view.series.rotate } },
+    { label: "pan px/frame", series: { x: view.series.pan_x, y: view.series.pan_y } },
+    { label: "prompt weights", series: view.prompts },
+  ];
+  if (view.waveform) out.push({ label: "soundtrack", series: { loudness: view.waveform }, wave: true });
+  return out;
+}
+
+function drawPlan(view) {
+  const plot = $("plot");
+  plot.replaceChildren();
+  const width = plot.clientWidth || 600;
+  const height = plot.clientHeight || 460;
+  const left = 88;
+  const right = 8;
+  const all = panels(view);
+  const rowHeight = (height - 20) / all.length;
+  const end = Math.max(view.duration, 1e-6);
+  const x = (t) => left + (t / end) * (width - left - right);
+  plot.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  plot.dataset.frames = String(view.n_frames);
+  all.forEach((panel, row) => {
+    const top = 6 + row * rowHeight;
+    const h = rowHeight - 14;
+    const values = Object.values(panel.series).flat();
+    let lo = Math.min(...values, panel.wave ? 0 : Infinity);
+    let hi = Math.max(...values);
+    if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+    const y = (v) => top + h - ((v - lo) / (hi - lo)) * h;
+    svg("rect", { x: left, y: top, width: width - left - right, height: h, fill: "#17131f" }, plot);
+    const label = svg("text", { x: 4, y: top + 12 }, plot);
+    label.textContent = panel.label;
+    svg("text", { x: 4, y: top + h }, plot).textContent = Number(lo.toPrecision(4)).toString();
+    svg("text", { x: 4, y: top + 24 }, plot).textContent = Number(hi.toPrecision(4)).toString();
+    for (const beat of view.beats) {
+      svg("line", { x1: x(beat), x2: x(beat), y1: top, y2: top + h, stroke: "#ff5c7a",
+        "stroke-opacity": 0.25, class: "beat" }, plot);
+    }
+    for (const mark of view.keyframes) {
+      svg("line", { x1: x(mark.t), x2: x(mark.t), y1: top, y2: top + h, stroke: "#ddd",
+        "stroke-opacity": 0.5, "stroke-dasharray": "4 3", class: "keyframe" }, plot);
+    }
+    Object.entries(panel.series).forEach(([name, series], i) => {
+      const points = series.map((v, f) => `${x(view.t[f] ?? f / view.fps).toFixed(1)},${y(v).toFixed(1)}`);
+      const line = svg("polyline", { points: points.join(" "), fill: "none",
+        stroke: COLOURS[i % COLOURS.length], "stroke-width": 1.5, class: "series" }, plot);
+      svg("title", {}, line).textContent = name;
+    });
+  });
+  const axis = svg("text", { x: left, y: height - 4 }, plot);
+  axis.textContent = `time (s), 0 – ${view.duration.toFixed(2)}; dashed: keyframes, red: beats`;
+  state.cursor = svg("line", { x1: -10, x2: -10, y1: 0, y2: height - 16, stroke: "#c86bff" }, plot);
+  plot.onclick = (event) => {
+    const box = plot.getBoundingClientRect();
+    const px = ((event.clientX - box.left) / box.width) * width;
+    const t = Math.min(Math.max((px - left) / (width - left - right), 0), 1) * end;
+    showFrame(Math.min(view.n_frames - 1, Math.round(t * view.fps)));
+  };
+  $("summary").textContent =
+    `${view.title}: ${view.duration.toFixed(2)} s at ${view.fps} fps, ${view.n_frames} frames, ${view.keyframes.length} keyframes`;
+  $("estimate").textContent = ["preview", "render"].map((kind) => describeEstimate(kind, view.estimate[kind])).join("   ·   ");
+  $("caption").value ||= view.caption;
+}
+
+function describeEstimate(kind, e) {
+  const work = `${kind} ${e.canvas}: ${e.optimised} optimised frames, ${e.steps} steps`;
+  if (e.seconds === null) return `${work} (time: render once on ${e.device} to measure it)`;
+  return `${work} ≈ ${formatSeconds(e.seconds)} on ${e.device} (${e.seconds_per_step.toFixed(2)} s/step measured here)`;
+}
+
+function showFrame(frame) {
+  const view = state.view;
+  const t = view.t[frame];
+  const x = state.cursor.ownerSVGElement.viewBox.baseVal;
+  const left = 88;
+  const px = left + (t / Math.max(view.duration, 1e-6)) * (x.width - left - 8);
+  state.cursor.setAttribute("x1", px);
+  state.cursor.setAttribute("x2", px);
+  const prompts = Object.entries(view.prompts)
+    .map(([text, w]) => [text, w[frame]])
+    .filter(([, w]) => w > 0)
+    .map(([text, w]) => `  ${w.toFixed(3)}  ${text}`);
+  $("frame-values").textContent = [
+    `frame ${frame}  t ${t.toFixed(3)} s`,
+    `zoom ${view.series.zoom[frame].toFixed(4)}  rotate ${view.series.rotate[frame].toFixed(3)}°  ` +
+      `pan ${view.series.pan_x[frame].toFixed(2)}, ${view.series.pan_y[frame].toFixed(2)} px`,
+    "prompts:", ...prompts,
+  ].join("\n");
+  $("frame-values").dataset.frame = String(frame);
+}
+
+function formatSeconds(s) {
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+// --- renders -------------------------------------------------------------------------------
+
+async function startRender(kind) {
+  const job = await api("/api/render", { name: state.board, kind });
+  if (job.error) $("job-message").textContent = job.error;
+}
+
+async function stopRender() {
+  const job = currentJob();
+  if (job) await api("/api/stop", { job: job.id });
+}
+
+function currentJob() {
+  const mine = state.jobs.filter((j) => j.board === state.board);
+  return mine.find((j) => ["running", "stopping", "queued"].includes(j.state)) || mine[mine.length - 1];
+}
+
+function updateJobs() {
+  const queue = $("queue");
+  queue.replaceChildren();
+  for (const job of state.jobs.filter((j) => ["queued", "running", "stopping"].includes(j.state))) {
+    const item = document.createElement("li");
+    item.textContent = `#${job.id} ${job.kind} ${job.board}: ${job.state}`;
+    queue.append(item);
+  }
+  const job = currentJob();
+  const active = job && ["running", "stopping", "queued"].includes(job.state);
+  $("stop-button").disabled = !job || !["running", "queued"].includes(job.state);
+  if (!job) return;
+  const progress = $("progress");
+  progress.max = Math.max(job.total, 1);
+  progress.value = job.done;
+  const eta = job.eta_s === null ? "" : `, about ${formatSeconds(job.eta_s)} left`;
+  const loss = job.loss === null ? "" : `, loss ${job.loss.toFixed(3)}`;
+  $("progress-text").textContent =
+    `#${job.id} ${job.kind}: ${job.state}${job.stage ? " · " + job.stage : ""} ${job.done}/${job.total}${eta}${loss}`;
+  $("job-message").textContent = job.message;
+  $("job-message").className = job.state === "failed" ? "error" : "";
+  for (const id of ["preview-button", "render-button"]) {
+    const button = $(id);
+    const kind = id.startsWith("preview") ? "preview" : "render";
+    const stopped = state.jobs.filter((j) => j.board === state.board && j.kind === kind).pop();
+    button.textContent = (stopped && stopped.state === "stopped" ? "Resume " : "") + (kind === "preview" ? "preview" : "render");
+    button.disabled = Boolean(active && job.kind === kind);
+  }
+  if (job.newest_frame) {
+    const newest = $("newest");
+    const src = `/files/outputs/${job.newest_frame}`;
+    if (newest.dataset.src !== src) {
+      newest.dataset.src = src;
+      newest.src = src;
+      newest.hidden = false;
+    }
+  }
+  if (state.finished !== `${job.id}:${job.state}` && ["done", "stopped"].includes(job.state)) {
+    state.finished = `${job.id}:${job.state}`;
+    validate(); // the estimate now has this machine's time per step
+  }
+  if (job.state === "done" && job.video) {
+    showResult({ [job.kind]: { video: job.video, contact_sheet: job.contact_sheet } }, job.check);
+  }
+}
+
+// --- the result, and posting ---------------------------------------------------------------------
+
+function showResult(made, checked) {
+  const kind = made.render ? "render" : made.preview ? "preview" : null;
+  if (!kind) return;
+  const result = made[kind];
+  const video = $("video");
+  const src = `/files/outputs/${result.video}`;
+  if (video.dataset.src !== src || checked) {
+    video.dataset.src = src;
+    video.dataset.canPlay = "no";
+    video.src = `${src}?v=${Date.now()}`;
+    video.hidden = false;
+  }
+  $("result-kind").textContent = `${kind}: ${result.video}`;
+  const contact = $("contact");
+  contact.hidden = !result.contact_sheet;
+  if (result.contact_sheet) contact.src = `/files/outputs/${result.contact_sheet}?v=${Date.now()}`;
+  $("post-button").disabled = false;
+  state.made = result;
+  if (checked) showCheck(checked);
+  else api(`/api/check?video=${encodeURIComponent(result.video)}`).then(showCheck, (e) => showCheck({ summary: String(e), problems: ["cannot read it"] }));
+}
+
+function showCheck(checked) {
+  const verdict = checked.problems.length
+    ? `TikTok would refuse it: ${checked.problems.join("; ")}`
+    : "TikTok would accept it.";
+  $("check").textContent = `${checked.summary}\n${verdict}`;
+  $("check").className = checked.problems.length ? "error" : "ok";
+}
+
+async function loadTikTok() {
+  const account = await api("/api/tiktok");
+  const status = $("tiktok-state");
+  if (!account.logged_in) {
+    status.textContent = account.error || "Not logged in to TikTok: run `feverdream tiktok login`, then reload.";
+    return;
+  }
+  status.textContent = `Logged in as ${account.name}; allowed: ${account.scopes.join(", ")}`;
+  const privacy = $("privacy");
+  privacy.replaceChildren(new Option("choose who can see it", ""));
+  for (const level of account.privacy_options) privacy.append(new Option(level, level));
+}
+
+async function post() {
+  const mode = document.querySelector("input[name=mode]:checked").value;
+  const privacy = $("privacy").value;
+  if (mode === "direct") {
+    if (!privacy) { $("post-log").textContent = "choose who can see it first"; return; }
+    if (!confirm(`Post ${state.made.video} to TikTok now, visible to ${privacy}?`)) return;
+  }
+  try {
+    await api("/api/post", { video: state.made.video, mode, privacy, caption: mode === "direct" ? $("caption").value : "" });
+  } catch (error) {
+    $("post-log").textContent = `error: ${error.message}`;
+  }
+}
+
+function showPost(posting) {
+  if (posting.state === "idle") return;
+  const lines = [...posting.lines];
+  if (posting.url) lines.push(posting.url);
+  $("post-log").textContent = `${posting.state}: ${posting.video}\n${lines.join("\n")}`;
+  $("post-log").dataset.state = posting.state;
+  $("post-button").disabled = posting.state === "posting";
+}
+
+// --- wiring --------------------------------------------------------------------------------------
+
+function listen() {
+  const events = new EventSource("/api/events");
+  events.onopen = () => { $("connection").textContent = ""; };
+  events.onerror = () => { $("connection").textContent = "studio not answering: is it still running?"; };
+  events.onmessage = (message) => {
+    const data = JSON.parse(message.data);
+    state.jobs = data.jobs;
+    updateJobs();
+    showPost(data.post);
+  };
+}
+
+$("text").addEventListener("input", edited);
+$("text").addEventListener("scroll", syncScroll);
+$("save").onclick = save;
+$("discard").onclick = discard;
+$("preview-button").onclick = () => startRender("preview");
+$("render-button").onclick = () => startRender("render");
+$("stop-button").onclick = stopRender;
+$("post-button").onclick = post;
+$("video").addEventListener("canplay", () => { $("video").dataset.canPlay = "yes"; });
+$("new-form").onsubmit = async (event) => {
+  event.preventDefault();
+  $("new-error").textContent = "";
+  try {
+    const made = await api("/api/new", { name: $("new-name").value, from: $("new-from").value });
+    await loadBoards(made.name);
+  } catch (error) {
+    $("new-error").textContent = error.message;
+  }
+};
+window.addEventListener("resize", () => state.view && drawPlan(state.view));
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key === "s") { event.preventDefault(); if (state.board) save(); }
+});
+
+loadBoards();
+loadTikTok();
+listen();

@@ -1,0 +1,207 @@
+"""`feverdream studio` over HTTP, as a real server on 127.0.0.1: who may use it (the token, the
+Host, the Origin), which files it serves, what it keeps of an edit, that a reload never starts
+a second render, and that the TikTok token never leaves its file."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fake_tiktok import FakeTikTok
+from test_render_pipeline import write_board
+
+from pipeline.studio import Studio
+from pipeline.tiktok.config import Settings
+
+BOARD = """\
+title: studio test
+seed: 3
+fps: 24
+size: 1080x1920
+duration: 1s
+render:
+  size: 144x256
+  steps: 1
+  first_steps: 2
+  cuts: 2
+audio:
+  file: tone.wav
+keyframes:
+  - at: 0s
+    prompt: "a red circle"
+    zoom: 1.02
+  - at: 1s
+    prompt: "a blue square"
+"""
+
+
+@pytest.fixture
+def studio(tmp_path: Path, tiny_model_dir):
+    folder = tmp_path / "boards"
+    folder.mkdir()
+    write_board(folder, BOARD).rename(folder / "dread.yaml")
+    running = Studio.start(folder, outputs=tmp_path / "outputs", models="tiny", device="cpu")
+    yield running
+    running.close()
+
+
+def base(studio: Studio) -> str:
+    return studio.url.split("/?")[0]
+
+
+def token(studio: Studio) -> str:
+    return studio.url.split("token=")[1]
+
+
+def client(studio: Studio) -> httpx.Client:
+    """A client that opened the start URL, so it holds the token as a cookie, like a browser."""
+    http = httpx.Client(base_url=base(studio), timeout=30)
+    opened = http.get(studio.url, follow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["location"] == "/"
+    return http
+
+
+def raw_get(studio: Studio, path: str) -> int:
+    """GET a path exactly as written (httpx would tidy `..` away), with the token."""
+    host, port = base(studio).removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", path, headers={"X-Studio-Token": token(studio)})
+    return connection.getresponse().status
+
+
+def test_without_the_token_nothing_is_served(studio: Studio):
+    anonymous = httpx.Client(base_url=base(studio))
+    for path in ("/", "/api/boards", "/api/board/dread.yaml", "/files/folder/dread.yaml"):
+        refused = anonymous.get(path)
+        assert refused.status_code == 403 and "token" in refused.text
+    assert (
+        anonymous.post("/api/render", json={"name": "dread.yaml", "kind": "preview"}).status_code
+        == 403
+    )
+    assert anonymous.get("/?token=not-the-token").status_code == 403
+    assert client(studio).get("/api/boards").json()["boards"] == ["dread.yaml"]
+
+
+def test_another_site_cannot_drive_it(studio: Studio):
+    http = client(studio)
+    evil = {"Origin": "https://evil.example"}
+    refused = http.post("/api/render", json={"name": "dread.yaml", "kind": "render"}, headers=evil)
+    assert refused.status_code == 403
+    assert (
+        http.post("/api/save", json={"name": "dread.yaml", "text": "x"}, headers=evil).status_code
+        == 403
+    )
+    # DNS rebinding: a page of evil.example whose name now points at 127.0.0.1.
+    assert http.get("/api/boards", headers={"Host": "evil.example"}).status_code == 403
+    assert http.get("/api/boards", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert http.get("/api/events", headers={"Origin": "http://127.0.0.1:1"}).status_code == 403
+    # Its own origin is fine, and nothing was queued by the refused requests.
+    own = {"Origin": base(studio)}
+    assert http.post("/api/view", json={"name": "dread.yaml", "text": BOARD}, headers=own).json()[
+        "ok"
+    ]
+    assert studio.app.state.studio.jobs.snapshot()["jobs"] == []
+
+
+def test_only_files_under_the_folder_and_outputs_are_served(studio: Studio, tmp_path: Path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the page")
+    folder = tmp_path / "boards"
+    (folder / "out.txt").symlink_to(secret)
+    (folder / ".feverdream-studio").mkdir(exist_ok=True)
+    (folder / ".feverdream-studio" / "note").write_text("hidden")
+    assert raw_get(studio, "/files/folder/dread.yaml") == 200
+    assert raw_get(studio, "/files/folder/tone.wav") == 200
+    for path in (
+        "/files/folder/../secret.txt",
+        "/files/folder/%2e%2e/secret.txt",
+        "/files/outputs/../boards/dread.yaml",
+        f"/files/folder/{secret}",  # absolute
+        "/files/folder//etc/passwd",
+        "/files/folder/out.txt",  # a link that leads out
+        "/files/folder/.feverdream-studio/note",  # hidden
+        "/files/elsewhere/dread.yaml",
+    ):
+        assert raw_get(studio, path) == 404, path
+
+
+def test_a_bad_edit_loses_nothing(studio: Studio, tmp_path: Path):
+    http = client(studio)
+    path = tmp_path / "boards" / "dread.yaml"
+    broken = BOARD.replace("fps: 24", "fps: 999")
+    view = http.post("/api/view", json={"name": "dread.yaml", "text": broken}).json()
+    assert not view["ok"] and view["error"]["line"] == 3 and view["error"]["key"] == "fps"
+    assert view["error"]["text"].startswith("dread.yaml:3: fps:")
+    saved = http.post("/api/save", json={"name": "dread.yaml", "text": broken})
+    assert saved.status_code == 422 and not saved.json()["ok"]
+    assert path.read_text() == BOARD  # the last valid version is untouched
+    # A reload brings back both: the file as saved and the text being edited.
+    reloaded = http.get("/api/board/dread.yaml").json()
+    assert reloaded["saved"] == BOARD and reloaded["draft"] == broken
+    fixed = broken.replace("fps: 999", "fps: 30")
+    assert http.post("/api/save", json={"name": "dread.yaml", "text": fixed}).json()["ok"]
+    assert path.read_text() == fixed
+    assert http.get("/api/board/dread.yaml").json() == {
+        "name": "dread.yaml",
+        "saved": fixed,
+        "draft": None,
+    }
+    # Names stay inside the folder.
+    assert http.post("/api/save", json={"name": "../x.yaml", "text": fixed}).status_code == 400
+    assert http.post("/api/new", json={"name": "dread.yaml"}).status_code == 409
+    assert http.post("/api/new", json={"name": "fresh.yaml"}).json() == {"name": "fresh.yaml"}
+    assert http.post(
+        "/api/view",
+        json={"name": "fresh.yaml", "text": (tmp_path / "boards" / "fresh.yaml").read_text()},
+    ).json()["ok"]
+
+
+def test_the_plan_is_what_the_cli_plans(studio: Studio):
+    from pipeline import run
+
+    view = client(studio).post("/api/view", json={"name": "dread.yaml", "text": BOARD}).json()
+    story = run.load(Path(studio.app.state.studio.folder) / "dread.yaml")
+    assert view["n_frames"] == story.plan.n_frames == 24
+    assert view["series"]["zoom"] == [fp.zoom for fp in story.plan.frames]
+    assert view["prompts"]["a red circle"][0] == 1 and view["prompts"]["a blue square"][-1] > 0.9
+    assert [k["t"] for k in view["keyframes"]] == [0, 1]
+    assert len(view["waveform"]) == 24 and max(view["waveform"]) == 1
+    render = view["estimate"]["render"]
+    assert render["canvas"] == "144x256" and render["optimised"] == 24
+    assert render["steps"] == 2 + 23 * 1 and render["seconds"] is None  # not timed yet
+
+
+def test_a_render_asked_twice_is_one_render_and_stops_when_asked(studio: Studio):
+    http, other_tab = client(studio), client(studio)
+    first = http.post("/api/render", json={"name": "dread.yaml", "kind": "render"}).json()
+    again = other_tab.post("/api/render", json={"name": "dread.yaml", "kind": "render"}).json()
+    assert again["id"] == first["id"]
+    jobs = studio.app.state.studio.jobs
+    deadline = time.monotonic() + 120
+    while jobs.get(first["id"]).stage != "frames":  # the models loaded, the frames begun
+        assert time.monotonic() < deadline and jobs.get(first["id"]).state == "running"
+        time.sleep(0.05)
+    stopped = http.post("/api/stop", json={"job": first["id"]}).json()
+    assert stopped["state"] == "stopping"
+    while jobs.get(first["id"]).state not in ("stopped", "failed", "done"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    job = jobs.get(first["id"])
+    assert job.state == "stopped" and "continue" in job.message, job.message
+    assert len(jobs.snapshot()["jobs"]) == 1
+
+
+def test_the_tiktok_token_never_reaches_the_page(studio: Studio, logged_in_tiktok: FakeTikTok):
+    http = client(studio)
+    stored = json.loads(Settings.from_env().token_path.read_text())
+    secrets = [stored["access_token"], stored["refresh_token"]]
+    account = http.get("/api/tiktok").json()
+    assert account["logged_in"] and "video.upload" in account["scopes"]
+    seen = [http.get("/api/tiktok").text, http.get("/api/boards").text, http.get("/").text]
+    for text in seen:
+        for secret in secrets:
+            assert secret not in text
