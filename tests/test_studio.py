@@ -14,6 +14,7 @@ import pytest
 from fake_tiktok import FakeTikTok
 from test_render_pipeline import write_board
 
+from pipeline.cli import main
 from pipeline.studio import Studio
 from pipeline.tiktok.config import Settings
 
@@ -175,7 +176,7 @@ def test_the_plan_is_what_the_cli_plans(studio: Studio):
     assert render["steps"] == 2 + 23 * 1 and render["seconds"] is None  # not timed yet
 
 
-def test_a_render_asked_twice_is_one_render_and_stops_when_asked(studio: Studio):
+def test_a_render_asked_twice_is_one_render_and_stops_when_asked(studio: Studio, tmp_path: Path):
     http, other_tab = client(studio), client(studio)
     first = http.post("/api/render", json={"name": "dread.yaml", "kind": "render"}).json()
     again = other_tab.post("/api/render", json={"name": "dread.yaml", "kind": "render"}).json()
@@ -193,6 +194,16 @@ def test_a_render_asked_twice_is_one_render_and_stops_when_asked(studio: Studio)
     job = jobs.get(first["id"])
     assert job.state == "stopped" and "continue" in job.message, job.message
     assert len(jobs.snapshot()["jobs"]) == 1
+
+    # The command line continues what the studio began: the frames made stay as they are.
+    folder = tmp_path / "outputs" / "dread"
+    made = {p.name: p.stat().st_mtime_ns for p in (folder / "frames").glob("*.png")}
+    assert 0 < len(made) < 24
+    board = str(tmp_path / "boards" / "dread.yaml")
+    assert main(["render", board, "--models", "tiny", "--device", "cpu", "-o", str(folder)]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (folder / "frames").glob("*.png")}
+    assert after.items() >= made.items()  # every frame the studio made, untouched
+    assert len(list((folder / "frames").glob("*.png"))) == 24 and (folder / "dread.mp4").is_file()
 
 
 def test_the_tiktok_token_never_reaches_the_page(studio: Studio, logged_in_tiktok: FakeTikTok):

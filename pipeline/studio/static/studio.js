@@ -187,7 +187,11 @@ function drawPlan(view) {
     const values = Object.values(panel.series).flat();
     let lo = Math.min(...values, panel.wave ? 0 : Infinity);
     let hi = Math.max(...values);
-    if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+    if (hi - lo < 1e-9) { // a constant: a small band around it, not a range it never takes
+      const pad = Math.abs(hi) > 1e-9 ? Math.abs(hi) * 0.02 : 1;
+      lo -= pad;
+      hi += pad;
+    }
     const y = (v) => top + h - ((v - lo) / (hi - lo)) * h;
     svg("rect", { x: left, y: top, width: width - left - right, height: h, fill: "#17131f" }, plot);
     const label = svg("text", { x: 4, y: top + 12 }, plot);
