@@ -89,10 +89,10 @@ def render(
     story: run.Story,
     preview: bool = True,
     models: str = "",
-    output: str | Path | None = None,
+    outputs: str | Path = "outputs",
 ) -> run.Rendered:
-    """Render with a progress bar; a stopped or killed session continues where it was when
-    the cell runs again (the frames are kept in the output folder)."""
+    """Render into OUTPUTS/NAME with a progress bar; a stopped or killed session continues
+    where it was when the cell runs again (the frames are kept there)."""
     from tqdm.auto import tqdm
 
     bars: dict[str, Any] = {}
@@ -110,7 +110,7 @@ def render(
         if progress.loss is not None:
             bar.set_postfix(loss=f"{progress.loss:.3f}")
 
-    options = _options(models, preview=preview, output=Path(output) if output else None)
+    options = _options(models, preview=preview, output=Path(outputs) / story.board.name)
     try:
         return run.render(story, options, on_progress=show)
     except FeverdreamError as error:

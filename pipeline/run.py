@@ -14,7 +14,8 @@ errors (pipeline.errors), each with a message that says what to do next.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -169,31 +170,60 @@ def render(
     engine, describe = make_engine(story, options, device, loaded)
     folder = render_folder(story, options)
     store = FrameStore(folder)
-    started = time.perf_counter()
-    frames = render_frames(
-        plan,
-        engine,
-        store,
-        describe=describe,
-        fresh=options.fresh,
-        should_stop=should_stop,
-        on_progress=lambda p: on_progress(
-            Progress("frames", p.frames_done, p.frames_total, p.loss)
-        ),
-    )
-    result = Rendered(
-        folder=folder,
-        frames_dir=store.frames_dir,
-        frames_done=frames.frames_done,
-        frames_total=frames.frames_total,
-        stopped=frames.stopped,
-        device=device,
-        seconds={"frames": time.perf_counter() - started},
-    )
-    if frames.stopped or not options.encode:
-        return result
-    return encode(story, options, result, describe["models"], frames.records, on_progress,
-                  soundtrack=soundtrack)  # fmt: skip
+    with render_lock(folder):
+        started = time.perf_counter()
+        frames = render_frames(
+            plan,
+            engine,
+            store,
+            describe=describe,
+            fresh=options.fresh,
+            should_stop=should_stop,
+            on_progress=lambda p: on_progress(
+                Progress("frames", p.frames_done, p.frames_total, p.loss)
+            ),
+        )
+        result = Rendered(
+            folder=folder,
+            frames_dir=store.frames_dir,
+            frames_done=frames.frames_done,
+            frames_total=frames.frames_total,
+            stopped=frames.stopped,
+            device=device,
+            seconds={"frames": time.perf_counter() - started},
+        )
+        if frames.stopped or not options.encode:
+            return result
+        return encode(story, options, result, describe["models"], frames.records, on_progress,
+                      soundtrack=soundtrack)  # fmt: skip
+
+
+@contextmanager
+def render_lock(folder: Path) -> Iterator[None]:
+    """One render of a folder at a time, across processes and threads (the studio, the
+    command line, a notebook): two writing the same frames and video would spoil both."""
+    import fcntl
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+", encoding="utf-8") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another render"
+            raise FeverdreamError(
+                f"{folder} is being rendered now ({holder}); wait for that render to finish or "
+                "stop it (Ctrl-C, or Stop in the studio), then run this again"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"process {os.getpid()}")
+        file.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 def optimised_steps(story: Story, options: RenderOptions) -> dict[int, int]:

@@ -101,3 +101,15 @@ def test_frames_made_from_a_picture_since_replaced_are_not_continued(tmp_path, t
     with pytest.raises(RenderChangedError, match="pictures"):
         run.render(run.load(board), options)
     assert sorted(p.name for p in stopped.frames_dir.glob("*.png")) == ["000000.png"]
+
+
+def test_a_folder_being_rendered_is_not_rendered_twice(tmp_path, tiny_model_dir):
+    # Another render (the studio, a second terminal) holds the folder: this one is refused
+    # before it touches a frame, and goes ahead once the other is done.
+    story = run.load(write_board(tmp_path))
+    options = run.RenderOptions(output=tmp_path / "out", vqgan="tiny", clip="tiny", encode=False)
+    with run.render_lock(tmp_path / "out"):
+        with pytest.raises(FeverdreamError, match=r"being rendered now \(process \d+\)"):
+            run.render(story, options)
+        assert not (tmp_path / "out" / "frames").exists()
+    assert run.render(story, options).frames_done == story.plan.n_frames

@@ -4,6 +4,7 @@ a second render, and that the TikTok token never leaves its file."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import time
@@ -133,32 +134,75 @@ def test_only_files_under_the_folder_and_outputs_are_served(studio: Studio, tmp_
 def test_a_bad_edit_loses_nothing(studio: Studio, tmp_path: Path):
     http = client(studio)
     path = tmp_path / "boards" / "dread.yaml"
+    opened = http.get("/api/board/dread.yaml").json()
+    assert opened["saved"] == BOARD and opened["draft"] is None
+    base = opened["sha256"]
+    assert base == hashlib.sha256(BOARD.encode()).hexdigest()
     broken = BOARD.replace("fps: 24", "fps: 999")
-    view = http.post("/api/view", json={"name": "dread.yaml", "text": broken}).json()
+    edit = {"name": "dread.yaml", "text": broken, "base": base}
+    view = http.post("/api/view", json=edit).json()
     assert not view["ok"] and view["error"]["line"] == 3 and view["error"]["key"] == "fps"
     assert view["error"]["text"].startswith("dread.yaml:3: fps:")
-    saved = http.post("/api/save", json={"name": "dread.yaml", "text": broken})
+    saved = http.post("/api/save", json=edit)
     assert saved.status_code == 422 and not saved.json()["ok"]
     assert path.read_text() == BOARD  # the last valid version is untouched
     # A reload brings back both: the file as saved and the text being edited.
     reloaded = http.get("/api/board/dread.yaml").json()
-    assert reloaded["saved"] == BOARD and reloaded["draft"] == broken
+    assert (reloaded["saved"], reloaded["draft"], reloaded["changed"]) == (BOARD, broken, False)
     fixed = broken.replace("fps: 999", "fps: 30")
-    assert http.post("/api/save", json={"name": "dread.yaml", "text": fixed}).json()["ok"]
+    done = http.post("/api/save", json={**edit, "text": fixed}).json()
+    assert done["ok"] and done["sha256"] == hashlib.sha256(fixed.encode()).hexdigest()
     assert path.read_text() == fixed
-    assert http.get("/api/board/dread.yaml").json() == {
-        "name": "dread.yaml",
-        "saved": fixed,
-        "draft": None,
-    }
+    reloaded = http.get("/api/board/dread.yaml").json()
+    assert (reloaded["saved"], reloaded["draft"]) == (fixed, None)
     # Names stay inside the folder.
-    assert http.post("/api/save", json={"name": "../x.yaml", "text": fixed}).status_code == 400
+    assert http.post("/api/save", json={**edit, "name": "../x.yaml"}).status_code == 400
+    assert http.post("/api/save", json={**edit, "name": "x.yaml\n"}).status_code == 400
+    assert http.post("/api/view", json={**edit, "name": "ghost.yaml"}).status_code == 404
     assert http.post("/api/new", json={"name": "dread.yaml"}).status_code == 409
     assert http.post("/api/new", json={"name": "fresh.yaml"}).json() == {"name": "fresh.yaml"}
-    assert http.post(
-        "/api/view",
-        json={"name": "fresh.yaml", "text": (tmp_path / "boards" / "fresh.yaml").read_text()},
-    ).json()["ok"]
+    fresh = (tmp_path / "boards" / "fresh.yaml").read_text()
+    assert http.post("/api/view", json={"name": "fresh.yaml", "text": fresh}).json()["ok"]
+
+
+def test_a_save_never_undoes_a_change_made_elsewhere(studio: Studio, tmp_path: Path):
+    http = client(studio)
+    path = tmp_path / "boards" / "dread.yaml"
+    base = http.get("/api/board/dread.yaml").json()["sha256"]
+    mine = BOARD.replace("seed: 3", "seed: 4")
+    assert http.post("/api/view", json={"name": "dread.yaml", "text": mine, "base": base}).json()[
+        "ok"
+    ]
+    elsewhere = BOARD.replace("seed: 3", "seed: 5")  # another editor, a git pull
+    path.write_text(elsewhere)
+    reloaded = http.get("/api/board/dread.yaml").json()
+    assert (reloaded["saved"], reloaded["draft"], reloaded["changed"]) == (elsewhere, mine, True)
+    refused = http.post("/api/save", json={"name": "dread.yaml", "text": mine, "base": base})
+    assert refused.status_code == 409 and "changed outside the studio" in refused.json()["error"]
+    assert path.read_text() == elsewhere
+    # Having seen both, the user saves over the new file on purpose.
+    again = {"name": "dread.yaml", "text": mine, "base": reloaded["sha256"]}
+    assert http.post("/api/save", json=again).json()["ok"] and path.read_text() == mine
+
+
+def test_what_the_studio_refuses_to_read_or_do(studio: Studio, tmp_path: Path):
+    http = client(studio)
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(BOARD)
+    (tmp_path / "boards" / "link.yaml").symlink_to(outside)
+    assert http.get("/api/boards").json()["boards"] == ["dread.yaml"]
+    assert http.get("/api/board/link.yaml").status_code == 403
+    assert http.post("/api/new", json={"name": "copy.yaml", "from": "link.yaml"}).status_code == 403
+    (tmp_path / "boards" / "latin1.yaml").write_bytes("title: caf\xe9\n".encode("latin-1"))
+    assert "UTF-8" in http.get("/api/board/latin1.yaml").json()["error"]
+    assert http.post("/api/stop", json={"job": "abc"}).status_code == 400
+    huge = {"name": "dread.yaml", "text": "#" * (2 << 20)}
+    assert http.post("/api/view", json=huge).status_code == 413
+    page = http.get("/")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    # Each studio's cookie is its own (browsers share cookies between a host's ports).
+    assert set(http.cookies) == {f"feverdream_studio_{base(studio).rsplit(':', 1)[1]}"}
 
 
 def test_the_plan_is_what_the_cli_plans(studio: Studio):

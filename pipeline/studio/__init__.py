@@ -22,6 +22,20 @@ from pipeline.errors import FeverdreamError
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
+def addresses(host: str) -> set[str]:
+    """The names a browser may use to reach a studio listening on `host`: this machine's own
+    names, and for a wildcard (0.0.0.0, ::) every name and address the machine has."""
+    names = {*LOCAL_HOSTS, "::1", host}
+    if host in ("0.0.0.0", "::", ""):
+        for name in {socket.gethostname(), socket.getfqdn()}:
+            names.add(name)
+            try:
+                names.update(str(info[4][0]) for info in socket.getaddrinfo(name, None))
+            except OSError:
+                pass
+    return names
+
+
 class Studio:
     """A running studio: its URL (with the token) and how to stop it."""
 
@@ -52,19 +66,22 @@ class Studio:
             raise FeverdreamError(f"{folder}: no such folder; give the folder of your storyboards")
         outputs = (outputs or Path("outputs")).resolve()
         outputs.mkdir(parents=True, exist_ok=True)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            sock = socket.create_server((host, port))
+            sock = socket.create_server((host, port), family=family)
         except OSError as error:
             raise FeverdreamError(
                 f"cannot listen on {host}:{port} ({error.strerror}); choose another --port"
             ) from None
         port = sock.getsockname()[1]
-        hosts = {f"{name}:{port}" for name in (*LOCAL_HOSTS, host)}
+        names = addresses(host)
+        hosts = {f"[{name}]:{port}" if ":" in name else f"{name}:{port}" for name in names}
         token = secrets.token_urlsafe(24)
         state = folder / ".feverdream-studio"
         jobs = Jobs(folder, outputs, models=models, device=device, state_dir=state)
         app = make_app(Workspace(folder, outputs, jobs, token, hosts))
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        shown = f"[{shown}]" if ":" in shown else shown
         url = f"http://{shown}:{port}/?token={token}"
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
         server = uvicorn.Server(config)

@@ -9,6 +9,7 @@ hidden file, never through a link that leads out. The TikTok token stays in its 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import secrets
@@ -33,13 +34,15 @@ from starlette.routing import Route
 
 from pipeline import run
 from pipeline.errors import FeverdreamError, StoryboardError
-from pipeline.store import atomic_write
+from pipeline.store import atomic_write, atomic_write_json
 from pipeline.studio.jobs import Jobs, timing_key
 
 STATIC = Path(__file__).parent / "static"
 EXAMPLE = Path(__file__).parent / "example.yaml"
-COOKIE = "feverdream_studio"
-BOARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*\.ya?ml$")
+BOARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]*\.ya?ml")  # whole names (fullmatch)
+MAX_BODY = 1 << 20  # a storyboard is a few kB; a larger request is refused
+# Every response: no page of another site may frame the studio (clickjacking).
+FRAMING = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Frame-Options": "DENY"}
 
 
 @dataclass
@@ -72,34 +75,60 @@ class Workspace:
         self.closing = threading.Event()  # set as the studio stops: event streams end
 
     # --- storyboards ---------------------------------------------------------------------
+    # A draft is the text being edited when it differs from the file, kept with the digest of
+    # the file it began from: a reload brings it back, and a save over a file changed since
+    # (in another editor, another tab, a git pull) is refused instead of undoing that change.
 
-    def board_path(self, name: Any) -> Path:
-        if not isinstance(name, str) or not BOARD_NAME.match(name):
+    def board_path(self, name: Any, exists: bool = False) -> Path:
+        if not isinstance(name, str) or not BOARD_NAME.fullmatch(name):
             raise Refused(f"{name!r} is not a storyboard name here (NAME.yaml)", 400)
-        return self.folder / name
+        path = self.folder / name
+        if path.is_symlink() and not path.resolve().is_relative_to(self.folder):
+            raise Refused(f"{name} leads out of {self.folder}; the studio does not follow it", 403)
+        if exists and not path.is_file():
+            raise Refused(f"{name}: no such storyboard in {self.folder}", 404)
+        return path
 
     def boards(self) -> list[str]:
-        return sorted(p.name for p in self.folder.iterdir() if BOARD_NAME.match(p.name))
+        names = [p.name for p in self.folder.iterdir() if BOARD_NAME.fullmatch(p.name)]
+        return sorted(n for n in names if (self.folder / n).resolve().is_relative_to(self.folder)
+                      and (self.folder / n).is_file())  # fmt: skip
+
+    def saved(self, name: str) -> tuple[str, str]:
+        """The storyboard's text on disk and its digest."""
+        data = self.board_path(name, exists=True).read_bytes()
+        try:
+            return data.decode("utf-8"), hashlib.sha256(data).hexdigest()
+        except UnicodeDecodeError:
+            raise Refused(f"{name} is not UTF-8 text; save it as UTF-8 in an editor", 415) from None
 
     def read_board(self, name: str) -> dict[str, Any]:
-        path = self.board_path(name)
-        try:
-            saved = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise Refused(f"{name}: no such storyboard in {self.folder}", 404) from None
-        draft_path = self.drafts / name
-        draft = draft_path.read_text(encoding="utf-8") if draft_path.is_file() else None
-        draft = draft if draft != saved else None
-        return {"name": name, "saved": saved, "draft": draft}
+        saved, digest = self.saved(name)
+        draft = self._draft(name)
+        board = {"name": name, "saved": saved, "sha256": digest, "draft": None, "changed": False}
+        if draft is not None and draft["text"] != saved:
+            # "changed": the file was changed elsewhere since the draft began.
+            board.update(draft=draft["text"], changed=draft["base"] != digest)
+        return board
 
-    def keep_draft(self, name: str, text: str) -> None:
+    def keep_draft(self, name: str, text: str, base: str) -> None:
         """The text being edited, kept on every change so that a reload loses nothing."""
-        self.board_path(name)
+        saved, _ = self.saved(name)
+        if text == saved:
+            self.drop_draft(name)
+            return
         self.drafts.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.drafts / name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        atomic_write_json(self.drafts / f"{name}.json", {"text": text, "base": base})
+
+    def _draft(self, name: str) -> dict[str, str] | None:
+        try:
+            data = json.loads((self.drafts / f"{name}.json").read_text(encoding="utf-8"))
+            return {"text": str(data["text"]), "base": str(data["base"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def drop_draft(self, name: str) -> None:
-        (self.drafts / name).unlink(missing_ok=True)
+        (self.drafts / f"{name}.json").unlink(missing_ok=True)
 
     def view(self, name: str, text: str) -> dict[str, Any]:
         """The storyboard's first problem at its line, or its plan as the page plots it."""
@@ -113,27 +142,37 @@ class Workspace:
                     "key": error.key,
                     "message": error.message,
                     "text": str(error).replace(f"{self.folder}/", ""),
-                },  # fmt: skip
+                },
             }
         except FeverdreamError as error:
-            return {"ok": False, "error": {"line": None, "key": "", "message": str(error),
-                                           "text": str(error)}}  # fmt: skip
+            message = str(error).replace(f"{self.folder}/", "")
+            return {"ok": False, "error": {"line": None, "key": "", "message": message,
+                                           "text": message}}  # fmt: skip
         return {"ok": True, **plan_view(story, self.jobs)}
 
-    def save(self, name: str, text: str) -> dict[str, Any]:
-        """Write the storyboard if it is valid (atomically); keep the text as a draft if not,
-        so the last valid version and the text being edited both survive."""
-        self.keep_draft(name, text)
+    def save(self, name: str, text: str, base: str) -> dict[str, Any]:
+        """Write the storyboard if it is valid (atomically) and the file is still the one the
+        editing began from; otherwise keep the text as a draft, so the last valid version
+        and the text being edited both survive."""
+        self.keep_draft(name, text, base)
+        _, digest = self.saved(name)
+        if digest != base:
+            raise Refused(
+                f"{name} was changed outside the studio since you opened it; your text is kept "
+                "as a draft: reload to see both, then save again",
+                409,
+            )
         view = self.view(name, text)
         if view["ok"]:
             path = self.board_path(name)
-            atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            atomic_write(path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
             self.drop_draft(name)
+            view["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
         return view
 
     def new_board(self, name: str, source: str | None) -> str:
         path = self.board_path(name)
-        text = (self.board_path(source) if source else EXAMPLE).read_text(encoding="utf-8")
+        text = self.saved(source)[0] if source else EXAMPLE.read_text(encoding="utf-8")
         try:
             with open(path, "x", encoding="utf-8") as file:
                 file.write(text)
@@ -152,8 +191,12 @@ class Workspace:
             or any(part in ("..", "") or part.startswith(".") for part in parts)
         ):
             raise Refused("not a file the studio serves", 404)
-        path = (base / relative).resolve()
-        if not path.is_relative_to(base.resolve()) or not path.is_file():
+        try:
+            path = (base / relative).resolve()
+            served = path.is_relative_to(base.resolve()) and path.is_file()
+        except (OSError, ValueError):  # a NUL byte, a name too long
+            served = False
+        if not served:
             raise Refused("not a file the studio serves", 404)
         return path
 
@@ -253,21 +296,31 @@ class Guard(BaseHTTPMiddleware):
             return PlainTextResponse("refused: a request from another site", 403)
         if request.headers.get("sec-fetch-site") == "cross-site":
             return PlainTextResponse("refused: a request from another site", 403)
+        # Browsers share cookies between the ports of one host: each studio has its own name.
+        cookie = f"feverdream_studio_{request.url.port}"
         offered = request.query_params.get("token")
         if request.url.path == "/" and offered is not None:
-            if not secrets.compare_digest(offered, studio.token):
+            if not same(offered, studio.token):
                 return PlainTextResponse(
                     "refused: a wrong token; open the URL the studio printed", 403
                 )
             response = RedirectResponse("/", 303)
-            response.set_cookie(COOKIE, studio.token, httponly=True, samesite="strict")
+            response.set_cookie(cookie, studio.token, httponly=True, samesite="strict")
             return response
-        given = request.cookies.get(COOKIE) or request.headers.get("x-studio-token") or ""
-        if not secrets.compare_digest(given, studio.token):
+        given = request.cookies.get(cookie) or request.headers.get("x-studio-token") or ""
+        if not same(given, studio.token):
             return PlainTextResponse(
-                "refused: no studio token; open the URL `feverdream studio` printed", 403
+                "refused: no studio token (or the studio restarted); open the URL "
+                "`feverdream studio` printed",
+                403,
             )
-        return await call_next(request)
+        response = await call_next(request)
+        response.headers.update(FRAMING)
+        return response
+
+
+def same(given: str, token: str) -> bool:
+    return secrets.compare_digest(given.encode("utf-8", "replace"), token.encode("utf-8"))
 
 
 async def refused(request: Request, error: Exception) -> Response:
@@ -275,9 +328,24 @@ async def refused(request: Request, error: Exception) -> Response:
     return JSONResponse({"error": str(error)}, getattr(error, "status", 400))
 
 
+async def broken(request: Request, error: Exception) -> Response:
+    """A bug: the page gets a message, the studio's terminal the traceback (uvicorn's)."""
+    return JSONResponse(
+        {"error": f"the studio failed: {type(error).__name__}: {error} (its terminal shows more)"},
+        500,
+    )
+
+
 async def body(request: Request) -> dict[str, Any]:
+    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        raise Refused("the request is too large for a storyboard", 413)
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise Refused("the request is too large for a storyboard", 413)
     try:
-        data = json.loads(await request.body())
+        data = json.loads(raw)
     except ValueError:
         raise Refused("the request's body is not JSON", 400) from None
     if not isinstance(data, dict):
@@ -302,22 +370,30 @@ def make_app(studio: Workspace) -> Starlette:
     async def board(request: Request) -> Response:
         return JSONResponse(studio.read_board(request.path_params["name"]))
 
+    async def draft(request: Request) -> Response:
+        """Keep the text being edited (the page sends it as it changes, and as it closes)."""
+        data = await body(request)
+        name, text = data.get("name"), str(data.get("text", ""))
+        studio.keep_draft(name, text, str(data.get("base", "")))
+        return JSONResponse({"kept": True})
+
     async def view(request: Request) -> Response:
         data = await body(request)
         name, text = data.get("name"), str(data.get("text", ""))
-        studio.keep_draft(name, text)
+        studio.keep_draft(name, text, str(data.get("base", "")))
         return JSONResponse(await asyncio.to_thread(studio.view, name, text))
 
     async def save(request: Request) -> Response:
         data = await body(request)
-        result = await asyncio.to_thread(studio.save, data.get("name"), str(data.get("text", "")))
+        name, text, base = data.get("name"), str(data.get("text", "")), str(data.get("base", ""))
+        result = await asyncio.to_thread(studio.save, name, text, base)
         return JSONResponse(result, 200 if result["ok"] else 422)
 
     async def discard(request: Request) -> Response:
-        data = await body(request)
-        studio.board_path(data.get("name"))
-        studio.drop_draft(data["name"])
-        return JSONResponse(studio.read_board(data["name"]))
+        name = (await body(request)).get("name")
+        studio.board_path(name, exists=True)
+        studio.drop_draft(name)
+        return JSONResponse(studio.read_board(name))
 
     async def new(request: Request) -> Response:
         data = await body(request)
@@ -329,14 +405,14 @@ def make_app(studio: Workspace) -> Starlette:
         kind = data.get("kind")
         if kind not in ("preview", "render"):
             raise Refused("kind: preview or render", 400)
-        path = studio.board_path(data.get("name"))
-        if not path.is_file():
-            raise Refused(f"{path.name}: no such storyboard; save it first", 404)
+        path = studio.board_path(data.get("name"), exists=True)
         return JSONResponse(studio.jobs.submit(path.name, kind).public())
 
     async def stop(request: Request) -> Response:
-        data = await body(request)
-        return JSONResponse(studio.jobs.stop(int(data.get("job", 0))).public())
+        job = (await body(request)).get("job")
+        if not isinstance(job, int):
+            raise Refused("job: the render's number", 400)
+        return JSONResponse(studio.jobs.stop(job).public())
 
     async def events(request: Request) -> Response:
         async def stream():
@@ -402,6 +478,7 @@ def make_app(studio: Workspace) -> Starlette:
             Route("/static/{name}", static),
             Route("/api/boards", boards),
             Route("/api/board/{name}", board),
+            Route("/api/draft", draft, methods=["POST"]),
             Route("/api/view", view, methods=["POST"]),
             Route("/api/save", save, methods=["POST"]),
             Route("/api/discard", discard, methods=["POST"]),
@@ -416,7 +493,7 @@ def make_app(studio: Workspace) -> Starlette:
             Route("/files/{root}/{path:path}", files),
         ],
         middleware=[Middleware(Guard)],
-        exception_handlers={FeverdreamError: refused},
+        exception_handlers={FeverdreamError: refused, Exception: broken},
     )
     app.state.studio = studio
     return app

@@ -3,16 +3,38 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { board: null, view: null, jobs: [], timer: null, cursor: null, made: {} };
+const state = { board: null, sha: "", view: null, jobs: [], timer: null, cursor: null, made: null, shown: "" };
 
 async function api(path, body) {
   const init = body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   };
-  const response = await fetch(path, init);
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new Error("the studio is not answering: is `feverdream studio` still running?");
+  }
+  if (response.status === 403) {
+    throw new Error("the studio refused this tab (it restarted, or the token is missing): " +
+      "open the URL `feverdream studio` printed; your text is kept in this tab until then");
+  }
   const data = await response.json().catch(() => ({ error: response.statusText }));
   if (!response.ok && response.status !== 422) throw new Error(data.error || response.statusText);
   return data;
+}
+
+// Every button's action: a failure is shown, never lost in the console.
+function act(action) {
+  return async (...args) => {
+    try {
+      $("notice").textContent = "";
+      return await action(...args);
+    } catch (error) {
+      $("notice").textContent = error.message;
+      return undefined;
+    }
+  };
 }
 
 // --- storyboards -----------------------------------------------------------------------------
@@ -28,7 +50,7 @@ async function loadBoards(select) {
     const button = document.createElement("button");
     button.textContent = name;
     button.dataset.board = name;
-    button.onclick = () => openBoard(name);
+    button.onclick = act(() => openBoard(name));
     if (name === state.board) button.classList.add("current");
     const item = document.createElement("li");
     item.append(button);
@@ -42,6 +64,10 @@ async function loadBoards(select) {
 async function openBoard(name) {
   const data = await api(`/api/board/${encodeURIComponent(name)}`);
   state.board = name;
+  state.sha = data.sha256;
+  state.view = null;
+  $("plot").replaceChildren();
+  clearResult();
   history.replaceState(null, "", `#board=${encodeURIComponent(name)}`);
   for (const b of document.querySelectorAll("#boards button")) {
     b.classList.toggle("current", b.dataset.board === name);
@@ -50,10 +76,13 @@ async function openBoard(name) {
   $("text").disabled = false;
   $("text").value = data.draft ?? data.saved;
   $("discard").hidden = data.draft === null;
-  $("save-state").textContent = data.draft === null ? "saved" : "unsaved edits restored (the file is unchanged)";
+  $("save-state").textContent = data.draft === null ? "saved"
+    : data.changed ? "unsaved edits restored; the file was changed outside the studio since: Save replaces it, Discard shows it"
+    : "unsaved edits restored (the file is unchanged)";
   for (const id of ["save", "preview-button", "render-button"]) $(id).disabled = false;
   showLines();
-  await validate(false);
+  await validate();
+  $("caption").value = state.view ? state.view.caption : "";
   showResult(await api(`/api/result/${encodeURIComponent(name)}`));
   updateJobs();
 }
@@ -63,21 +92,22 @@ function edited() {
   $("discard").hidden = false;
   showLines();
   clearTimeout(state.timer);
-  state.timer = setTimeout(() => validate(true), 300);
+  state.timer = setTimeout(act(validate), 300);
 }
 
 async function validate() {
   const name = state.board;
   const text = $("text").value;
-  const view = await api("/api/view", { name, text });
+  const view = await api("/api/view", { name, text, base: state.sha });
   if (name !== state.board || text !== $("text").value) return; // typed on since
   showView(view);
 }
 
 async function save() {
-  const view = await api("/api/save", { name: state.board, text: $("text").value });
+  const view = await api("/api/save", { name: state.board, text: $("text").value, base: state.sha });
   showView(view);
   if (view.ok) {
+    state.sha = view.sha256;
     $("save-state").textContent = "saved";
     $("discard").hidden = true;
   } else {
@@ -87,6 +117,7 @@ async function save() {
 
 async function discard() {
   const data = await api("/api/discard", { name: state.board });
+  state.sha = data.sha256;
   $("text").value = data.saved;
   $("discard").hidden = true;
   $("save-state").textContent = "saved";
@@ -225,7 +256,6 @@ function drawPlan(view) {
   $("summary").textContent =
     `${view.title}: ${view.duration.toFixed(2)} s at ${view.fps} fps, ${view.n_frames} frames, ${view.keyframes.length} keyframes`;
   $("estimate").textContent = ["preview", "render"].map((kind) => describeEstimate(kind, view.estimate[kind])).join("   ·   ");
-  $("caption").value ||= view.caption;
 }
 
 function describeEstimate(kind, e) {
@@ -264,8 +294,7 @@ function formatSeconds(s) {
 // --- renders -------------------------------------------------------------------------------
 
 async function startRender(kind) {
-  const job = await api("/api/render", { name: state.board, kind });
-  if (job.error) $("job-message").textContent = job.error;
+  await api("/api/render", { name: state.board, kind });
 }
 
 async function stopRender() {
@@ -306,7 +335,7 @@ function updateJobs() {
     button.textContent = (stopped && stopped.state === "stopped" ? "Resume " : "") + (kind === "preview" ? "preview" : "render");
     button.disabled = Boolean(active && job.kind === kind);
   }
-  if (job.newest_frame) {
+  if (job.newest_frame && job.board === state.board) {
     const newest = $("newest");
     const src = `/files/outputs/${job.newest_frame}`;
     if (newest.dataset.src !== src) {
@@ -319,12 +348,31 @@ function updateJobs() {
     state.finished = `${job.id}:${job.state}`;
     validate(); // the estimate now has this machine's time per step
   }
-  if (job.state === "done" && job.video) {
+  if (job.state === "done" && job.video && state.shown !== `${job.id}`) {
+    state.shown = `${job.id}`; // once per render, not at every event of another one
     showResult({ [job.kind]: { video: job.video, contact_sheet: job.contact_sheet } }, job.check);
   }
 }
 
 // --- the result, and posting ---------------------------------------------------------------------
+
+function clearResult() {
+  state.made = null;
+  state.shown = "";
+  const video = $("video");
+  video.removeAttribute("src");
+  video.dataset.src = "";
+  video.hidden = true;
+  $("contact").hidden = true;
+  $("newest").hidden = true;
+  $("newest").dataset.src = "";
+  $("check").textContent = "";
+  $("result-kind").textContent = "";
+  $("post-button").disabled = true;
+  $("progress").value = 0;
+  $("progress-text").textContent = "";
+  $("job-message").textContent = "";
+}
 
 function showResult(made, checked) {
   const kind = made.render ? "render" : made.preview ? "preview" : null;
@@ -332,12 +380,10 @@ function showResult(made, checked) {
   const result = made[kind];
   const video = $("video");
   const src = `/files/outputs/${result.video}`;
-  if (video.dataset.src !== src || checked) {
-    video.dataset.src = src;
-    video.dataset.canPlay = "no";
-    video.src = `${src}?v=${Date.now()}`;
-    video.hidden = false;
-  }
+  video.dataset.src = src;
+  video.dataset.canPlay = "no";
+  video.src = `${src}?v=${Date.now()}`; // a new render may have replaced the file
+  video.hidden = false;
   $("result-kind").textContent = `${kind}: ${result.video}`;
   const contact = $("contact");
   contact.hidden = !result.contact_sheet;
@@ -408,12 +454,18 @@ function listen() {
 
 $("text").addEventListener("input", edited);
 $("text").addEventListener("scroll", syncScroll);
-$("save").onclick = save;
-$("discard").onclick = discard;
-$("preview-button").onclick = () => startRender("preview");
-$("render-button").onclick = () => startRender("render");
-$("stop-button").onclick = stopRender;
-$("post-button").onclick = post;
+$("save").onclick = act(save);
+$("discard").onclick = act(discard);
+$("preview-button").onclick = act(() => startRender("preview"));
+$("render-button").onclick = act(() => startRender("render"));
+$("stop-button").onclick = act(stopRender);
+$("post-button").onclick = act(post);
+// Closing or leaving the tab: the last keystrokes reach the draft even inside the debounce.
+window.addEventListener("pagehide", () => {
+  if (!state.board || $("save-state").textContent === "saved") return;
+  const draft = JSON.stringify({ name: state.board, text: $("text").value, base: state.sha });
+  navigator.sendBeacon("/api/draft", new Blob([draft], { type: "application/json" }));
+});
 $("video").addEventListener("canplay", () => { $("video").dataset.canPlay = "yes"; });
 $("new-form").onsubmit = async (event) => {
   event.preventDefault();
@@ -427,9 +479,9 @@ $("new-form").onsubmit = async (event) => {
 };
 window.addEventListener("resize", () => state.view && drawPlan(state.view));
 document.addEventListener("keydown", (event) => {
-  if ((event.ctrlKey || event.metaKey) && event.key === "s") { event.preventDefault(); if (state.board) save(); }
+  if ((event.ctrlKey || event.metaKey) && event.key === "s") { event.preventDefault(); if (state.board) act(save)(); }
 });
 
-loadBoards();
-loadTikTok();
+act(loadBoards)();
+act(loadTikTok)();
 listen();
