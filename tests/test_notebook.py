@@ -12,31 +12,14 @@ from fake_tiktok import FakeTikTok
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from test_render_pipeline import write_board
+from test_studio import BOARD
 
 from pipeline.check import probe_video
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 NOTEBOOK = CHECKOUT / "notebooks" / "feverdream.ipynb"
 
-PASTED = """\
-title: notebook test
-seed: 2
-fps: 24
-size: 1080x1920
-duration: 1s
-render:
-  size: 144x256
-  steps: 1
-  first_steps: 2
-  cuts: 2
-audio:
-  file: tone.wav
-keyframes:
-  - at: 0s
-    prompt: "a red circle"
-  - at: 1s
-    prompt: "a blue square"
-"""
+PASTED = BOARD  # the studio's test storyboard: a second of tiny models and a tone
 
 
 def with_fields(**fields) -> nbformat.NotebookNode:
@@ -79,7 +62,7 @@ def test_the_notebook_renders_a_pasted_storyboard_and_posts_a_draft(
     info = probe_video(video)
     assert info.frame_count == 24 and info.audio is not None
     text = outputs_text(notebook)
-    assert "pasted.yaml: ok: 'notebook test'" in text
+    assert "pasted.yaml: ok: 'pipeline test'" in text
     assert "<video" in text  # shown inline
     assert "SEND_TO_USER_INBOX" in text
     (task,) = logged_in_tiktok.tasks.values()

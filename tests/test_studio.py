@@ -13,32 +13,20 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_tiktok import FakeTikTok
+from test_render_pipeline import BOARD as PIPELINE_BOARD
 from test_render_pipeline import write_board
 
 from pipeline.cli import main
 from pipeline.studio import Studio
 from pipeline.tiktok.config import Settings
 
-BOARD = """\
-title: studio test
-seed: 3
-fps: 24
-size: 1080x1920
-duration: 1s
-render:
-  size: 144x256
-  steps: 1
-  first_steps: 2
-  cuts: 2
-audio:
-  file: tone.wav
-keyframes:
-  - at: 0s
-    prompt: "a red circle"
-    zoom: 1.02
-  - at: 1s
-    prompt: "a blue square"
-"""
+# The library's test storyboard (tiny models, a 1 s tone), made a second long, without the
+# content warning's card.
+BOARD = (
+    PIPELINE_BOARD.replace("duration: 2s", "duration: 1s")
+    .replace('content_warning: "TW: flashing abstract shapes"\ncontent_warning_duration: 1s\n', "")
+    .replace("  fade_out: 0.5s\n", "")
+)
 
 
 @pytest.fixture
@@ -169,11 +157,11 @@ def test_a_save_never_undoes_a_change_made_elsewhere(studio: Studio, tmp_path: P
     http = client(studio)
     path = tmp_path / "boards" / "dread.yaml"
     base = http.get("/api/board/dread.yaml").json()["sha256"]
-    mine = BOARD.replace("seed: 3", "seed: 4")
+    mine = BOARD.replace("seed: 5", "seed: 6")
     assert http.post("/api/view", json={"name": "dread.yaml", "text": mine, "base": base}).json()[
         "ok"
     ]
-    elsewhere = BOARD.replace("seed: 3", "seed: 5")  # another editor, a git pull
+    elsewhere = BOARD.replace("seed: 5", "seed: 7")  # another editor, a git pull
     path.write_text(elsewhere)
     reloaded = http.get("/api/board/dread.yaml").json()
     assert (reloaded["saved"], reloaded["draft"], reloaded["changed"]) == (elsewhere, mine, True)

@@ -68,17 +68,17 @@ def test_an_artist_edits_previews_and_posts_a_draft(
         editor = driver.find_element(By.ID, "text")
         editor.click()
         select_all(driver, editor)
-        editor.send_keys(BOARD.replace("zoom: 1.02", "zoom: [1.02"))
+        editor.send_keys(BOARD.replace("zoom: 1.03", "zoom: [1.02"))
         wait(driver, 20, lambda d: visible(d, "error-at-line"), "no error shown")
         note = driver.find_element(By.ID, "error-at-line")
-        bad_line = 1 + BOARD.splitlines().index("    zoom: 1.02")
+        bad_line = 1 + BOARD.splitlines().index("    zoom: 1.03")
         wrong = driver.find_element(By.CSS_SELECTOR, "#gutter .bad").text
         assert wrong in (str(bad_line), str(bad_line + 1)), (wrong, note.text)
         assert note.text.startswith(f"line {wrong}:") and "YAML" in note.text
 
         # Fixed, with another motion: the error goes and the plot follows the text.
         select_all(driver, editor)
-        editor.send_keys(BOARD.replace("zoom: 1.02", "zoom: 1.02\n    rotate: 2"))
+        editor.send_keys(BOARD.replace("zoom: 1.03", "zoom: 1.03\n    rotate: 2"))
         wait(driver, 20, lambda d: not visible(d, "error-at-line"), "the error stayed")
         wait(driver, 20, lambda d: plot_points(d) != before, "the plot did not change")
         assert "unsaved" in driver.find_element(By.ID, "save-state").text
