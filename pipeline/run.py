@@ -201,43 +201,38 @@ def render(
 @contextmanager
 def render_lock(folder: Path) -> Iterator[None]:
     """One render of a folder at a time, across processes and threads (the studio, the
-    command line, a notebook): two writing the same frames and video would spoil both."""
+    command line, a notebook): two writing the same frames and video would spoil both. The
+    lock is RENDER_FOLDER/.lock, held with flock while the render runs and removed after."""
     import fcntl
     import os
 
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+", encoding="utf-8") as file:
+    path = folder / ".lock"
+    while True:
+        file = open(path, "a+", encoding="utf-8")  # closed below, or at the end
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             file.seek(0)
             holder = file.read().strip() or "another render"
+            file.close()
             raise FeverdreamError(
                 f"{folder} is being rendered now ({holder}); wait for that render to finish or "
                 "stop it (Ctrl-C, or Stop in the studio), then run this again"
             ) from None
+        # A render that just finished removes the file: a lock on it would lock nothing.
+        if path.exists() and os.stat(path).st_ino == os.fstat(file.fileno()).st_ino:
+            break
+        file.close()
+    try:
         file.seek(0)
         file.truncate()
         file.write(f"process {os.getpid()}")
         file.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
-
-
-def optimised_steps(story: Story, options: RenderOptions) -> dict[int, int]:
-    """The frames a render with these options optimises, each with its steps (a shot's
-    first frame takes `first_steps`): what its time depends on."""
-    from pipeline.engine import anchor_frames
-
-    settings = render_settings(story, options)
-    plan = story.plan if options.frames is None else story.plan.span(*options.frames)
-    cadence = options.speed.cadence if options.speed is not None else settings.cadence
-    return {
-        index: settings.first_steps if index == 0 or plan.frames[index].cut else settings.steps
-        for index in anchor_frames(plan, cadence)
-    }
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        file.close()  # and with it the lock
 
 
 def make_engine(
