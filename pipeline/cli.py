@@ -99,6 +99,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         vqgan=args.vqgan or args.models,
         clip=args.clip or args.models,
         random_weights=args.random_weights,
+        encode_while_rendering={"auto": None, "during": True, "after": False}[args.encode],
     )
     cadence = run.render_settings(story, options).cadence
     options = dataclasses.replace(options, speed=_speed(args, device, cadence))
@@ -321,6 +322,12 @@ def _add_storyboard_verbs(sub: argparse._SubParsersAction) -> None:
         "--frames", metavar="A:B", help="render frames A to B-1 only, into their own folder"
     )
     p.add_argument("--fresh", action="store_true", help="start over, replacing frames already made")
+    p.add_argument(
+        "--encode",
+        choices=["auto", "during", "after"],
+        default="auto",
+        help="make the MP4 while the frames are made, or after them (auto: during on a GPU)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--models", metavar="NAME", help="use NAME for both VQGAN and CLIP (e.g. tiny)")
     p.add_argument("--vqgan", metavar="NAME", help="override the storyboard's VQGAN")

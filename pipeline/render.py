@@ -167,13 +167,15 @@ def encode_video(
     *,
     soundtrack: SoundtrackInfo | None = None,
     on_frame: Callable[[int, int], None] | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> Path:
     """Stream `n_frames` engine frames (plus the card and the soundtrack) into an MP4 at `out`.
 
     Frames are piped at the engine canvas size and upscaled inside ffmpeg, so no frame is
     ever stored at output size. `out` appears only once the file is complete. `soundtrack`
     is `spec.audio` already checked (else it is decoded here to check it); `on_frame` is
-    told (frames written, n_frames) as frames go in.
+    told (frames written, n_frames) as frames go in; `on_start` is given the ffmpeg process
+    (an encoder in another thread kills it to stop at once).
     """
     if n_frames < 1:
         raise RenderError("a video needs at least one frame")
@@ -205,6 +207,8 @@ def encode_video(
                 command, stdin=subprocess.PIPE, stderr=stderr, bufsize=0, start_new_session=True
             )
         try:
+            if on_start is not None:
+                on_start(process)
             _stream_frames(process, first, frame_iter, n_frames, canvas, progress, on_frame)
             returncode = process.wait()
         except BaseException:

@@ -13,6 +13,7 @@ errors (pipeline.errors), each with a message that says what to do next.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from pipeline.storyboard import RenderSettings, Storyboard, load_storyboard, par
 
 if TYPE_CHECKING:
     from pipeline.audio import AudioFeatures
-    from pipeline.engine import Speed
+    from pipeline.engine import FrameProgress, Speed
     from pipeline.render import SoundtrackInfo, SoundtrackSpec
 
 # The size of a preview's video: a quarter of the full 1080x1920 area, like its canvas.
@@ -77,6 +78,10 @@ class RenderOptions:
     random_weights: bool = False  # the named architectures with random weights (benchmarks)
     speed: Speed | None = None  # default Speed.fast for the device and storyboard's cadence
     encode: bool = True  # also make the MP4, contact sheet, GIF and render.json
+    # Encode the MP4 while the frames are made (fed each frame once it is written), so a
+    # render ends a few frames after its last frame; None: on a GPU only (on a CPU the
+    # encoder takes cores from the engine; bench/RESULTS.md, "Encoding while rendering").
+    encode_while_rendering: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -172,17 +177,38 @@ def render(
     store = FrameStore(folder)
     with render_lock(folder):
         started = time.perf_counter()
-        frames = render_frames(
-            plan,
-            engine,
-            store,
-            describe=describe,
-            fresh=options.fresh,
-            should_stop=should_stop,
-            on_progress=lambda p: on_progress(
-                Progress("frames", p.frames_done, p.frames_total, p.loss)
-            ),
-        )
+        encoder = None
+        if options.encode and (
+            options.encode_while_rendering
+            if options.encode_while_rendering is not None
+            else device == "cuda"
+        ):
+            spec, out = video_target(story, options, soundtrack)
+            encoder = Encoder(store, plan.n_frames, spec, out, soundtrack, on_progress)
+
+        def frames_made(progress: FrameProgress) -> None:
+            if encoder is not None:
+                encoder.made(progress.frames_done)
+            on_progress(
+                Progress("frames", progress.frames_done, progress.frames_total, progress.loss)
+            )
+
+        try:
+            frames = render_frames(
+                plan,
+                engine,
+                store,
+                describe=describe,
+                fresh=options.fresh,
+                should_stop=should_stop,
+                on_progress=frames_made,
+            )
+        except BaseException:
+            if encoder is not None:
+                encoder.abandon()
+            raise
+        if encoder is not None and (frames.stopped or not options.encode):
+            encoder.abandon()
         result = Rendered(
             folder=folder,
             frames_dir=store.frames_dir,
@@ -195,7 +221,98 @@ def render(
         if frames.stopped or not options.encode:
             return result
         return encode(story, options, result, describe["models"], frames.records, on_progress,
-                      soundtrack=soundtrack)  # fmt: skip
+                      soundtrack=soundtrack, encoder=encoder)  # fmt: skip
+
+
+class _Abandoned(Exception):
+    """The render the encoder followed stopped or failed: no video."""
+
+
+class Encoder:
+    """The MP4 made while the frames are: a thread feeds ffmpeg each frame of the store once
+    the render says it is written (frames are written in order, each whole), so the video is
+    the one encoding the same frames afterwards makes. A render that stops or fails abandons
+    it: ffmpeg is killed and its partial file removed, so no video is ever half made."""
+
+    def __init__(self, store, n_frames: int, spec, out: Path, soundtrack, on_progress):
+        self.store, self.n_frames, self.on_progress = store, n_frames, on_progress
+        self.changed = threading.Condition()
+        self.ready = 0  # frames the render has written
+        self.state = "rendering"  # then "finished" (every frame written) or "abandoned"
+        self.encoded = 0
+        self.reporting = False  # encoding progress is reported once the frames are done
+        self.reports = threading.Lock()
+        self.process: Any = None
+        self.video: Path | None = None
+        self.error: BaseException | None = None
+        soundtrack_info = soundtrack[1] if soundtrack else None
+        self.thread = threading.Thread(
+            target=self._encode, args=(spec, out, soundtrack_info), name="encoder", daemon=True
+        )
+        self.thread.start()
+
+    def made(self, frames_done: int) -> None:
+        with self.changed:
+            self.ready = max(self.ready, frames_done)
+            self.changed.notify_all()
+
+    def _frames(self) -> Iterator[Path]:
+        for index in range(self.n_frames):
+            with self.changed:
+                self.changed.wait_for(
+                    lambda index=index: self.ready > index or self.state != "rendering"
+                )
+                if self.state == "abandoned" or self.ready <= index:
+                    raise _Abandoned
+            yield self.store.frame_path(index)
+
+    def _encode(self, spec, out: Path, soundtrack_info) -> None:
+        from pipeline import render as video
+
+        def on_frame(done: int, total: int) -> None:
+            with self.reports:
+                self.encoded = done
+                if self.reporting:
+                    self.on_progress(Progress("encoding", done, total))
+
+        try:
+            self.video = video.encode_video(
+                self._frames(), self.n_frames, spec, out, soundtrack=soundtrack_info,
+                on_frame=on_frame, on_start=lambda process: setattr(self, "process", process),
+            )  # fmt: skip
+        except _Abandoned:
+            pass
+        except BaseException as error:  # raised in the render's thread by `finish`
+            self.error = error
+
+    def finish(self) -> Path:
+        """Every frame is written: the video, once ffmpeg has the last of them."""
+        with self.changed:
+            self.state = "finished"
+            self.changed.notify_all()
+        with self.reports:  # so the counts reported never go back
+            self.reporting = True
+            self.on_progress(Progress("encoding", self.encoded, self.n_frames))
+        try:
+            self.thread.join()
+        except BaseException:  # a Ctrl-C while the last frames are encoded: stop at once
+            self.abandon()
+            raise
+        if self.error is not None:
+            raise self.error
+        assert self.video is not None
+        return self.video
+
+    def abandon(self) -> None:
+        with self.changed:
+            self.state = "abandoned"
+            self.changed.notify_all()
+        if self.process is not None:
+            self.process.kill()
+        self.thread.join()
+        if self.video is not None:  # it ended as it was stopped: a stopped render has no video
+            self.video.unlink(missing_ok=True)
+            self.video = None
 
 
 @contextmanager
@@ -235,6 +352,20 @@ def render_lock(folder: Path) -> Iterator[None]:
         file.close()  # and with it the lock
 
 
+def optimised_steps(story: Story, options: RenderOptions) -> dict[int, int]:
+    """The frames a render with these options optimises, each with its steps (a shot's
+    first frame takes `first_steps`): what its time depends on."""
+    from pipeline.engine import anchor_frames
+
+    settings = render_settings(story, options)
+    plan = story.plan if options.frames is None else story.plan.span(*options.frames)
+    cadence = options.speed.cadence if options.speed is not None else settings.cadence
+    return {
+        index: settings.first_steps if index == 0 or plan.frames[index].cut else settings.steps
+        for index in anchor_frames(plan, cadence)
+    }
+
+
 def make_engine(
     story: Story, options: RenderOptions, device: str, loaded: tuple[Any, Any]
 ) -> tuple[Any, dict[str, Any]]:
@@ -268,19 +399,65 @@ def encode(
     on_progress: Callable[[Progress], None] = lambda progress: None,
     *,
     soundtrack: tuple[SoundtrackSpec, SoundtrackInfo] | None = None,
+    encoder: Encoder | None = None,
 ) -> Rendered:
     """The video, contact sheet, preview GIF and render.json of finished frames (in
-    `result.frames_dir`), with `models` and the frames' `records` as render.json says."""
+    `result.frames_dir`), with `models` and the frames' `records` as render.json says.
+    With `encoder` (the video begun while the frames were made), its video."""
     from pipeline import render as video
     from pipeline.store import FrameStore
 
-    board, plan = story.board, story.plan
-    if options.frames is not None:
-        plan = plan.span(*options.frames)
+    plan = story.plan if options.frames is None else story.plan.span(*options.frames)
     if soundtrack is None:
         soundtrack = _soundtrack(story, options)
     folder, store = result.folder, FrameStore(result.folder)
     started = time.perf_counter()
+    frame_paths = [store.frame_path(i) for i in range(plan.n_frames)]
+    if encoder is not None:
+        result.video = encoder.finish()
+    else:
+        spec, out = video_target(story, options, soundtrack, folder)
+        on_progress(Progress("encoding", 0, plan.n_frames))
+        result.video = video.encode_video(
+            frame_paths,
+            plan.n_frames,
+            spec,
+            out,
+            progress=False,
+            soundtrack=soundtrack[1] if soundtrack else None,
+            on_frame=lambda done, total: on_progress(Progress("encoding", done, total)),
+        )
+    marks = [m for m in plan.keyframes if m.frame < plan.n_frames]
+    if marks:
+        result.contact_sheet = video.contact_sheet(
+            [(store.frame_path(m.frame), m.t, m.label) for m in marks], folder / "contact.png"
+        )
+    result.preview_gif = video.preview_gif(frame_paths, story.board.fps, folder / "preview.gif")
+    result.seconds["encoding"] = time.perf_counter() - started
+    result.render_json = video.write_render_json(
+        folder / "render.json",
+        video.RenderRecord(
+            storyboard_sha256=story.board.sha256,
+            seed=story.board.seed,
+            models=models,
+            device=result.device,
+            frames=[video.FrameRecord(i, r.seconds, r.loss) for i, r in sorted(records.items())],
+            total_seconds=sum(result.seconds.values()),
+        ),
+    )
+    return result
+
+
+def video_target(
+    story: Story,
+    options: RenderOptions,
+    soundtrack: tuple[SoundtrackSpec, SoundtrackInfo] | None,
+    folder: Path | None = None,
+) -> tuple[Any, Path]:
+    """The video a render makes: its spec (size, card, soundtrack) and its file."""
+    from pipeline import render as video
+
+    board = story.board
     name = (
         board.name
         if options.frames is None
@@ -293,36 +470,7 @@ def encode(
         content_warning=board.content_warning if options.frames is None else None,
         content_warning_duration=board.content_warning_duration,
     )
-    frame_paths = [store.frame_path(i) for i in range(plan.n_frames)]
-    on_progress(Progress("encoding", 0, plan.n_frames))
-    result.video = video.encode_video(
-        frame_paths,
-        plan.n_frames,
-        spec,
-        folder / f"{name}.mp4",
-        progress=False,
-        soundtrack=soundtrack[1] if soundtrack else None,
-        on_frame=lambda done, total: on_progress(Progress("encoding", done, total)),
-    )
-    marks = [m for m in plan.keyframes if m.frame < plan.n_frames]
-    if marks:
-        result.contact_sheet = video.contact_sheet(
-            [(store.frame_path(m.frame), m.t, m.label) for m in marks], folder / "contact.png"
-        )
-    result.preview_gif = video.preview_gif(frame_paths, board.fps, folder / "preview.gif")
-    result.seconds["encoding"] = time.perf_counter() - started
-    result.render_json = video.write_render_json(
-        folder / "render.json",
-        video.RenderRecord(
-            storyboard_sha256=board.sha256,
-            seed=board.seed,
-            models=models,
-            device=result.device,
-            frames=[video.FrameRecord(i, r.seconds, r.loss) for i, r in sorted(records.items())],
-            total_seconds=sum(result.seconds.values()),
-        ),
-    )
-    return result
+    return spec, (folder or render_folder(story, options)) / f"{name}.mp4"
 
 
 # --- shots: the parts of a video that share nothing ---------------------------------------

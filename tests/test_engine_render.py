@@ -153,12 +153,14 @@ def test_ctrl_c_stops_after_the_current_frame_and_the_render_continues(tmp_path,
     assert len(frames_of(tmp_path / "stopped")) == 12
 
 
+@pytest.mark.parametrize("encode", ["after", "during"])
 def test_ctrl_c_while_encoding_stops_at_once_and_keeps_every_frame(
-    tmp_path, tiny_model_dir, reference
+    tmp_path, tiny_model_dir, reference, encode
 ):
+    # "during": the encoder began with the frames (here all made already) and is killed.
     shutil.copytree(reference, tmp_path / "out")
     (tmp_path / "out" / "board.mp4").unlink()
-    process = render(tmp_path, "out", wait=False, env={"PYTHONUNBUFFERED": "1"})
+    process = render(tmp_path, "out", "--encode", encode, wait=False, env={"PYTHONUNBUFFERED": "1"})
     assert process.stdout is not None
     for line in process.stdout:  # "frames: DIR" is printed as the encoding starts
         if line.startswith(b"frames: "):

@@ -4,6 +4,8 @@ decoded once, and checking the video; nothing printed."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from test_render_pipeline import write_board
 
@@ -113,3 +115,45 @@ def test_a_folder_being_rendered_is_not_rendered_twice(tmp_path, tiny_model_dir)
             run.render(story, options)
         assert not (tmp_path / "out" / "frames").exists()
     assert run.render(story, options).frames_done == story.plan.n_frames
+
+
+def test_a_video_encoded_while_rendering_is_the_one_encoded_after(tmp_path, tiny_model_dir):
+    # With cadence 2 the frames between optimised ones are written after the next optimised
+    # frame: the encoder still takes them in order, each once it is written.
+    story = run.load(write_board(tmp_path))
+    after = run.RenderOptions(output=tmp_path / "after", vqgan="tiny", clip="tiny",
+                              speed=Speed(cadence=2), encode_while_rendering=False)  # fmt: skip
+    during = dataclasses.replace(after, output=tmp_path / "during", encode_while_rendering=True)
+    made_after = run.render(story, after)
+    seen: list[run.Progress] = []
+    made_during = run.render(story, during, on_progress=seen.append)
+    assert made_during.video.read_bytes() == made_after.video.read_bytes()
+    # Progress stays in stages: every frame, then what is left of the encoding.
+    stages = [p.stage for p in seen]
+    assert stages == sorted(stages, key=["frames", "encoding"].index)
+    assert seen[-1] == run.Progress("encoding", story.plan.n_frames, story.plan.n_frames)
+    assert sorted(p.name for p in (tmp_path / "during").iterdir()) == sorted(
+        p.name for p in (tmp_path / "after").iterdir()
+    )
+
+
+def test_a_render_stopped_or_failing_while_encoding_leaves_no_video(tmp_path, tiny_model_dir):
+    story = run.load(write_board(tmp_path))
+    options = run.RenderOptions(output=tmp_path / "out", vqgan="tiny", clip="tiny",
+                                encode_while_rendering=True)  # fmt: skip
+    asked = iter([False, False, True])
+    stopped = run.render(story, options, should_stop=lambda: next(asked, True))
+    assert stopped.stopped and stopped.video is None
+    left = {p.name for p in (tmp_path / "out").iterdir()}
+    assert left == {"frames"}, left  # no video, no partial file, no lock
+
+    def broken(progress: run.Progress) -> None:
+        if progress.stage == "frames" and progress.done == 5:
+            raise RuntimeError("the machine fell over")
+
+    with pytest.raises(RuntimeError, match="fell over"):
+        run.render(story, options, on_progress=broken)
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"frames"}
+    # Continued, the render makes the video a render in one go makes.
+    whole = run.render(story, dataclasses.replace(options, output=tmp_path / "whole"))
+    assert run.render(story, options).video.read_bytes() == whole.video.read_bytes()
