@@ -4,7 +4,7 @@ both see the same machine; checks the two videos are the same bytes (bench/RESUL
 "Encoding while rendering").
 
     .venv/bin/python bench/encode_while_rendering.py [--storyboard storyboards/demo-shapes.yaml]
-        [--models NAME] [--device cpu|cuda] [--repeats 2] [--preview]
+        [--models NAME] [--device cpu|cuda] [--repeats 2] [--preview] [--random-weights]
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--preview", action="store_true")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="the storyboard's architectures with random weights (no download; same compute)",
+    )
     args = parser.parse_args()
 
     story = run.load(args.storyboard)
@@ -42,6 +47,7 @@ def main() -> None:
                     device=device,
                     vqgan=args.models,
                     clip=args.models,
+                    random_weights=args.random_weights,
                     encode_while_rendering=during,
                 )
                 started = time.perf_counter()
