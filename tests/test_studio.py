@@ -238,6 +238,37 @@ def test_a_render_asked_twice_is_one_render_and_stops_when_asked(studio: Studio,
     assert len(list((folder / "frames").glob("*.png"))) == 24 and (folder / "dread.mp4").is_file()
 
 
+def test_a_storyboard_changed_under_its_frames_starts_over_when_asked(studio: Studio):
+    http = client(studio)
+    jobs = studio.app.state.studio.jobs
+
+    def finished(job: dict) -> dict:
+        deadline = time.monotonic() + 120
+        while jobs.get(job["id"]).state in ("queued", "running", "stopping"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        return jobs.get(job["id"]).public()
+
+    first = finished(
+        http.post("/api/render", json={"name": "dread.yaml", "kind": "preview"}).json()
+    )
+    assert first["state"] == "done" and first["video"] == "dread/preview/dread.mp4"
+    base = http.get("/api/board/dread.yaml").json()["sha256"]
+    edited = BOARD.replace("a red circle", "a green triangle")
+    assert http.post("/api/save", json={"name": "dread.yaml", "text": edited, "base": base}).json()[
+        "ok"
+    ]
+    refused = finished(
+        http.post("/api/render", json={"name": "dread.yaml", "kind": "preview"}).json()
+    )
+    assert refused["state"] == "failed" and refused["changed"]
+    assert "changed at frame 0" in refused["message"] and "--fresh" not in refused["message"]
+    assert "Start over" in refused["message"]
+    again = {"name": "dread.yaml", "kind": "preview", "fresh": True}
+    redone = finished(http.post("/api/render", json=again).json())
+    assert redone["state"] == "done" and redone["check"]["problems"] == []
+
+
 def test_the_tiktok_token_never_reaches_the_page(studio: Studio, logged_in_tiktok: FakeTikTok):
     http = client(studio)
     stored = json.loads(Settings.from_env().token_path.read_text())

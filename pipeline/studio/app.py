@@ -406,7 +406,8 @@ def make_app(studio: Workspace) -> Starlette:
         if kind not in ("preview", "render"):
             raise Refused("kind: preview or render", 400)
         path = studio.board_path(data.get("name"), exists=True)
-        return JSONResponse(studio.jobs.submit(path.name, kind).public())
+        fresh = data.get("fresh") is True
+        return JSONResponse(studio.jobs.submit(path.name, kind, fresh).public())
 
     async def stop(request: Request) -> Response:
         job = (await body(request)).get("job")

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import run
 from pipeline.errors import FeverdreamError
-from pipeline.store import FrameStore, atomic_write_json
+from pipeline.store import FrameStore, RenderChangedError, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class Job:
     id: int
     board: str  # the storyboard's file name in the studio's folder
     kind: str  # "preview" or "render"
+    fresh: bool = False  # start over: replace the frames made before (the CLI's --fresh)
     state: str = "queued"  # queued, running, stopping, stopped, done, failed
     stage: str = ""  # the library's Progress.stage: download, frames, encoding
     done: int = 0
@@ -37,6 +38,7 @@ class Job:
     loss: float | None = None
     eta_s: float | None = None
     message: str = ""
+    changed: bool = False  # failed because the storyboard changed under frames already made
     newest_frame: str | None = None
     video: str | None = None
     contact_sheet: str | None = None
@@ -104,7 +106,7 @@ class Jobs:
 
     # --- what the pages ask ------------------------------------------------------------
 
-    def options(self, story: run.Story, kind: str) -> run.RenderOptions:
+    def options(self, story: run.Story, kind: str, fresh: bool = False) -> run.RenderOptions:
         """The render's options: the CLI's defaults, so `feverdream render` (run from the
         same folder as the studio) continues a render started here, and the other way."""
         return run.RenderOptions(
@@ -113,14 +115,15 @@ class Jobs:
             device=self.device,
             vqgan=self.models,
             clip=self.models,
+            fresh=fresh,
         )
 
-    def submit(self, board: str, kind: str) -> Job:
+    def submit(self, board: str, kind: str, fresh: bool = False) -> Job:
         with self.changed:
             for job in self.jobs:
                 if job.board == board and job.kind == kind and job.state in ACTIVE:
                     return job
-            job = Job(id=len(self.jobs) + 1, board=board, kind=kind)
+            job = Job(id=len(self.jobs) + 1, board=board, kind=kind, fresh=fresh)
             self.jobs.append(job)
             self.waiting.append(job)
             self._bump()
@@ -176,8 +179,19 @@ class Jobs:
                 self._bump()
             try:
                 self._render(job)
+            except RenderChangedError as error:
+                # The CLI's advice (--fresh, -o) becomes the page's: the Start over button.
+                said = [line for line in str(error).splitlines() if "--fresh" not in line]
+                self._update(
+                    job,
+                    state="failed",
+                    changed=True,
+                    eta_s=None,
+                    message="\n".join(said or ["these frames cannot be continued"])
+                    + "\nStart over replaces the frames made before (until then they are kept)",
+                )
             except FeverdreamError as error:
-                self._update(job, state="failed", message=str(error))
+                self._update(job, state="failed", eta_s=None, message=str(error))
             except Exception as error:  # the worker lives on; the page shows what broke
                 log.exception("render #%d failed", job.id)
                 self._update(
@@ -189,7 +203,7 @@ class Jobs:
 
     def _render(self, job: Job) -> None:
         story = run.load(self.folder / job.board)
-        options = self.options(story, job.kind)
+        options = self.options(story, job.kind, job.fresh)
         device = run.pick_device(options.device)
         steps = run.optimised_steps(story, options)
         store = FrameStore(run.render_folder(story, options))
@@ -220,6 +234,7 @@ class Jobs:
             self._update(
                 job,
                 state="stopped",
+                eta_s=None,
                 message=f"stopped after {result.frames_done} of {result.frames_total} frames, "
                 "all kept: render again (here, or `feverdream render`) to continue",
             )

@@ -160,6 +160,7 @@ function syncScroll() {
 
 function showView(view) {
   state.view = view.ok ? view : state.view;
+  state.valid = view.ok;
   const error = view.ok ? null : view.error;
   const line = error && error.line;
   showLines(line);
@@ -173,6 +174,8 @@ function showView(view) {
     syncScroll();
   }
   if (view.ok) drawPlan(view);
+  else if (!state.view) $("summary").textContent = "fix the error to see the plan";
+  for (const id of ["preview-button", "render-button"]) $(id).disabled = !view.ok;
   $("plan").classList.toggle("stale", !view.ok);
 }
 
@@ -293,8 +296,24 @@ function formatSeconds(s) {
 
 // --- renders -------------------------------------------------------------------------------
 
-async function startRender(kind) {
-  await api("/api/render", { name: state.board, kind });
+async function startRender(kind, fresh = false) {
+  // A render renders the file: edits not yet saved are saved first (and a text with an
+  // error is not rendered at all).
+  if ($("save-state").textContent !== "saved") {
+    await save();
+    if ($("save-state").textContent !== "saved") {
+      throw new Error("fix the storyboard's error first: a render renders the saved file");
+    }
+  }
+  await api("/api/render", { name: state.board, kind, fresh });
+}
+
+async function startOver() {
+  const job = currentJob();
+  if (!job) return;
+  const where = job.kind === "preview" ? "preview" : "render";
+  if (!confirm(`Start the ${where} over? The frames it made before are replaced.`)) return;
+  await startRender(job.kind, true);
 }
 
 async function stopRender() {
@@ -328,12 +347,15 @@ function updateJobs() {
     `#${job.id} ${job.kind}: ${job.state}${job.stage ? " · " + job.stage : ""} ${job.done}/${job.total}${eta}${loss}`;
   $("job-message").textContent = job.message;
   $("job-message").className = job.state === "failed" ? "error" : "";
+  $("start-over").hidden = !(job.state === "failed" && job.changed);
   for (const id of ["preview-button", "render-button"]) {
     const button = $(id);
     const kind = id.startsWith("preview") ? "preview" : "render";
     const stopped = state.jobs.filter((j) => j.board === state.board && j.kind === kind).pop();
-    button.textContent = (stopped && stopped.state === "stopped" ? "Resume " : "") + (kind === "preview" ? "preview" : "render");
-    button.disabled = Boolean(active && job.kind === kind);
+    const resume = stopped && stopped.state === "stopped";
+    button.textContent = kind === "preview" ? (resume ? "Resume preview" : "Preview")
+      : (resume ? "Resume render" : "Render");
+    button.disabled = Boolean(active && job.kind === kind) || !state.valid;
   }
   if (job.newest_frame && job.board === state.board) {
     const newest = $("newest");
@@ -372,6 +394,9 @@ function clearResult() {
   $("progress").value = 0;
   $("progress-text").textContent = "";
   $("job-message").textContent = "";
+  $("start-over").hidden = true;
+  $("post-log").textContent = "";
+  $("post-log").dataset.state = "";
 }
 
 function showResult(made, checked) {
@@ -388,7 +413,7 @@ function showResult(made, checked) {
   const contact = $("contact");
   contact.hidden = !result.contact_sheet;
   if (result.contact_sheet) contact.src = `/files/outputs/${result.contact_sheet}?v=${Date.now()}`;
-  $("post-button").disabled = false;
+  $("post-button").disabled = !state.loggedIn;
   state.made = result;
   if (checked) showCheck(checked);
   else api(`/api/check?video=${encodeURIComponent(result.video)}`).then(showCheck, (e) => showCheck({ summary: String(e), problems: ["cannot read it"] }));
@@ -409,6 +434,8 @@ async function loadTikTok() {
     status.textContent = account.error || "Not logged in to TikTok: run `feverdream tiktok login`, then reload.";
     return;
   }
+  state.loggedIn = true;
+  if (state.made) $("post-button").disabled = false;
   status.textContent = `Logged in as ${account.name}; allowed: ${account.scopes.join(", ")}`;
   const privacy = $("privacy");
   privacy.replaceChildren(new Option("choose who can see it", ""));
@@ -430,7 +457,7 @@ async function post() {
 }
 
 function showPost(posting) {
-  if (posting.state === "idle") return;
+  if (posting.state === "idle" || !state.made || posting.video !== state.made.video) return;
   const lines = [...posting.lines];
   if (posting.url) lines.push(posting.url);
   $("post-log").textContent = `${posting.state}: ${posting.video}\n${lines.join("\n")}`;
@@ -459,6 +486,7 @@ $("discard").onclick = act(discard);
 $("preview-button").onclick = act(() => startRender("preview"));
 $("render-button").onclick = act(() => startRender("render"));
 $("stop-button").onclick = act(stopRender);
+$("start-over").onclick = act(startOver);
 $("post-button").onclick = act(post);
 // Closing or leaving the tab: the last keystrokes reach the draft even inside the debounce.
 window.addEventListener("pagehide", () => {
@@ -471,7 +499,10 @@ $("new-form").onsubmit = async (event) => {
   event.preventDefault();
   $("new-error").textContent = "";
   try {
-    const made = await api("/api/new", { name: $("new-name").value, from: $("new-from").value });
+    let name = $("new-name").value.trim();
+    if (name && !/\.ya?ml$/.test(name)) name += ".yaml";
+    const made = await api("/api/new", { name, from: $("new-from").value });
+    $("new-name").value = "";
     await loadBoards(made.name);
   } catch (error) {
     $("new-error").textContent = error.message;
