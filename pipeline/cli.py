@@ -264,8 +264,18 @@ def _print_bench(args: argparse.Namespace, results: dict, prefix: str) -> None:
                 "an upper bound)"
             )
     if args.compare:
-        gain = results["this render"].frames_per_hour / results["classic"].frames_per_hour
+        classic, fast = results["classic"], results["this render"]
+        gain = fast.frames_per_hour / classic.frames_per_hour
         print(f"frames per hour: {gain:.2f}x the classic loop")
+        # The line to set beside a peer's figure (issue 26 compares at 288x512, 16
+        # cutouts, 10 steps: `--size 288x512 --cuts 16 --steps 10`).
+        s = fast.settings
+        print(
+            f"{prefix}peer-comparable, {s['width']}x{s['height']}, {s['cuts']} cutouts, "
+            f"{s['steps']} steps: classic {classic.frames_per_hour:.1f} frames/hour "
+            f"(peak {classic.peak_memory_gib:.2f} GiB), default {fast.frames_per_hour:.1f} "
+            f"frames/hour (peak {fast.peak_memory_gib:.2f} GiB), {gain:.2f}x"
+        )
 
 
 def _add_bench_verb(sub: argparse._SubParsersAction) -> None:

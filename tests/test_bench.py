@@ -4,6 +4,7 @@ made slower shows up as slower in that part and in the whole step, and nowhere e
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict
 
@@ -95,6 +96,18 @@ def test_bench_compares_the_classic_loop_and_projects_a_storyboard(tiny_model_di
         projection = result["extra"]["projection"]
         assert projection["frames"] == plan.n_frames
         assert projection["optimised_frames"] == len(anchor_frames(plan, cadence))
+
+
+def test_bench_compare_prints_the_line_to_set_beside_a_peers(tiny_model_dir, capsys):
+    args = ["bench", "--vqgan", "tiny", "--clip", "tiny", "--size", "144x256", "--cuts", "2"]
+    assert main([*args, "--steps", "2", "--repeats", "1", "--warmup", "0", "--compare"]) == 0
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("peer-comparable")]
+    figures = [float(x) for x in re.findall(r"([0-9.]+) frames/hour", line)]
+    gain = float(re.search(r"([0-9.]+)x$", line).group(1))
+    assert line.startswith("peer-comparable, 144x256, 2 cutouts, 2 steps: classic ")
+    assert len(figures) == 2 and abs(figures[1] / figures[0] - gain) < 0.02 * gain
+    assert line.count("GiB") == 2
 
 
 def test_bench_prints_a_readable_report(tiny_model_dir, capsys):
