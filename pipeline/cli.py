@@ -24,11 +24,7 @@ log = logging.getLogger(__name__)
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline import run
 
-    board, _, plan = run.load(args.storyboard)
-    print(
-        f"{args.storyboard}: ok: '{board.title}', {plan.duration:.2f}s at {board.fps} fps "
-        f"({plan.n_frames} frames), {len(board.keyframes)} keyframes"
-    )
+    print(f"{args.storyboard}: {run.validated(run.load(args.storyboard))}")
     return 0
 
 

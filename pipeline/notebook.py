@@ -52,11 +52,7 @@ def check(path: str | Path, say: Say = print) -> run.Story:
         story = run.load(path)
     except FeverdreamError as error:
         raise Stop(f"{error}\n(fix the storyboard above and run this cell again)") from None
-    board, plan = story.board, story.plan
-    say(
-        f"{path}: ok: '{board.title}', {plan.duration:.2f}s at {board.fps} fps "
-        f"({plan.n_frames} frames), {len(board.keyframes)} keyframes"
-    )
+    say(f"{path}: {run.validated(story)}")
     return story
 
 

@@ -61,6 +61,15 @@ def load(path: str | Path, text: str | None = None) -> Story:
     return Story(board, features, build_plan(board, features))
 
 
+def validated(story: Story) -> str:
+    """What `feverdream validate` says of a storyboard that loaded: "ok", and its size."""
+    board, plan = story.board, story.plan
+    return (
+        f"ok: '{board.title}', {plan.duration:.2f}s at {board.fps} fps "
+        f"({plan.n_frames} frames), {len(board.keyframes)} keyframes"
+    )
+
+
 # --- rendering ----------------------------------------------------------------------------
 
 
@@ -207,7 +216,7 @@ def render(
             if encoder is not None:
                 encoder.abandon()
             raise
-        if encoder is not None and (frames.stopped or not options.encode):
+        if encoder is not None and frames.stopped:
             encoder.abandon()
         result = Rendered(
             folder=folder,

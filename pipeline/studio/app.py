@@ -111,14 +111,16 @@ class Workspace:
             board.update(draft=draft["text"], changed=draft["base"] != digest)
         return board
 
-    def keep_draft(self, name: str, text: str, base: str) -> None:
-        """The text being edited, kept on every change so that a reload loses nothing."""
-        saved, _ = self.saved(name)
+    def keep_draft(self, name: str, text: str, base: str) -> str:
+        """The text being edited, kept on every change so that a reload loses nothing; the
+        digest of the file as it is now."""
+        saved, digest = self.saved(name)
         if text == saved:
             self.drop_draft(name)
-            return
-        self.drafts.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.drafts / f"{name}.json", {"text": text, "base": base})
+        else:
+            self.drafts.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.drafts / f"{name}.json", {"text": text, "base": base})
+        return digest
 
     def _draft(self, name: str) -> dict[str, str] | None:
         try:
@@ -154,9 +156,7 @@ class Workspace:
         """Write the storyboard if it is valid (atomically) and the file is still the one the
         editing began from; otherwise keep the text as a draft, so the last valid version
         and the text being edited both survive."""
-        self.keep_draft(name, text, base)
-        _, digest = self.saved(name)
-        if digest != base:
+        if self.keep_draft(name, text, base) != base:
             raise Refused(
                 f"{name} was changed outside the studio since you opened it; your text is kept "
                 "as a draft: reload to see both, then save again",
@@ -433,7 +433,7 @@ def make_app(studio: Workspace) -> Starlette:
     async def check(request: Request) -> Response:
         video = studio.file("outputs", request.query_params.get("video", ""))
         checked = await asyncio.to_thread(run.check, video)
-        return JSONResponse({"summary": checked.summary, "problems": checked.problems})
+        return JSONResponse(asdict(checked))
 
     async def tiktok(request: Request) -> Response:
         from pipeline import tiktok as tt

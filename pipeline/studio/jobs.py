@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +153,6 @@ class Jobs:
         with self.changed:
             return {"version": self.version, "jobs": [job.public() for job in self.jobs]}
 
-    def wait(self, version: int, timeout: float) -> None:
-        """Until something changes after `version`, or `timeout` seconds."""
-        with self.changed:
-            self.changed.wait_for(lambda: self.version != version, timeout)
-
     def _bump(self) -> None:
         self.version += 1
         self.changed.notify_all()
@@ -247,7 +242,7 @@ class Jobs:
             eta_s=None,
             video=self._relative(result.video),
             contact_sheet=self._relative(result.contact_sheet) if result.contact_sheet else None,
-            check={"summary": checked.summary, "problems": checked.problems},
+            check=asdict(checked),
             message=f"made {self._relative(result.video)}",
         )
 
