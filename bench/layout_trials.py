@@ -1,7 +1,10 @@
-"""Trials of memory layout and compilation on a whole optimisation step: plain, the VQGAN
-and CLIP in channels_last, and the VQGAN decoder through torch.compile.
+"""Trials of how the engine computes a whole optimisation step (engine.Execution): plain
+(taming's decoder), each option alone, and options joined with `+`.
 
-    python bench/layout_trials.py --device cuda --trials plain,channels_last,compile
+    python bench/layout_trials.py --device cuda --trials plain,lean,lean+channels_last,compile
+
+Options: lean (the lean decoder pass), channels_last, compile (the decoder's pass through
+torch.compile), checkpoint (lean only), batch4 (cutouts through CLIP 4 at a time).
 
 Prints, for each trial, the first step (which pays any compilation) and the median of the
 steps after warm-up, all in one process so the ratios compare like with like.
@@ -19,7 +22,7 @@ from pathlib import Path
 import torch
 
 from pipeline.bench import machine_info
-from pipeline.engine import Engine, EngineSettings, Speed, frame_generator
+from pipeline.engine import Engine, EngineSettings, Execution, Speed, frame_generator
 from pipeline.models.registry import load_models
 
 
@@ -50,17 +53,19 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
-    settings = EngineSettings(
-        width, height, 1, 1, args.cuts, 0.1, 0, args.device, Speed(bf16=args.bf16)
-    )
     rows = {}
     for trial in args.trials.split(","):
+        options = set(trial.split("+")) - {"plain"}
+        execution = Execution(
+            lean_decoder="lean" in options or "checkpoint" in options,
+            channels_last="channels_last" in options,
+            compile="compile" in options,
+            checkpoint="checkpoint" in options,
+            cut_batch=4 if "batch4" in options else 0,
+        )
+        settings = EngineSettings(width, height, 1, 1, args.cuts, 0.1, 0, args.device,
+                                  Speed(bf16=args.bf16), execution=execution)  # fmt: skip
         vqgan, clip = load_models("vqgan_imagenet_f16_16384", "ViT-B/32", args.device, True)
-        if trial == "channels_last":
-            vqgan.to(memory_format=torch.channels_last)
-            clip.to(memory_format=torch.channels_last)
-        elif trial == "compile":
-            vqgan.decoder = torch.compile(vqgan.decoder)
         times = time_steps(Engine(vqgan, clip, settings), args.steps)
         rows[trial] = {"first": times[0], "median": statistics.median(times[2:])}
         ratio = rows[trial]["median"] / rows[next(iter(rows))]["median"]

@@ -18,6 +18,7 @@ from pipeline.engine import (
     Anchor,
     Engine,
     EngineSettings,
+    Execution,
     Speed,
     anchor_frames,
     frame_generator,
@@ -146,7 +147,7 @@ def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
 
     def decode() -> torch.Tensor:
         with engine.vqgan_precision():
-            return engine.vqgan.decode(z_q).float()
+            return engine.decode(z_q).float()
 
     decode_forward = timed(decode)
     decode_backward = timed_backward(decode)
@@ -209,7 +210,10 @@ def project(
     plan: Plan, timings: Timings, settings: EngineSettings, encode_seconds_per_frame: float
 ) -> dict:
     """The time a render of `plan` would take with these settings, from measured timings:
-    the engine's, and encoding's at `encode_seconds_per_frame` (measure_encoding)."""
+    the engine's, and encoding's at `encode_seconds_per_frame` (measure_encoding), with the
+    MP4 encoded after the frames (the sum) and while they are made (on a GPU, where the
+    encoder has the CPU to itself: the slower of the two, and then the frames made with the
+    last optimised one). `total_seconds` is the way a render on this device encodes."""
     anchors = anchor_frames(plan, settings.speed.cadence)
     starts = {0} | {fp.frame for fp in plan.frames if fp.cut}
     seconds = 0.0
@@ -221,13 +225,18 @@ def project(
             seconds += 0.0 if settings.speed.latent_warp else timings.encode
     seconds += (plan.n_frames - len(anchors)) * timings.in_between
     encoding = plan.n_frames * encode_seconds_per_frame
+    after = seconds + encoding
+    during = max(seconds, encoding) + settings.speed.cadence * encode_seconds_per_frame
     return {
         "frames": plan.n_frames,
         "optimised_frames": len(anchors),
         "engine_seconds": seconds,
         "encode_seconds": encoding,
         "encode_seconds_per_frame": encode_seconds_per_frame,
-        "total_seconds": seconds + encoding,
+        "total_seconds_encoding_after": after,
+        "total_seconds_encoding_during": during,
+        "encoding_during": settings.device.startswith("cuda"),
+        "total_seconds": during if settings.device.startswith("cuda") else after,
     }
 
 
@@ -281,7 +290,8 @@ def describe(result: BenchResult) -> str:
     lines = [
         f"{s['width']}x{s['height']}, {s['cuts']} cuts, {s['steps']} steps per frame, "
         f"cadence {s['cadence']}, {'bf16' if s['bf16'] else 'fp32'} VQGAN, "
-        f"{'latent' if s['latent_warp'] else 'picture'} warp, on {result.machine['device']} "
+        f"{'latent' if s['latent_warp'] else 'picture'} warp, {result.extra.get('execution')}, "
+        f"on {result.machine['device']} "
         f"({result.machine.get('gpu') or result.machine['cpu']})",
         "one step, its parts measured alone (median seconds):",
     ]
@@ -323,11 +333,17 @@ def bench_engines(
     clip: str | None = None,
     repeats: int = 5,
     warmup: int = 2,
+    executions: dict[str, Execution] | None = None,
 ) -> dict[str, BenchResult]:
     """Benchmark the engine with each of `speeds` on a storyboard's (or the default) models
     built with random weights and its render settings (each overridable); with `plan`, also
     project its render, with encoding to the `video` ((width, height), fps; default 1080x1920
-    at the plan's fps) measured here."""
+    at the plan's fps) measured here. Each speed runs with its `executions` entry (default
+    Execution(), the classic loop's).
+
+    Peak memory is the process's high-water mark (on a CPU, its resident size), which never
+    falls: an entry's figure is its own only if it uses the most memory so far, so list the
+    leaner engines first."""
     from pipeline.models.registry import load_all
 
     render, models = render or RenderSettings(), models or Models()
@@ -350,8 +366,10 @@ def bench_engines(
             seed=0,
             device=device,
             speed=speed,
+            execution=(executions or {}).get(label, Execution()),
         )
         result = run_bench(Engine(vqgan_model, clip_models, settings), repeats, warmup)
+        result.extra["execution"] = settings.execution.describe()
         result.extra["models"] = {"vqgan": vqgan or models.vqgan, "clip": [list(c) for c in clips]}
         if plan is not None and encode_rate is not None:
             result.extra["projection"] = project(plan, result.timings, settings, encode_rate)

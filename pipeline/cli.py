@@ -98,7 +98,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         encode_while_rendering={"auto": None, "during": True, "after": False}[args.encode],
     )
     cadence = run.render_settings(story, options).cadence
-    options = dataclasses.replace(options, speed=_speed(args, device, cadence))
+    options = dataclasses.replace(
+        options, speed=_speed(args, device, cadence), compile=_compile_option(args)
+    )
+    if args.engine == "classic":
+        from pipeline.engine import Execution
+
+        options = dataclasses.replace(options, execution=Execution())
     bars: dict[str, tqdm] = {}
     now = {"stage": "", "stop asked": False}
 
@@ -166,6 +172,23 @@ def _speed(args: argparse.Namespace, device: str, cadence: int):
     return speed
 
 
+def _execution(args: argparse.Namespace, device: str, speed):
+    """How the bench's engine computes: as a render's (Execution.fast, or the classic loop's
+    with --engine classic), compiled only with --compile on (a render decides from its
+    length)."""
+    import dataclasses
+
+    from pipeline.engine import Execution
+
+    if args.engine == "classic":
+        return Execution()
+    return dataclasses.replace(Execution.fast(device, speed), compile=args.compile == "on")
+
+
+def _compile_option(args: argparse.Namespace) -> bool | None:
+    return {"auto": None, "on": True, "off": False}[args.compile]
+
+
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",
@@ -184,6 +207,13 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         "--latent-warp",
         action="store_true",
         help="move the latents instead of the picture (skips the encoder; softer motion)",
+    )
+    p.add_argument(
+        "--compile",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run the decoder through torch.compile (its first step takes a minute); auto = on "
+        "a GPU for renders long enough to earn it back, never on a CPU, where it was slower",
     )
 
 
@@ -204,10 +234,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     story = run.load(args.storyboard) if args.storyboard else None
     render = story.board.render if story else RenderSettings()
     speeds = {"this render": _speed(args, device, args.cadence or render.cadence)}
+    executions = {"this render": _execution(args, device, speeds["this render"])}
     if args.compare:
         from pipeline.engine import CLASSIC
 
-        speeds = {"classic": CLASSIC, **speeds}
+        speeds["classic"] = CLASSIC  # after the default: it keeps the most memory
     # One run per CLIP named (or the storyboard's CLIPs), the same VQGAN and settings.
     measured = {}
     for clip in args.clip or [None]:
@@ -225,6 +256,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             clip=clip,
             repeats=args.repeats,
             warmup=args.warmup,
+            executions=executions,
         )
     if args.json:
         figures = {
@@ -247,7 +279,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _print_bench(args: argparse.Namespace, results: dict, prefix: str) -> None:
     from pipeline import bench
 
-    for label, result in results.items():
+    for label, result in sorted(results.items(), key=lambda item: item[0] != "classic"):
         print(f"== {prefix}{label}")
         print(bench.describe(result))
         if "projection" in result.extra:
@@ -255,9 +287,11 @@ def _print_bench(args: argparse.Namespace, results: dict, prefix: str) -> None:
             print(
                 f"projected render of {args.storyboard}: {p['frames']} frames "
                 f"({p['optimised_frames']} optimised) in {p['total_seconds'] / 60:.1f} min "
-                f"({p['engine_seconds'] / 60:.1f} engine + {p['encode_seconds'] / 60:.1f} encoding "
-                f"at {p['encode_seconds_per_frame']:.2f} s a frame, measured here on noise: "
-                "an upper bound)"
+                f"({p['engine_seconds'] / 60:.1f} engine and {p['encode_seconds'] / 60:.1f} "
+                f"encoding at {p['encode_seconds_per_frame']:.2f} s a frame, measured here on "
+                f"noise: an upper bound; encoded {'while' if p['encoding_during'] else 'after'} "
+                f"the frames are made; {p['total_seconds_encoding_during'] / 60:.1f} min while, "
+                f"{p['total_seconds_encoding_after'] / 60:.1f} after)"
             )
     if args.compare:
         classic, fast = results["classic"], results["this render"]

@@ -64,6 +64,42 @@ CLASSIC = Speed()
 
 
 @dataclass(frozen=True)
+class Execution:
+    """How the engine computes a step: choices that change its time and memory but not its
+    pictures (beyond the last bits of a float, as another CPU's kernels do), so a render may
+    continue under other ones and its manifest leaves them out. `Execution()` is the classic
+    loop's: taming's own decoder forward, every cutout through CLIP at once."""
+
+    lean_decoder: bool = False  # decode through models.vqgan.lean_decode
+    channels_last: bool = False  # both models and their inputs in NHWC
+    compile: bool = False  # the decoder's pass through torch.compile (a minute's first step)
+    checkpoint: bool = False  # decoder blocks keep only their inputs, run again in backward
+    cut_batch: int = 0  # cutouts through CLIP at once, a backward after each batch; 0: all
+
+    @classmethod
+    def fast(cls, device: str, speed: Speed, vqgan: Any = None) -> Execution:
+        """What measurably helps (bench/RESULTS.md, "Speed and memory"): the lean decoder
+        everywhere; channels_last on a CPU whose VQGAN runs in bf16 and is full-width (128
+        channels at the top, as every downloaded one; `vqgan` None: assumed so). There a
+        step took 0.74x; in fp32 0.97x for 0.2 GiB more, with the 32-channel shapes VQGAN
+        twice as long; not yet measured on a GPU."""
+        wide = vqgan is None or vqgan.decoder.conv_out.in_channels >= 128
+        return cls(
+            lean_decoder=True, channels_last=device.startswith("cpu") and speed.bf16 and wide
+        )
+
+    def describe(self) -> str:
+        parts = [
+            "lean decoder" if self.lean_decoder else "taming's decoder",
+            "channels_last" if self.channels_last else "",
+            "compiled" if self.compile else "",
+            "checkpointed" if self.checkpoint else "",
+            f"cutouts {self.cut_batch} at a time" if self.cut_batch else "",
+        ]
+        return ", ".join(part for part in parts if part)
+
+
+@dataclass(frozen=True)
 class EngineSettings:
     width: int
     height: int
@@ -78,10 +114,16 @@ class EngineSettings:
     # Latent cells the camera may move the shown picture before it is encoded again
     # (Engine.move); None: as the VQGAN's registry entry says (0 for every downloaded one).
     camera_hold: int | None = None
+    execution: Execution = Execution()
 
     @classmethod
     def for_render(
-        cls, render: RenderSettings, seed: int, device: str = "cpu", speed: Speed = CLASSIC
+        cls,
+        render: RenderSettings,
+        seed: int,
+        device: str = "cpu",
+        speed: Speed = CLASSIC,
+        execution: Execution | None = None,
     ) -> EngineSettings:
         """A storyboard's `render:` block as engine settings, with these speed options."""
         return cls(
@@ -95,13 +137,16 @@ class EngineSettings:
             device=device,
             speed=speed,
             color_coherence=render.color_coherence,
+            execution=execution or Execution(),
         )
 
     def record(self) -> dict[str, Any]:
         """The settings as one flat dict, speed options included (a render's manifest).
         Colour coherence and the camera hold are left out when off, as manifests from before
         them have them."""
-        flat = {key: value for key, value in asdict(self).items() if key != "speed"}
+        flat = {
+            key: value for key, value in asdict(self).items() if key not in ("speed", "execution")
+        }
         if self.color_coherence == "off":
             del flat["color_coherence"]
         if not self.camera_hold:
@@ -376,7 +421,9 @@ class Engine:
             settings = replace(settings, camera_hold=getattr(vqgan, "camera_hold", 0))
         self.settings = settings
         self.speed = settings.speed
+        self.execution = settings.execution
         self.device = torch.device(settings.device)
+        self.decode = self._decoder()
         codebook = vqgan.codebook
         # Latents are kept inside the codebook's range, per channel.
         self.z_min = codebook.min(dim=0).values[None, :, None, None]
@@ -389,6 +436,30 @@ class Engine:
         self.images: dict[str, Path] = {}  # the pictures `image: PATH` prompts name
         # The first frame of the shot being made, whose colours the others are matched to.
         self.reference: torch.Tensor | None = None
+
+    def _decoder(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The VQGAN's decode as this engine's execution asks: the models laid out in memory
+        (the engine owns their layout: a classic engine on the same models lays them back),
+        the lean pass, checkpointing, compilation."""
+        layout = torch.channels_last if self.execution.channels_last else torch.contiguous_format
+        for model in (self.vqgan, *(guide.model for guide in self.guides)):
+            if isinstance(model, torch.nn.Module):
+                model.to(memory_format=layout)
+        lean, checkpoint = self.execution.lean_decoder, self.execution.checkpoint
+        vqgan = self.vqgan
+
+        def decode(z_q: torch.Tensor) -> torch.Tensor:
+            return vqgan.decode(z_q, lean=lean, checkpoint=checkpoint)
+
+        if self.execution.compile:
+            return torch.compile(decode, dynamic=False)
+        return decode
+
+    def layout(self, image: torch.Tensor) -> torch.Tensor:
+        """`image` in the memory layout the models are in."""
+        if self.execution.channels_last and image.dim() == 4:
+            return image.contiguous(memory_format=torch.channels_last)
+        return image
 
     def vqgan_precision(self):
         """The context the VQGAN runs in: bf16 autocast when the speed options ask for it.
@@ -446,14 +517,14 @@ class Engine:
     @torch.no_grad()
     def image_to_latent(self, image: torch.Tensor) -> torch.Tensor:
         with self.vqgan_precision():
-            return self.vqgan.encode(image * 2 - 1).float()
+            return self.vqgan.encode(self.layout(image * 2 - 1)).float().contiguous()
 
     def latent_to_image(self, z: torch.Tensor) -> torch.Tensor:
         """Decode latents (quantised with a straight-through gradient) to an image in [0, 1]."""
-        z_q = self.vqgan.quantize_st(z)
+        z_q = self.layout(self.vqgan.quantize_st(z))
         with self.vqgan_precision():
-            image = self.vqgan.decode(z_q)
-        return image.float().add(1).div(2).clamp(0, 1)
+            image = self.decode(z_q)
+        return image.float().add(1).div(2).clamp(0, 1).contiguous()
 
     def shown(self, z: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
         """The picture a frame shows: its latents decoded, moved by the held camera."""
@@ -487,12 +558,31 @@ class Engine:
         their weights."""
         total = None
         for guide, views, aims in zip(self.guides, cutouts, targets, strict=True):
-            distances = spherical_distance(guide.model.encode_image(views), aims)
-            loss = (distances.mean(dim=0) * weights).sum()
-            if guide.weight != 1:
-                loss = loss * guide.weight
+            loss = _guide_loss(guide, views, aims, weights, len(views))
             total = loss if total is None else total + loss
         assert total is not None
+        return total
+
+    def batched_backward(
+        self,
+        image: torch.Tensor,
+        targets: Sequence[torch.Tensor],
+        weights: torch.Tensor,
+        generator: torch.Generator,
+    ) -> float:
+        """The loss's backward with the cutouts through CLIP `cut_batch` at a time, each
+        batch's backward before the next batch's forward, so CLIP keeps one batch's
+        activations rather than all of them; the same gradient as `loss(...).backward()`
+        (up to the order of a float sum). The loss."""
+        views = self.cutouts(image, generator)
+        leaves = [view.detach().requires_grad_(True) for view in views]
+        batch, total = self.execution.cut_batch, 0.0
+        for guide, leaf, aims in zip(self.guides, leaves, targets, strict=True):
+            for start in range(0, len(leaf), batch):
+                part = _guide_loss(guide, leaf[start : start + batch], aims, weights, len(leaf))
+                part.backward()
+                total += part.item()
+        torch.autograd.backward(views, [leaf.grad for leaf in leaves])
         return total
 
     def targets(
@@ -520,12 +610,21 @@ class Engine:
         → cutouts → CLIP → weighted spherical distance (+ the pull toward a start picture) →
         backward → Adam → clamp to the codebook's range. The loss."""
         optimiser.zero_grad(set_to_none=True)
-        loss = self.loss(self.shown(z, held), targets, weights, generator)
-        if pull is not None:
-            loss = loss + pull.loss(z)
-        loss.backward()
+        image = self.shown(z, held)
+        if 0 < self.execution.cut_batch < self.settings.cuts:
+            value = self.batched_backward(image, targets, weights, generator)
+            if pull is not None:
+                held_back = pull.loss(z)
+                held_back.backward()
+                value += held_back.item()
+        else:
+            loss = self.loss(image, targets, weights, generator)
+            if pull is not None:
+                loss = loss + pull.loss(z)
+            loss.backward()
+            value = loss.item()
         self.update(z, optimiser)
-        return loss.item()
+        return value
 
     def update(self, z: torch.Tensor, optimiser: torch.optim.Optimizer) -> None:
         """Adam's move of the latents by their gradient, kept inside the codebook's range."""
@@ -637,6 +736,17 @@ class Engine:
         with torch.no_grad():
             image = self.shown(state["z"], held)
         return Anchor(index, state["z"], image, state["adam"] or None, held=held)
+
+
+def _guide_loss(
+    guide: Guide, views: torch.Tensor, aims: torch.Tensor, weights: torch.Tensor, cuts: int
+) -> torch.Tensor:
+    """One CLIP's share of the loss from `views`, some of its `cuts` cutouts: the prompts'
+    weighted spherical distance, summed over these views and divided by all of them."""
+    distances = spherical_distance(guide.model.encode_image(views), aims)
+    mean = distances.mean(dim=0) if len(views) == cuts else distances.sum(dim=0) / cuts
+    loss = (mean * weights).sum()
+    return loss * guide.weight if guide.weight != 1 else loss
 
 
 def camera_path(plan: Plan, start: int, end: int) -> torch.Tensor:

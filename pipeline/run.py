@@ -13,11 +13,12 @@ errors (pipeline.errors), each with a message that says what to do next.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,8 +28,10 @@ from pipeline.storyboard import RenderSettings, Storyboard, load_storyboard, par
 
 if TYPE_CHECKING:
     from pipeline.audio import AudioFeatures
-    from pipeline.engine import FrameProgress, Speed
+    from pipeline.engine import Execution, FrameProgress, Speed
     from pipeline.render import SoundtrackInfo, SoundtrackSpec
+
+log = logging.getLogger(__name__)
 
 # The size of a preview's video: a quarter of the full 1080x1920 area, like its canvas.
 PREVIEW_VIDEO_SIZE = (540, 960)
@@ -86,6 +89,10 @@ class RenderOptions:
     clip: str | None = None
     random_weights: bool = False  # the named architectures with random weights (benchmarks)
     speed: Speed | None = None  # default Speed.fast for the device and storyboard's cadence
+    # How the engine computes (layout, compilation, memory); None: Execution.fast, compiled
+    # when the render is long enough (compile_pays), fitted to the free memory (memory.fit).
+    execution: Execution | None = None
+    compile: bool | None = None  # None: as compile_pays says
     encode: bool = True  # also make the MP4, contact sheet, GIF and render.json
     # Encode the MP4 while the frames are made (fed each frame once it is written), so a
     # render ends a few frames after its last frame; None: on a GPU only (on a CPU the
@@ -375,20 +382,51 @@ def optimised_steps(story: Story, options: RenderOptions) -> dict[int, int]:
     }
 
 
+# torch.compile's first step compiles the decoder: 45-60 s on a 2-core CPU. On CPU the
+# compiled step was slower (1.10x with the lean decoder, bench/RESULTS.md), so it is never
+# chosen there; on a GPU it is chosen only for renders long enough to earn back about a
+# minute if it saves a fifth of a ~0.1 s step (not yet measured on a GPU).
+COMPILE_MIN_STEPS = 3000
+
+
+def compile_pays(device: str, steps: int) -> tuple[bool, str]:
+    """Whether a render optimising `steps` steps here should compile the decoder, and why."""
+    if not device.startswith("cuda"):
+        return False, "on a CPU the compiled decoder was slower (bench/RESULTS.md)"
+    if steps < COMPILE_MIN_STEPS:
+        return False, (
+            f"{steps} optimisation steps would not earn back its first step's compilation "
+            f"(it pays from about {COMPILE_MIN_STEPS}; --compile on forces it)"
+        )
+    return True, f"{steps} optimisation steps earn back its first step's compilation"
+
+
 def make_engine(
     story: Story, options: RenderOptions, device: str, loaded: tuple[Any, Any]
 ) -> tuple[Any, dict[str, Any]]:
     """The engine for a render on these models, and what its manifest records beside the
     engine's settings: the models by name and content, and the pictures by content."""
-    from pipeline.engine import Engine, EngineSettings, Speed
+    from pipeline import memory
+    from pipeline.engine import Engine, EngineSettings, Execution, Speed
     from pipeline.models.registry import digest
 
     vqgan, clips = loaded
     settings = render_settings(story, options)
     speed = options.speed or Speed.fast(device, settings.cadence)
-    engine = Engine(
-        vqgan, clips, EngineSettings.for_render(settings, story.board.seed, device, speed)
-    )
+    execution = options.execution
+    if execution is None:
+        steps = sum(optimised_steps(story, options).values())
+        compiled, why = compile_pays(device, steps) if options.compile is None else (
+            options.compile, "asked for")  # fmt: skip
+        log.info("torch.compile %s: %s", "on" if compiled else "off", why)
+        execution = replace(Execution.fast(device, speed, vqgan), compile=compiled)
+    engine = Engine(vqgan, clips, EngineSettings.for_render(
+        settings, story.board.seed, device, speed, execution))  # fmt: skip
+    if options.execution is None:
+        fitted = memory.fit(engine)
+        (log.info if fitted.fits else log.warning)("memory: %s", fitted.describe())
+        if fitted.execution != engine.execution:
+            engine = Engine(vqgan, clips, replace(engine.settings, execution=fitted.execution))
     models: dict[str, Any] = {
         "vqgan": {"name": model_name(story, options), "sha256": digest(vqgan)},
         "clip": clip_record(clip_names(story, options), clips),

@@ -8,6 +8,7 @@ import re
 import time
 from dataclasses import asdict
 
+import pytest
 from torch import nn
 
 from pipeline import bench
@@ -96,6 +97,12 @@ def test_bench_compares_the_classic_loop_and_projects_a_storyboard(tiny_model_di
         projection = result["extra"]["projection"]
         assert projection["frames"] == plan.n_frames
         assert projection["optimised_frames"] == len(anchor_frames(plan, cadence))
+        # Encoding while the frames are made overlaps the two; on a CPU it encodes after.
+        engine, encoding = projection["engine_seconds"], projection["encode_seconds"]
+        assert projection["total_seconds"] == projection["total_seconds_encoding_after"]
+        assert projection["total_seconds_encoding_after"] == pytest.approx(engine + encoding)
+        during = projection["total_seconds_encoding_during"]
+        assert max(engine, encoding) < during < engine + encoding
 
 
 def test_bench_compare_prints_the_line_to_set_beside_a_peers(tiny_model_dir, capsys):
