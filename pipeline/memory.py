@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 GIB = 2**30
 # The backward's own buffers (each activation's gradient, convolution workspaces, a
 # checkpointed block run again) and the allocator's slack, over the bytes the forward keeps:
-# a share of those bytes, and a few of the largest activation (the decoder's last level).
+# a share of those bytes, and some of the largest activation (the decoder's last level).
+# Set so that the estimate is at or above the growth in resident memory that every engine's
+# step measured on a CPU at 288x512, 432x768 and 576x1024 (bench/RESULTS.md).
 SLACK = 1.25
-WORKING_ACTIVATIONS = 6
+WORKING_ACTIVATIONS = 11
 HEADROOM = 0.9  # of the free memory, the share a step may plan to use
 
 
@@ -66,8 +68,9 @@ def saved_bytes(run: Callable[[], object], exclude: set[int]) -> int:
 
 
 def step_need(engine: Engine) -> Need:
-    """What a step of this engine keeps, from its decode at 4x4 and 8x8 latent cells (a line
-    through the two, at the canvas's cells) and one cutout through each CLIP."""
+    """What a step of this engine keeps, from its decode at 2x2 and 4x4 latent cells (a line
+    through the two, at the canvas's cells: every activation but the attention's grows with
+    the cells) and one cutout through each CLIP."""
     models = [engine.vqgan, *(guide.model for guide in engine.guides)]
     weights = {p.untyped_storage().data_ptr() for m in models for p in m.parameters()}
     weights |= {b.untyped_storage().data_ptr() for m in models for b in m.buffers()}
@@ -85,8 +88,8 @@ def step_need(engine: Engine) -> Need:
         return saved_bytes(decode, weights)
 
     def at_canvas(checkpoint: bool) -> int:
-        small, large = decoder_bytes(4, checkpoint), decoder_bytes(8, checkpoint)
-        return int(small + (large - small) / 48 * (rows * cols - 16))
+        small, large = decoder_bytes(2, checkpoint), decoder_bytes(4, checkpoint)
+        return int(small + (large - small) / 12 * (rows * cols - 4))
 
     clip = 0
     for guide in engine.guides:

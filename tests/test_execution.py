@@ -42,7 +42,7 @@ def gradient(engine: Engine, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return image.detach(), z.grad
 
 
-def test_the_lean_decoder_is_tamings_decoder_keeping_half(tiny_models):
+def test_the_lean_decoder_is_tamings_decoder_keeping_a_quarter(tiny_models):
     classic = engine_for(tiny_models, Execution())
     lean = engine_for(tiny_models, Execution(lean_decoder=True))
     checkpointed = engine_for(tiny_models, Execution(lean_decoder=True, checkpoint=True))
@@ -58,8 +58,25 @@ def test_the_lean_decoder_is_tamings_decoder_keeping_half(tiny_models):
     assert torch.equal(gradient(checkpointed, z)[1], gradient(lean, z)[1])
 
     needs = {name: memory.step_need(e) for name, e in [("classic", classic), ("lean", lean)]}
-    assert needs["lean"].decoder < 0.6 * needs["classic"].decoder
-    assert needs["lean"].checkpointed < 0.5 * needs["lean"].decoder
+    # A quarter of what taming's forward keeps (at 288x512 on the full-size VQGAN too).
+    assert needs["lean"].decoder < 0.3 * needs["classic"].decoder
+    assert needs["lean"].checkpointed < 0.7 * needs["lean"].decoder
+
+
+def test_the_lean_decoder_under_bf16_autocast_is_tamings(tiny_models):
+    """The VQGAN's bf16 choice (Speed.bf16: autocast around it) through the lean pass: the
+    convolutions' own backward sees bf16 gradients and fp32 weights."""
+    from pipeline.engine import Speed
+
+    bf16 = Speed(bf16=True)
+    classic = engine_for(tiny_models, Execution(), speed=bf16)
+    lean = engine_for(tiny_models, Execution(lean_decoder=True), speed=bf16)
+    z = classic.random_latent(frame_generator(3, 0))
+    (image, grad), (lean_image, lean_grad) = gradient(classic, z), gradient(lean, z)
+    assert lean_grad.dtype == torch.float32
+    # bf16 keeps 8 bits of mantissa: the two passes round at different places.
+    assert (lean_image - image).abs().mean() < 0.01
+    assert (lean_grad - grad).norm() < 0.05 * grad.norm()
 
 
 def test_cutouts_in_batches_take_the_same_step(tiny_models):

@@ -206,10 +206,23 @@ def _input_grad_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return _InputGradConv.apply(x, conv.weight, conv.bias, conv.padding[0])
 
 
+def _norm_swish_now(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return F.silu(norm(x))
+
+
+def _norm_swish(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """swish(GroupNorm(x)), keeping only x for the backward, which computes the two again
+    (two passes over memory, next to the convolutions' arithmetic): otherwise the norm's
+    output would be kept for the swish."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.utils.checkpoint.checkpoint(_norm_swish_now, norm, x, use_reentrant=False)
+    return _norm_swish_now(norm, x)
+
+
 def _resnet_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """taming's ResnetBlock (no timestep embedding, dropout off in eval) with the fused swish."""
-    h = _input_grad_conv(block.conv1, F.silu(block.norm1(x)))
-    h = _input_grad_conv(block.conv2, F.silu(block.norm2(h)))
+    h = _input_grad_conv(block.conv1, _norm_swish(block.norm1, x))
+    h = _input_grad_conv(block.conv2, _norm_swish(block.norm2, h))
     if block.in_channels != block.out_channels:
         shortcut = block.conv_shortcut if block.use_conv_shortcut else block.nin_shortcut
         x = _input_grad_conv(shortcut, x)
@@ -249,7 +262,7 @@ def lean_decode(decoder: nn.Module, h: torch.Tensor, checkpoint: bool = False) -
                 h = block(lambda x, conv=upsample.conv: _input_grad_conv(conv, x), h)
     if decoder.give_pre_end:
         return h
-    return block(lambda x: _input_grad_conv(decoder.conv_out, F.silu(decoder.norm_out(x))), h)
+    return block(lambda x: _input_grad_conv(decoder.conv_out, _norm_swish(decoder.norm_out, x)), h)
 
 
 def random_vqgan(config: VQGANConfig, seed: int = 0) -> VQGAN:
