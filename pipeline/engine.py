@@ -81,7 +81,7 @@ class Execution:
         """What measurably helps (bench/RESULTS.md, "Speed and memory"): the lean decoder
         everywhere; channels_last on a CPU whose VQGAN runs in bf16 and is full-width (128
         channels at the top, as every downloaded one; `vqgan` None: assumed so). There a
-        step took 0.74x; in fp32 0.97x for 0.2 GiB more, with the 32-channel shapes VQGAN
+        step took 0.73x; in fp32 0.97x for 0.2 GiB more, with the 32-channel shapes VQGAN
         twice as long; not yet measured on a GPU."""
         wide = vqgan is None or vqgan.decoder.conv_out.in_channels >= 128
         return cls(

@@ -29,7 +29,7 @@ GIB = 2**30
 # Set so that the estimate is at or above the growth in resident memory that every engine's
 # step measured on a CPU at 288x512, 432x768 and 576x1024 (bench/RESULTS.md).
 SLACK = 1.25
-WORKING_ACTIVATIONS = 11
+WORKING_ACTIVATIONS = 20
 HEADROOM = 0.9  # of the free memory, the share a step may plan to use
 
 

@@ -383,7 +383,7 @@ def optimised_steps(story: Story, options: RenderOptions) -> dict[int, int]:
 
 
 # torch.compile's first step compiles the decoder: 45-60 s on a 2-core CPU. On CPU the
-# compiled step was slower (1.10x with the lean decoder, bench/RESULTS.md), so it is never
+# compiled step was slower (1.12x, bench/RESULTS.md "Speed and memory"), so it is never
 # chosen there; on a GPU it is chosen only for renders long enough to earn back about a
 # minute if it saves a fifth of a ~0.1 s step (not yet measured on a GPU).
 COMPILE_MIN_STEPS = 3000

@@ -230,12 +230,13 @@ def _resnet_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def lean_decode(decoder: nn.Module, h: torch.Tensor, checkpoint: bool = False) -> torch.Tensor:
-    """taming's Decoder.forward, computed for a gradient to its input only: torch's fused
-    swish (x·sigmoid(x) in one kernel, keeping only its input for the backward, where taming's
-    keeps three tensors) and convolutions that keep no activation (_InputGradConv). At
-    288x512 it keeps 1.4 GiB for the backward where taming's forward keeps 2.9, and is faster
-    (bench/RESULTS.md). With `checkpoint`, each block keeps only its input and runs again in
-    the backward: less memory still, for about one more decoder pass per step."""
+    """taming's Decoder.forward, the same function computed for a gradient to its input
+    only: torch's fused swish (x·sigmoid(x) in one kernel), each GroupNorm and swish computed
+    again in the backward from the norm's input (_norm_swish), and convolutions that keep no
+    activation (_InputGradConv). At 288x512 it keeps 0.7 GiB for the backward where taming's
+    forward keeps 2.9, in about 0.98x the time (bench/RESULTS.md, "Speed and memory"). With
+    `checkpoint`, each block keeps only its input and runs again in the backward: a little
+    less memory still, for about one more decoder pass per step."""
 
     def block(run: Any, x: torch.Tensor) -> torch.Tensor:
         if checkpoint and torch.is_grad_enabled() and x.requires_grad:
