@@ -608,7 +608,8 @@ class Engine:
     ) -> float:
         """One optimisation step (DESIGN.md): quantise → decode (→ the held camera's move)
         → cutouts → CLIP → weighted spherical distance (+ the pull toward a start picture) →
-        backward → Adam → clamp to the codebook's range. The loss."""
+        backward → Adam → clamp to the codebook's range. The loss. (With the execution's
+        `cut_batch`, CLIP's part goes in batches: `batched_backward`.)"""
         optimiser.zero_grad(set_to_none=True)
         image = self.shown(z, held)
         if 0 < self.execution.cut_batch < self.settings.cuts:
