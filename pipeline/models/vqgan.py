@@ -197,6 +197,9 @@ class _InputGradConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):  # type: ignore[override]
         (weight,) = ctx.saved_tensors
+        # Under autocast the forward ran in bf16 and so does this, as torch's own backward
+        # would with the weight it cast (cuDNN refuses a bf16 gradient with fp32 weights).
+        weight = weight.to(grad.dtype)
         grad_input = torch.nn.grad.conv2d_input(ctx.shape, weight, grad, padding=ctx.padding)
         return grad_input, None, None, None
 
