@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def one(size: str, engine_name: str, cuts: int, device: str, steps: int, fp32: bool) -> dict:
     from pipeline import memory
-    from pipeline.bench import machine_info
+    from pipeline.bench import machine_info, peak_memory_gib
     from pipeline.engine import CLASSIC, Engine, EngineSettings, Execution, Speed, frame_generator
     from pipeline.models.registry import load_models
 
@@ -49,7 +48,7 @@ def one(size: str, engine_name: str, cuts: int, device: str, steps: int, fp32: b
         engine = Engine(vqgan, clip, replace(settings, execution=fitted.execution))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    before = _peak(device)
+    before = peak_memory_gib(torch.device(device))
     z = engine.random_latent(frame_generator(0, 0, device))
     generator = frame_generator(0, 1, device)
     times = []
@@ -64,19 +63,13 @@ def one(size: str, engine_name: str, cuts: int, device: str, steps: int, fp32: b
         "engine": engine_name,
         "execution": engine.execution.describe(),
         "bf16": speed.bf16,
-        "peak_gib": _peak(device),
+        "peak_gib": peak_memory_gib(torch.device(device)),
         "before_steps_gib": before,
         "estimate_gib": memory.step_need(engine).total(engine.execution, cuts) / 2**30,
         "free_gib": fitted.free / 2**30,
         "step_seconds": statistics.median(times[1:]) if len(times) > 1 else times[0],
         "machine": machine_info(device),
     }
-
-
-def _peak(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main() -> None:
