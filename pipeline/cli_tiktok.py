@@ -14,7 +14,13 @@ def _tiktok_say(line: str) -> None:
 def cmd_tiktok_login(args: argparse.Namespace) -> int:
     from pipeline import tiktok
 
-    tiktok.login(port=args.port, open_browser=not args.no_browser, say=_tiktok_say)
+    tiktok.login(
+        port=args.port,
+        open_browser=not args.no_browser,
+        paste=args.paste,
+        ask=input,
+        say=_tiktok_say,
+    )
     return 0
 
 
@@ -113,11 +119,31 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     )
     verbs = tiktok.add_subparsers(dest="tiktok_verb", metavar="ACTION", required=True)
 
-    p = verbs.add_parser("login", help="log in through the browser (PKCE, local callback)")
-    p.add_argument(
-        "--port", type=int, default=3455, help="callback port on 127.0.0.1 (default 3455)"
+    p = verbs.add_parser(
+        "login",
+        help="log in through the browser (PKCE, local callback; --paste on Colab or over SSH)",
+        description="Log in to TikTok and save the token. On a machine your browser cannot "
+        "reach (Colab, a server over SSH), use --paste: open the printed link on any device, "
+        "log in, and paste back the address the browser ends up on (its page will not load).",
     )
-    p.add_argument("--no-browser", action="store_true", help="print the link, do not open it")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=3455,
+        help="the port of your app's redirect URI http://127.0.0.1:PORT/callback/, where the "
+        "local callback listens (default 3455; 0 picks a free one, without --paste)",
+    )
+    p.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="print the link, do not open it (open it in a browser on this machine)",
+    )
+    p.add_argument(
+        "--paste",
+        action="store_true",
+        help="for Colab or SSH: do not listen; open the link on any device, then paste here the "
+        "address the browser ends up on (or just its code)",
+    )
     p.set_defaults(func=cmd_tiktok_login)
 
     p = verbs.add_parser("whoami", help="who is logged in, with which permissions")

@@ -1,5 +1,6 @@
-"""Logging in to TikTok: PKCE desktop login through a loopback listener, the token store, and
-keeping the access token fresh (saving each rotated refresh token before using the new token).
+"""Logging in to TikTok: PKCE desktop login through a loopback listener or by pasting back the
+address TikTok redirected to, the token store, and keeping the access token fresh (saving each
+rotated refresh token before using the new token).
 """
 
 from __future__ import annotations
@@ -118,7 +119,11 @@ class TokenStore:
     def load_required(self) -> Token:
         token = self.load()
         if token is None:
-            raise NotLoggedIn("not logged in to TikTok: run `feverdream tiktok login` first")
+            raise NotLoggedIn(
+                f"not logged in to TikTok (no token file at {self.path}): run `feverdream tiktok "
+                "login` first, or `feverdream tiktok login --paste` where no browser can reach "
+                "this machine (Colab, SSH)"
+            )
         return token
 
     def save(self, token: Token) -> None:
@@ -288,7 +293,7 @@ class _CallbackHandler(BaseHTTPRequestHandler):
         if url.path != CALLBACK_PATH:
             self._reply(404, "Not found.")
             return
-        params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        params = _query_params(url.query)
         self.server.callback = params
         if params.get("state") != self.server.expected_state:
             self._reply(400, "This login link is stale or was not started by feverdream.")
@@ -316,6 +321,31 @@ class LoginResult:
     missing_scopes: frozenset[str]
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """One login's secrets, made fresh for each: the PKCE pair, the state TikTok must echo, and
+    the redirect URI that the authorization and the code exchange must agree on."""
+
+    redirect_uri: str
+    state: str = field(repr=False)
+    verifier: str = field(repr=False)
+    challenge: str
+
+    @classmethod
+    def start(cls, redirect_uri: str, state: str | None = None) -> _Attempt:
+        verifier, challenge = make_pkce()
+        return cls(redirect_uri, state or secrets.token_urlsafe(24), verifier, challenge)
+
+    def url(self, settings: Settings, credentials: Credentials) -> str:
+        return authorization_url(
+            settings, credentials, self.redirect_uri, self.state, self.challenge
+        )
+
+
+def _callback_uri(port: int) -> str:
+    return f"http://127.0.0.1:{port}{CALLBACK_PATH}"
+
+
 def login(
     http: httpx.Client,
     settings: Settings,
@@ -328,33 +358,139 @@ def login(
 ) -> LoginResult:
     """Run the desktop login: listen on 127.0.0.1, send the user to TikTok, trade the code for
     tokens and save them. Port 0 picks a free port (needs a `127.0.0.1:*` redirect URI)."""
-    verifier, challenge = make_pkce()
     state = secrets.token_urlsafe(24)
     try:
         server = _CallbackServer(port, state)
     except OSError as error:
         raise FeverdreamError(
             f"cannot listen on 127.0.0.1:{port} for TikTok's answer ({error.strerror}): "
-            "pass another --port that your app's redirect URIs allow"
+            "pass another --port that your app's redirect URIs allow, or log in with --paste"
         ) from None
     with server:
-        redirect_uri = f"http://127.0.0.1:{server.server_address[1]}{CALLBACK_PATH}"
-        url = authorization_url(settings, credentials, redirect_uri, state, challenge)
+        attempt = _Attempt.start(_callback_uri(server.server_address[1]), state)
+        url = attempt.url(settings, credentials)
         say("Open this link to log in to TikTok:")
         say(url)
         if open_browser:
             webbrowser.open(url)
         params = _await_callback(server, timeout_s)
-    if params.get("state") != state:
+    return _redeem(http, settings, credentials, attempt, params)
+
+
+PASTE_TRIES = 3
+WHAT_TO_PASTE = (
+    "paste the whole address your browser ended up on after you agreed on TikTok's page; it "
+    "starts with http://127.0.0.1: and holds ?code= (the code alone works too)"
+)
+
+
+def login_by_paste(
+    http: httpx.Client,
+    settings: Settings,
+    credentials: Credentials,
+    *,
+    port: int = DEFAULT_PORT,
+    say: Callable[[str], None],
+    ask: Callable[[str], str],
+) -> LoginResult:
+    """Log in where no browser can reach this machine (Colab, SSH): the user opens the link on
+    any device, and pastes back the address TikTok redirected to (whose page does not load, as
+    nothing listens there) through `ask`. The redirect URI is the same loopback one the app
+    registered for `login`. The address's state must be this login's; a bare code, having
+    none, is taken on trust. Empty or unreadable answers are asked again, up to 3 times."""
+    if port <= 0:
+        raise FeverdreamError(
+            "logging in by pasting needs a fixed port, the one in your app's redirect URI "
+            f"(default {DEFAULT_PORT}): pass --port N, not 0"
+        )
+    attempt = _Attempt.start(_callback_uri(port))
+    say("Open this link on any device (a phone works), log in to TikTok and agree:")
+    say(attempt.url(settings, credentials))
+    say(
+        f"TikTok then sends your browser to {attempt.redirect_uri}, and that page will not "
+        "load: this is expected. Copy the whole address your browser ends up on (it holds "
+        "?code=) and paste it here."
+    )
+    for tries_left in reversed(range(PASTE_TRIES)):
+        try:
+            pasted = ask("Address TikTok sent you to: ")
+        except EOFError:
+            raise FeverdreamError(f"nothing was pasted (input ended): {WHAT_TO_PASTE}") from None
+        try:
+            params, has_state = _pasted_callback(pasted)
+            break
+        except FeverdreamError as error:
+            if not tries_left:
+                raise
+            say(f"{error}. Try again.")
+    return _redeem(http, settings, credentials, attempt, params, check_state=has_state)
+
+
+def _pasted_callback(pasted: str) -> tuple[dict[str, str], bool]:
+    """The callback's parameters from what the user pasted (the redirected address, its query
+    string, or the bare code), and whether they carry a state to check. Never echoes the paste:
+    it holds the code."""
+    text = pasted.strip().strip("\"'<>`").strip()
+    if not text:
+        raise FeverdreamError(f"nothing was pasted: {WHAT_TO_PASTE}")
+    query = text.split("?", 1)[1] if "?" in text else text
+    params = _query_params(query.split("#", 1)[0])
+    if "code_challenge" in params or "client_key" in params:
+        raise FeverdreamError(
+            "that is the login link itself: open it in a browser, log in, and paste the address "
+            "the browser ends up on afterwards"
+        )
+    if "state" in params or "error" in params or "code" in params:
+        return params, "state" in params
+    if any(c.isspace() or c in "/:?&=#" for c in text):
+        raise FeverdreamError(
+            f"feverdream cannot find a login code in what was pasted: {WHAT_TO_PASTE}"
+        )
+    # A bare code, as copied from the address bar: percent-encoded like any query value.
+    return _query_params(f"code={text}"), False
+
+
+def _query_params(query: str) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+
+
+def _redeem(
+    http: httpx.Client,
+    settings: Settings,
+    credentials: Credentials,
+    attempt: _Attempt,
+    params: dict[str, str],
+    *,
+    check_state: bool = True,
+) -> LoginResult:
+    """Trade TikTok's callback parameters for a saved token, as both logins end: the state must
+    be this login's, TikTok's refusal is reported in its own words, and only a token that can
+    post is kept."""
+    if check_state and params.get("state") != attempt.state:
         raise FeverdreamError(
             "the answer to the login did not come from the login feverdream started (its state "
-            f"differs), so it was ignored: {RELOGIN} and use only the newest link"
+            "differs: it is from an older link, or someone else's), so it was ignored: "
+            f"{RELOGIN} and use only the newest link"
         )
     if "error" in params:
         raise TikTokError(params["error"], params.get("error_description", ""))
     if not params.get("code"):
         raise TikTokError("invalid_request", "the callback carries no code")
-    token = OAuth(http, settings, credentials).exchange_code(params["code"], redirect_uri, verifier)
+    try:
+        token = OAuth(http, settings, credentials).exchange_code(
+            params["code"], attempt.redirect_uri, attempt.verifier
+        )
+    except TikTokError as error:
+        if error.code != "invalid_grant":
+            raise
+        raise TikTokError(
+            error.code,
+            error.message,
+            error.log_id,
+            status=error.status,
+            hint="TikTok did not take the login code (a code works once, expires soon, and "
+            f"only with the link it came from): {RELOGIN}",
+        ) from None
     if not token.scopes & POSTING_SCOPES:
         raise FeverdreamError(
             f"TikTok granted only {', '.join(sorted(token.scopes)) or 'nothing'}; feverdream "

@@ -47,14 +47,28 @@ def _http() -> httpx.Client:
 # --- account -------------------------------------------------------------------------------
 
 
-def login(*, port: int = auth.DEFAULT_PORT, open_browser: bool = True, say: Say = log.info) -> str:
-    """Log in through the browser, save the token, and return the user's display name."""
+def login(
+    *,
+    port: int = auth.DEFAULT_PORT,
+    open_browser: bool = True,
+    paste: bool = False,
+    ask: Callable[[str], str] = input,
+    say: Say = log.info,
+) -> str:
+    """Log in through the browser, save the token, and return the user's display name.
+
+    paste: for machines no browser can reach (Colab, SSH): nothing listens; the user opens the
+    printed link on any device and pastes back, through `ask`, the address TikTok sent the
+    browser to (`open_browser` is then ignored)."""
     settings = Settings.from_env()
     credentials = Credentials.from_env()
     with _http() as http:
-        result = auth.login(
-            http, settings, credentials, port=port, open_browser=open_browser, say=say
-        )
+        if paste:
+            result = auth.login_by_paste(http, settings, credentials, port=port, say=say, ask=ask)
+        else:
+            result = auth.login(
+                http, settings, credentials, port=port, open_browser=open_browser, say=say
+            )
         name = _display_name(TikTokClient(Session(http, settings, result.token)))
     say(f"Logged in to TikTok as {name}.")
     if result.missing_scopes:

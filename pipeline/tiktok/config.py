@@ -16,9 +16,9 @@ DEFAULT_AUTHORIZE = "https://www.tiktok.com/v2/auth/authorize/"
 TOKEN_FILE = "tiktok-token.json"
 
 APP_HELP = (
-    "create an app at https://developers.tiktok.com (platform: Desktop, products: Login Kit "
+    "Create an app at https://developers.tiktok.com (platform: Desktop, products: Login Kit "
     "and Content Posting API, redirect URI http://127.0.0.1:3455/callback/ or "
-    "http://127.0.0.1:*/callback/), then export TIKTOK_CLIENT_KEY and TIKTOK_CLIENT_SECRET"
+    "http://127.0.0.1:*/callback/) and use its Client key and Client secret"
 )
 
 
@@ -39,7 +39,12 @@ class Credentials:
             if not value
         ]
         if missing:
-            raise FeverdreamError(f"{' and '.join(missing)} not set: {APP_HELP}")
+            raise FeverdreamError(
+                f"{' and '.join(missing)} not set: feverdream reads your TikTok app's client key "
+                "and secret from the environment variables TIKTOK_CLIENT_KEY and "
+                "TIKTOK_CLIENT_SECRET (on Colab, add them in the Secrets panel, the key icon, "
+                f"and let the notebook read them). No app yet? {APP_HELP}"
+            )
         return cls(key, secret)
 
 
