@@ -337,21 +337,24 @@ def _add_bench_verb(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+STORYBOARD_HELP = "the storyboard, a YAML file (e.g. storyboards/anxiety.yaml)"
+
+
 def _add_storyboard_verbs(sub: argparse._SubParsersAction) -> None:
     """validate, plan, render."""
     p = sub.add_parser("validate", help="check a storyboard; exit 2 with FILE:LINE errors")
-    p.add_argument("storyboard")
+    p.add_argument("storyboard", help=STORYBOARD_HELP)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("plan", help="show what every frame will be, before rendering")
-    p.add_argument("storyboard")
+    p.add_argument("storyboard", help=STORYBOARD_HELP)
     p.add_argument("--json", action="store_true", help="the plan as JSON, one object per frame")
     p.add_argument("--frames", action="store_true", help="one row per frame, not per keyframe")
     p.add_argument("--plot", metavar="FILE.png", help="draw motion and prompt weights over time")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("render", help="render a storyboard's frames and its TikTok-ready MP4")
-    p.add_argument("storyboard")
+    p.add_argument("storyboard", help=STORYBOARD_HELP)
     p.add_argument("-o", "--output", metavar="DIR", help="render into DIR (default outputs/NAME)")
     p.add_argument(
         "--preview",
@@ -426,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"feverdream {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    # Not required: without a verb, main prints the help rather than an argparse error.
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
     _add_storyboard_verbs(sub)
     cli_models.add_verbs(sub)
     _add_check_verb(sub)
@@ -441,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
     if argv is None and args.verb in ("render", "bench", "batch"):
         from pipeline.malloc import restart_with_tuning
 

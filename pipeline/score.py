@@ -2,23 +2,25 @@
 
 For the frames a render left in a folder (with the plan its manifest keeps):
 - **CLIP loss**: each frame's weighted spherical distance from the plan's prompts for that
-  frame, as the engine computes it, with the render's own CLIP (lower is closer);
+  frame, words and pictures (`image: PATH`) alike, as the engine computes it, with the
+  render's own CLIP (lower is closer);
 - **flicker**: the mean absolute difference (0-255) between each frame and the frame before
   it moved by the plan's own camera motion, over the pixels both show; a shot's first frame
   has none;
 - **colour drift**: how far (CIE76 ΔE) each frame's mean Lab colour is from its shot's
   first frame's.
 
-Each is reported as its mean over the frames and its worst window (the highest mean over
-any second of consecutive frames). `feverdream score OUTPUT_DIR` prints them; the bench
-scripts compare engines with them.
+Each is reported as its mean over the frames and its worst second (the highest mean over
+any second of consecutive frames, and when it is). `feverdream score OUTPUT_DIR` prints
+them; the bench scripts compare engines with them.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,55 +32,158 @@ from pipeline.engine import frame_generator, frame_motion, make_cutouts, spheric
 from pipeline.errors import FeverdreamError
 from pipeline.schedule import FramePlan
 from pipeline.store import FrameStore, Manifest
+from pipeline.storyboard import IMAGE_PROMPT
 
-log = logging.getLogger(__name__)
+# What each figure is, in what unit, and which way is better: printed under the figures.
+MEANINGS = {
+    "clip_loss": "how far each frame is from its prompts as the render's CLIP sees them, the "
+    "engine's own loss (weighted spherical distance; lower is closer, 0 would be exactly the "
+    "prompts; compare only scores of the same prompts and CLIP)",
+    "flicker": "how much a pixel changes from the frame before, moved by the camera, in levels "
+    "of 0-255 (lower is steadier; 0: nothing but the camera's move)",
+    "colour_drift": "how far the mean colour is from its shot's first frame's, in CIE76 ΔE "
+    "(lower holds the palette; about 2.3 is the smallest difference an eye notices)",
+}
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".gif", ".avi")
+NAMES = {"clip_loss": "CLIP loss", "flicker": "flicker", "colour_drift": "colour drift"}
 
 
 @dataclass(frozen=True)
 class Measure:
     """One measure over a render: per frame (None where it does not apply), its mean over
-    the frames it applies to, and the worst window's mean."""
+    the frames it applies to, and the worst second's mean and times (None where no frame
+    has a value)."""
 
     per_frame: list[float | None]
-    mean: float
-    worst: float
+    mean: float | None
+    worst: float | None
+    worst_at: tuple[float, float] | None = None  # the worst second's start and end, seconds
 
     @classmethod
-    def of(cls, values: Sequence[float | None], window: int) -> Measure:
+    def of(cls, values: Sequence[float | None], fps: int, start: float = 0.0) -> Measure:
+        """`values` per frame, at `fps` frames a second, the first at `start` seconds."""
         present = [v for v in values if v is not None]
         if not present:
-            return cls(list(values), float("nan"), float("nan"))
-        window = max(1, min(window, len(present)))
-        sums = np.convolve(present, np.ones(window), mode="valid") / window
-        return cls(list(values), float(np.mean(present)), float(sums.max()))
+            return cls(list(values), None, None)
+        window = max(1, min(fps, len(values)))
+        known = np.array([v is not None for v in values])
+        figures = np.array([0.0 if v is None else v for v in values])
+        sums = np.convolve(figures, np.ones(window), mode="valid")
+        counts = np.convolve(known, np.ones(window), mode="valid")
+        # Each window's mean over the frames in it that have a value.
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
+        first = int(np.argmax(means))
+        at = (start + first / fps, start + (first + window) / fps)
+        return cls(list(values), float(np.mean(present)), float(means[first]), at)
+
+    def to_json(self) -> dict:
+        at = None if self.worst_at is None else [round(t, 3) for t in self.worst_at]
+        return {"mean": self.mean, "worst_second": self.worst, "worst_second_at": at}
 
 
 @dataclass(frozen=True)
 class Score:
-    frames: int
+    frames: int  # the finished frames scored
     clip_loss: Measure | None  # None when no CLIP was given
     flicker: Measure
     colour_drift: Measure
+    planned: int | None = None  # the frames the render's plan has (None: as many as scored)
+    fps: int = 24
+    # Image prompts the CLIP loss leaves out (prompt → why): the picture is no longer there.
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.planned is None or self.frames >= self.planned
+
+    def measures(self) -> dict[str, Measure]:
+        found = {"clip_loss": self.clip_loss, "flicker": self.flicker}
+        found["colour_drift"] = self.colour_drift
+        return {name: measure for name, measure in found.items() if measure is not None}
+
+    def warnings(self) -> list[str]:
+        """What the figures do not cover, in words."""
+        said = []
+        if not self.finished:
+            said.append(
+                f"the render is unfinished: {self.frames} of its {self.planned} frames are "
+                "made, and the figures cover those only (render it again to finish it)"
+            )
+        for prompt, why in self.left_out.items():
+            said.append(f"the CLIP loss leaves out '{prompt}': {why}")
+        for name, measure in self.measures().items():
+            if measure.mean is None:
+                said.append(f"no {NAMES[name]}: {self.missing(name)}")
+        return said
+
+    def missing(self, name: str) -> str:
+        """Why a measure has no figure."""
+        if name == "clip_loss":
+            return "no frame has a prompt left to score (every one is a picture left out)"
+        return "no two consecutive frames are in the same shot"
 
     def to_json(self) -> dict:
-        measures = {"flicker": self.flicker, "colour_drift": self.colour_drift}
-        if self.clip_loss is not None:
-            measures["clip_loss"] = self.clip_loss
+        """The figures for a program: never NaN; a measure without figures has null ones
+        and a `missing` reason."""
+        measures = {}
+        for name, measure in self.measures().items():
+            figures = {**measure.to_json(), "means": MEANINGS[name]}
+            if measure.mean is None:
+                figures["missing"] = self.missing(name)
+            if name == "clip_loss" and self.left_out:
+                figures["left_out"] = dict(self.left_out)
+            measures[name] = figures
         return {
             "frames": self.frames,
-            **{name: {"mean": m.mean, "worst_second": m.worst} for name, m in measures.items()},
+            "planned_frames": self.planned if self.planned is not None else self.frames,
+            "finished": self.finished,
+            "fps": self.fps,
+            **measures,
+            "warnings": self.warnings(),
         }
 
     def describe(self) -> str:
-        rows = [("CLIP loss", self.clip_loss), ("flicker", self.flicker)]
-        rows.append(("colour drift", self.colour_drift))
-        lines = [f"{self.frames} frames          mean   worst second"]
-        lines += [f"{name:<16} {m.mean:>8.4f} {m.worst:>10.4f}" for name, m in rows if m]
+        """The figures as a table, what each means beneath it."""
+        lines = [
+            f"{self.frames} frames at {self.fps} fps"
+            + ("" if self.finished else f" (of {self.planned}: unfinished)"),
+            f"{'':<14}{'mean':>10}{'worst second':>14}  when",
+        ]
+        for name, measure in self.measures().items():
+            if measure.mean is None or measure.worst is None or measure.worst_at is None:
+                lines.append(f"{NAMES[name]:<14}{'-':>10}{'-':>14}  ({self.missing(name)})")
+                continue
+            start, end = measure.worst_at
+            lines.append(
+                f"{NAMES[name]:<14}{measure.mean:>10.4f}{measure.worst:>14.4f}  "
+                f"{start:.2f}-{end:.2f} s"
+            )
+        meanings = [f"{NAMES[name]}: {MEANINGS[name]}." for name in self.measures()]
+        meanings.append(
+            "worst second: the second of consecutive frames with the highest mean, and when it "
+            "is: where to look first."
+        )
+        lines.append("")
+        lines += [textwrap.fill(text, 88, subsequent_indent="  ") for text in meanings]
         return "\n".join(lines)
 
 
 def manifest_of(folder: Path) -> Manifest:
-    """What a render folder's frames were made with; an error if it holds none."""
+    """What a render folder's frames were made with; an error saying what to give instead if
+    it is not a render folder."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise FeverdreamError(
+            f"{folder} does not exist: give the folder a render wrote, e.g. outputs/NAME"
+        )
+    if not folder.is_dir():
+        kind = "a video file" if folder.suffix.lower() in VIDEO_SUFFIXES else "a file"
+        beside = FrameStore(folder.parent).manifest_path.is_file()
+        raise FeverdreamError(
+            f"{folder} is {kind}, not a render folder: score reads the frames a render leaves "
+            "in its folder; give that folder"
+            + (f", {folder.parent}" if beside else " (outputs/NAME, or its preview/)")
+        )
     store = FrameStore(folder)
     manifest = store.read_manifest()
     if manifest is None:
@@ -95,7 +200,10 @@ def read_frames(folder: Path) -> tuple[list[np.ndarray], list[FramePlan], int]:
     manifest = manifest_of(folder)
     done = store.finished_frames(manifest)
     if done < 2:
-        raise FeverdreamError(f"{folder} has {done} finished frames; scoring needs at least 2")
+        raise FeverdreamError(
+            f"{folder} has {done} finished frames; scoring needs at least 2 (render more of "
+            "it first: the same render command continues it)"
+        )
     plan = [FramePlan.from_json(values) for values in manifest.plan[:done]]
     frames = []
     for index in range(done):
@@ -103,6 +211,55 @@ def read_frames(folder: Path) -> tuple[list[np.ndarray], list[FramePlan], int]:
             frames.append(np.asarray(picture.convert("RGB"), dtype=np.float64))
     t = plan[1].t - plan[0].t
     return frames, plan, max(1, round(1 / t)) if t > 0 else 24
+
+
+def steering_pictures(
+    folder: Path, images: Mapping[str, Path] | None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """The pictures that steered a render's finished frames (its `image: PATH` prompts), as
+    the files to embed them from again, and those left out (prompt → why: the storyboard no
+    longer names it, or its file has changed since the render, by the content the manifest
+    recorded). `images` is the storyboard's pictures (Story.plan.images); None, when it is
+    not given and the frames have image prompts, is an error saying to give it: their paths
+    are relative to it, and a loss without them would not be the render's."""
+    folder = Path(folder)
+    manifest = manifest_of(folder)
+    done = FrameStore(folder).finished_frames(manifest)
+    named = sorted({text for frame in manifest.plan[:done] for text in frame["prompts"]
+                    if text.startswith(IMAGE_PROMPT)})  # fmt: skip
+    if not named:
+        return {}, {}
+    if images is None:
+        only = all(
+            text.startswith(IMAGE_PROMPT)
+            for frame in manifest.plan[:done]
+            for text in frame["prompts"]
+        )
+        raise FeverdreamError(
+            f"{folder} was steered by {'pictures only' if only else 'pictures as well as words'} "
+            f"({', '.join(named)}), and the CLIP loss needs them: give the storyboard it was "
+            "rendered from (--storyboard FILE; the pictures' paths are relative to it), or "
+            "score flicker and colour drift only (--clip none)"
+        )
+    recorded = manifest.settings.get("pictures", {})
+    usable: dict[str, Path] = {}
+    left_out: dict[str, str] = {}
+    for name in named:
+        path = images.get(name)
+        if path is None:
+            left_out[name] = "the storyboard given does not name this picture (any more)"
+        elif not Path(path).is_file():
+            left_out[name] = f"{path} is no longer there"
+        elif name in recorded and _sha256(Path(path)) != recorded[name]:
+            left_out[name] = f"{path} has changed since the render (its content differs)"
+        else:
+            usable[name] = Path(path)
+    return usable, left_out
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def flicker(frames: Sequence[np.ndarray], plan: Sequence[FramePlan]) -> list[float | None]:
@@ -159,11 +316,12 @@ def clip_losses(
     *,
     cuts: int = 16,
     seed: int = 0,
-    images: dict[str, Path] | None = None,
+    images: Mapping[str, Path] | None = None,
 ) -> list[float | None]:
     """Each frame's CLIP loss against its prompts (the engine's measure, on its own cutouts
     with the frame's random stream; with several CLIPs, given as (model, weight) pairs, their
-    weighted sum); image prompts whose files are unknown are left out."""
+    weighted sum). An image prompt is embedded as the engine embeds it, from its file in
+    `images`; one not there is left out (None for a frame with nothing left)."""
     from pipeline.engine import fit_picture, guides
 
     images = images or {}
@@ -171,7 +329,7 @@ def clip_losses(
     values: list[float | None] = []
     for index, (frame, frame_plan) in enumerate(zip(frames, plan, strict=True)):
         prompts = [(text, weight) for text, weight in frame_plan.prompts
-                   if not text.startswith("image:") or text in images]  # fmt: skip
+                   if not text.startswith(IMAGE_PROMPT) or text in images]  # fmt: skip
         if not prompts:
             values.append(None)
             continue
@@ -184,13 +342,15 @@ def clip_losses(
             for text, _ in prompts:
                 if text in embeddings:
                     continue
-                if text.startswith("image:"):
+                if text.startswith(IMAGE_PROMPT):
+                    # As Engine.embed_picture: fitted to the canvas, cut out with the
+                    # render's seed, the cutouts' unit vectors averaged.
                     height, width = frame.shape[:2]
                     picture = fit_picture(images[text], width, height, torch.device("cpu"))
                     views = make_cutouts(picture, cuts, model.input_resolution,
                                          torch.Generator().manual_seed(seed))  # fmt: skip
-                    vector = F.normalize(model.encode_image(views), dim=-1).mean(0)
-                    embeddings[text] = F.normalize(vector, dim=-1)
+                    vectors = F.normalize(model.encode_image(views).float(), dim=-1)
+                    embeddings[text] = F.normalize(vectors.mean(dim=0), dim=-1)
                 else:
                     embeddings[text] = model.encode_text([text])[0]
             targets = torch.stack([embeddings[text] for text, _ in prompts])
@@ -201,21 +361,26 @@ def clip_losses(
     return values
 
 
-def score(folder: str | Path, clip=None, *, images: dict[str, Path] | None = None) -> Score:
+def score(folder: str | Path, clip=None, *, images: Mapping[str, Path] | None = None) -> Score:
     """Score the frames a render left in `folder` (a render's output folder). With `clip` (a
     loaded CLIP model, or (model, weight) pairs), the CLIP loss too, with the render's seed
-    and cutout count."""
-    frames, plan, fps = read_frames(Path(folder))
-    losses = None
+    and cutout count, its image prompts embedded from `images` (the storyboard's pictures,
+    Story.plan.images; see `steering_pictures` for those it cannot use)."""
+    folder = Path(folder)
+    frames, plan, fps = read_frames(folder)
+    manifest = manifest_of(folder)
+    losses, left_out = None, {}
     if clip is not None:
-        settings = manifest_of(Path(folder)).settings
-        cuts, seed = settings.get("cuts", 16), settings.get("seed", 0)
-        losses = Measure.of(
-            clip_losses(frames, plan, clip, cuts=cuts, seed=seed, images=images), fps
-        )
+        usable, left_out = steering_pictures(folder, images)
+        cuts, seed = manifest.settings.get("cuts", 16), manifest.settings.get("seed", 0)
+        values = clip_losses(frames, plan, clip, cuts=cuts, seed=seed, images=usable)
+        losses = Measure.of(values, fps, plan[0].t)
     return Score(
         frames=len(frames),
         clip_loss=losses,
-        flicker=Measure.of(flicker(frames, plan), fps),
-        colour_drift=Measure.of(colour_drift(frames, plan), fps),
+        flicker=Measure.of(flicker(frames, plan), fps, plan[0].t),
+        colour_drift=Measure.of(colour_drift(frames, plan), fps, plan[0].t),
+        planned=len(manifest.plan),
+        fps=fps,
+        left_out=left_out,
     )

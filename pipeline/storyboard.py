@@ -681,6 +681,92 @@ def _strength(ctx: _Context, node: yaml.Node, key: str) -> float:
 # --- loading -------------------------------------------------------------------------------
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that remembers the last token its parser took, so that a syntax
+    error can be put at the typo rather than where PyYAML noticed it."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.taken: yaml.Token | None = None
+
+    def get_token(self) -> yaml.Token:
+        self.taken = super().get_token()
+        return self.taken
+
+
+def _syntax_error(error: yaml.MarkedYAMLError, loader: _Loader | None) -> tuple[int | None, str]:
+    """The line (1-based) to fix for a YAML syntax error, and what to say.
+
+    PyYAML marks where it noticed the problem (problem_mark): the start of the token after
+    the typo, which for the usual typos is a line or more below it (an unclosed quote or
+    bracket, a key without its ':'), while context_mark is where the construct it was
+    reading began. Where the problem mark is right (a tab, a bad indentation,
+    `key: value: other`), it is kept.
+    """
+    problem, context = error.problem_mark, error.context_mark
+    said = error.problem or error.context or "invalid YAML"
+    mark = problem or context
+    line = mark.line + 1 if mark else None
+    last = loader.taken if loader is not None else None
+    if isinstance(error, yaml.scanner.ScannerError) and loader is not None and loader.tokens:
+        last = loader.tokens[-1]  # scanned, not yet parsed
+    spans = last is not None and last.start_mark.line < last.end_mark.line
+    quoted = isinstance(last, yaml.ScalarToken) and last.style in ("'", '"')
+    if quoted and spans:
+        # A missing closing quote: the text runs on to the next quote of its kind.
+        return last.start_mark.line + 1, (
+            f"the quoted text that starts on this line runs on to line {last.end_mark.line + 1}"
+            ": is its closing quote missing?"
+        )
+    flow = "flow" in (error.context or "")
+    if quoted and not flow and problem is not None and problem.line == last.end_mark.line:
+        return line, (
+            f"{said}: text goes on after a closing quote; inside '...' an apostrophe is "
+            'written twice (it\'\'s), inside "..." a quote as \\"'
+        )
+    if context is not None and "quoted scalar" in (error.context or "") and "end of stream" in said:
+        return context.line + 1, "this quote is never closed: add the closing quote"
+    if context is not None and "could not find expected ':'" in said:
+        # A key without its ':' is noticed only on the line after it.
+        said = GLUED if _glued(context) else "expected ':' after the key on this line (key: value)"
+        return context.line + 1, said
+    if flow and context is not None and last is not None:
+        opened = f"the {_character(context)} that opens on line {context.line + 1}"
+        missing = f"{said}: is a ',' or closing bracket missing at the end of this line? ({opened})"
+        if spans:
+            # A bracket left open reads the next line into its last item.
+            return last.start_mark.line + 1, missing
+        if problem is not None and problem.line > last.end_mark.line:
+            return last.end_mark.line + 1, missing
+        return line, f"{said} (in {opened})"
+    if said == "mapping values are not allowed here":
+        if spans and isinstance(last, yaml.ScalarToken):
+            if _glued(last.start_mark):
+                # `seed:1` or `- at:0s` is one word, which runs on into the next line.
+                return last.start_mark.line + 1, GLUED
+            return line, (
+                f"{said}: the value that starts on line {last.start_mark.line + 1} runs on into "
+                "this line; indent this line as the keys beside it"
+            )
+        return line, f"{said}: a value with ': ' in it needs quotes (\"like: this\")"
+    return line, said
+
+
+GLUED = "a ':' after a key needs a space after it (seed: 1, not seed:1)"
+
+
+def _glued(mark: yaml.Mark) -> bool:
+    """Whether the line from a mark on has a ':' with no space after it (`seed:1`)."""
+    rest = (mark.buffer or "")[mark.pointer :].partition("\n")[0]
+    return re.search(r":[^\s\x00]", rest) is not None
+
+
+def _character(mark: yaml.Mark) -> str:
+    """The character at a mark (the bracket a flow collection opens with)."""
+    buffer = mark.buffer or ""
+    return buffer[mark.pointer] if mark.pointer < len(buffer) else "bracket"
+
+
 def _compose(data: bytes, file: str) -> yaml.Node:
     try:
         text = data.decode("utf-8-sig")
@@ -692,7 +778,7 @@ def _compose(data: bytes, file: str) -> yaml.Node:
     loader = None
     try:
         # The reader checks characters already when the loader is made.
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         node = loader.get_single_node()
     except yaml.reader.ReaderError as error:
         line = text[: error.position].count("\n") + 1
@@ -700,9 +786,7 @@ def _compose(data: bytes, file: str) -> yaml.Node:
             file, line, "", f"character #x{error.character:04x} is not allowed in YAML; remove it"
         ) from None
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark else None
-        problem = error.problem or error.context or "invalid YAML"
+        line, problem = _syntax_error(error, loader)
         raise StoryboardError(file, line, "", f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as error:
         raise StoryboardError(file, None, "", f"YAML error: {error}") from None

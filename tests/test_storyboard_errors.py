@@ -203,12 +203,41 @@ def test_file_not_utf8(tmp_path, capsys):
     assert "board.yaml:1: " in err and "UTF-8" in err
 
 
-def test_yaml_syntax_error_has_the_parser_line(tmp_path, capsys):
-    text = GOOD_KEYFRAMES + '  - at: 3s\n    prompt: "unclosed\n'
+HALLWAY = '    prompt: "a hallway"\n'
+
+
+@pytest.mark.parametrize(
+    ("typo", "line", "words"),
+    [
+        # Each is reported at the line to fix; PyYAML's own mark is in the comment.
+        # A closing quote missing: the text runs on to the next quote (PyYAML: line 5).
+        (('"a hallway"', '"a hallway'), 3, ["runs on to line 5", "closing quote missing"]),
+        # ...or to the end of the file (PyYAML: line 6, after the last line).
+        (('"a room"', '"a room'), 5, ["never closed"]),
+        # A bracket left open reads the next line into it (PyYAML: line 5).
+        ((HALLWAY, HALLWAY + "    pan: [1, 2\n"), 4, ["']'", "[ that opens on line 4"]),
+        ((HALLWAY, '    prompt: {"a hallway": 1, "a door": 0.5\n'), 3, ["'}'", "missing"]),
+        # A key without its ':' (PyYAML: line 4, the next key).
+        ((HALLWAY, '    prompt "a hallway"\n'), 3, ["expected ':'"]),
+        # A ':' with no space after it makes one word that runs on (PyYAML: the next line).
+        (("keyframes:", "seed:1\nkeyframes:"), 1, ["space after it"]),
+        (("keyframes:", "title: x\nseed:1\nkeyframes:"), 2, ["space after it"]),
+        (("- at: 2s", "- at:2s"), 4, ["space after it"]),
+        # Where PyYAML was already right, it stays right.
+        ((HALLWAY, HALLWAY + "   zoom: 1.1\n"), 4, ["expected <block end>"]),
+        ((HALLWAY, '\tprompt: "a hallway"\n'), 3, ["'\\t'"]),
+        ((HALLWAY, "    prompt: a hallway: at night\n"), 3, ["needs quotes"]),
+        (("keyframes:", "title: 'what it's like'\nkeyframes:"), 1, ["apostrophe", "it''s"]),
+    ],
+)
+def test_a_yaml_typo_is_reported_at_its_line(tmp_path, capsys, typo, line, words):
+    text = GOOD_KEYFRAMES.replace(*typo)
+    assert text != GOOD_KEYFRAMES
     code, err = validate(tmp_path, text, capsys)
-    assert code == 2
-    assert "YAML syntax error" in err
-    assert "board.yaml:8: " in err, err
+    assert code == 2, err
+    assert f"board.yaml:{line}: YAML syntax error: " in err, err
+    for word in words:
+        assert word in err, err
 
 
 def test_missing_storyboard_file(tmp_path, capsys):

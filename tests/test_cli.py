@@ -1,0 +1,28 @@
+"""The command line's parser: `feverdream` alone shows the help, and every argument says what
+it is."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipeline.cli import main
+
+
+def test_feverdream_without_a_verb_prints_the_help(capsys):
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith("usage: feverdream"), captured
+    for verb in ("validate", "plan", "render", "score"):
+        assert re.search(rf"^ +{verb} +\S", captured.out, re.M), captured.out
+    assert captured.err == ""
+
+
+@pytest.mark.parametrize("verb", ["validate", "plan", "render"])
+def test_the_storyboard_argument_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([verb, "--help"])
+    assert exited.value.code == 0
+    help_text = capsys.readouterr().out
+    assert re.search(r"^ +storyboard +the storyboard, a YAML file", help_text, re.M), help_text
