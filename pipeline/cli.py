@@ -117,12 +117,11 @@ def cmd_render(args: argparse.Namespace) -> int:
             if progress.stage == "encoding":
                 frames_dir = FrameStore(run.render_folder(story, options)).frames_dir
                 print(f"frames: {frames_dir} ({progress.total} frames)")
-            unit = {"unit": "B", "unit_scale": True} if progress.stage == "download" else {}
             bars[progress.stage] = tqdm(
                 total=progress.total or None,
                 initial=progress.done,
-                unit=unit.get("unit", "frame"),
-                unit_scale=unit.get("unit_scale", False),
+                unit=progress.unit,
+                unit_scale=progress.stage == "download",
                 desc=progress.stage,
             )
         bar = bars[progress.stage]

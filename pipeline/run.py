@@ -102,15 +102,25 @@ class RenderOptions:
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a render stands. `stage` is "download" (bytes of a model file not yet in the
-    models folder; `total` 0 when the server does not say), "frames" (reported once before
-    the first frame with those a resume found, then after each optimised frame) or
-    "encoding" (reported at 0 before the video starts)."""
+    """Where a render stands, in stages that come in this order:
+
+    - "download": bytes of a model file not yet in the models folder (`total` 0 when the
+      server does not say); only when a model is downloaded;
+    - "loading": the models read onto the device, 0 of N models then N of N;
+    - "preparing": the engine set up and the prompts embedded, 0 of N prompts then N of N;
+    - "frames": reported once before the first frame with those a resume found, then after
+      each optimised frame (the first takes `first_steps`, so it is the long one);
+    - "encoding": the video's frames, reported at 0 before the video starts."""
 
     stage: str
     done: int
     total: int
     loss: float | None = None  # the latest optimised frame's loss (frames stage)
+
+    @property
+    def unit(self) -> str:
+        """What `done` and `total` count, for a progress bar."""
+        return {"download": "B", "loading": "model", "preparing": "prompt"}.get(self.stage, "frame")
 
 
 @dataclass
@@ -182,13 +192,21 @@ def render(
         plan = plan.span(*options.frames)
     soundtrack = _soundtrack(story, options)
     device = pick_device(options.device)
+    models = 1 + len(dict.fromkeys(name for name, _ in clip_names(story, options)))
     loaded = load_models(
         story,
         options,
         device,
         on_bytes=lambda done, total: on_progress(Progress("download", done, total or 0)),
+        on_loading=lambda: on_progress(Progress("loading", 0, models)),
     )
+    on_progress(Progress("loading", models, models))
+    prompts = len(plan.prompt_texts)
+    on_progress(Progress("preparing", 0, prompts))
     engine, describe = make_engine(story, options, device, loaded)
+    # The frames' own call finds these embedded: the same texts, in the same batch.
+    engine.embed(plan.prompt_texts, dict(plan.images))
+    on_progress(Progress("preparing", prompts, prompts))
     folder = render_folder(story, options)
     store = FrameStore(folder)
     with render_lock(folder):
@@ -702,9 +720,11 @@ def load_models(
     options: RenderOptions,
     device: str,
     on_bytes: Callable[[int, int | None], None] = lambda done, total: None,
+    on_loading: Callable[[], None] = lambda: None,
 ) -> tuple[Any, list[tuple[Any, float]]]:
     """The render's VQGAN and (CLIP, weight) pairs on `device`, downloading registry models
-    not yet here (`on_bytes(done, total)` follows each file)."""
+    not yet here (`on_bytes(done, total)` follows each file); `on_loading` is told when the
+    files are all here and loading begins."""
     from pipeline.models.registry import load_all
 
     vqgan, clips = model_name(story, options), clip_names(story, options)
@@ -713,6 +733,7 @@ def load_models(
 
         for name in dict.fromkeys([vqgan, *(name for name, _ in clips)]):
             ensure_downloaded(name, on_bytes)
+    on_loading()
     return load_all(vqgan, clips, device, random_weights=options.random_weights)
 
 

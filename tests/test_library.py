@@ -24,19 +24,30 @@ def test_a_render_reports_progress_stops_when_asked_and_continues(tmp_path, tiny
     # Stopped after the first optimised frame, saved; no video yet.
     assert stopped.stopped and stopped.video is None
     assert stopped.frames_done == 1 < stopped.frames_total == story.plan.n_frames
-    assert [(p.stage, p.done) for p in seen] == [("frames", 0), ("frames", 1)]
+    # Before the first frame, each stage is named: the models (a VQGAN and a CLIP) loaded,
+    # the engine set up and the two prompts embedded; then the frames.
+    assert [(p.stage, p.done, p.total) for p in seen] == [
+        ("loading", 0, 2),
+        ("loading", 2, 2),
+        ("preparing", 0, 2),
+        ("preparing", 2, 2),
+        ("frames", 0, story.plan.n_frames),
+        ("frames", 1, story.plan.n_frames),
+    ]
+    assert [p.unit for p in seen[::2]] == ["model", "prompt", "frame"]  # a bar's unit
     assert sorted(path.name for path in stopped.frames_dir.glob("*.png")) == ["000000.png"]
 
     seen.clear()
     done = run.render(story, options, on_progress=seen.append)
     assert not done.stopped and done.frames_done == story.plan.n_frames
-    frames = [p.done for p in seen if p.stage == "frames"]
+    made = [p for p in seen if p.stage == "frames"]
+    frames = [p.done for p in made]
     encoded = [p.done for p in seen if p.stage == "encoding"]
     # The fast engine's cadence 1 here: a report per frame, continuing after frame 0 (the
     # first report says where the render starts, so a progress bar can start there).
     assert frames == list(range(1, story.plan.n_frames + 1))
     assert encoded == list(range(0, story.plan.n_frames + 1))
-    assert all(p.loss is not None for p in seen[1:] if p.stage == "frames")
+    assert all(p.loss is not None for p in made[1:])
     info = probe_video(done.video)
     assert (info.width, info.height) == (1080, 1920)
     assert info.audio is not None and info.audio.codec == "aac"
@@ -128,9 +139,10 @@ def test_a_video_encoded_while_rendering_is_the_one_encoded_after(tmp_path, tiny
     seen: list[run.Progress] = []
     made_during = run.render(story, during, on_progress=seen.append)
     assert made_during.video.read_bytes() == made_after.video.read_bytes()
-    # Progress stays in stages: every frame, then what is left of the encoding.
+    # Progress stays in stages: the models, the prompts, every frame, then what is left of
+    # the encoding.
     stages = [p.stage for p in seen]
-    assert stages == sorted(stages, key=["frames", "encoding"].index)
+    assert stages == sorted(stages, key=["loading", "preparing", "frames", "encoding"].index)
     assert seen[-1] == run.Progress("encoding", story.plan.n_frames, story.plan.n_frames)
     assert sorted(p.name for p in (tmp_path / "during").iterdir()) == sorted(
         p.name for p in (tmp_path / "after").iterdir()

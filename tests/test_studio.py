@@ -16,8 +16,11 @@ from fake_tiktok import FakeTikTok
 from test_render_pipeline import BOARD as PIPELINE_BOARD
 from test_render_pipeline import write_board
 
+from pipeline import run
 from pipeline.cli import main
+from pipeline.models.registry import models_dir
 from pipeline.studio import Studio
+from pipeline.studio.estimate import say_seconds, steps_left
 from pipeline.tiktok.config import Settings
 
 # The library's test storyboard (tiny models, a 1 s tone), made a second long, without the
@@ -194,8 +197,6 @@ def test_what_the_studio_refuses_to_read_or_do(studio: Studio, tmp_path: Path):
 
 
 def test_the_plan_is_what_the_cli_plans(studio: Studio):
-    from pipeline import run
-
     view = client(studio).post("/api/view", json={"name": "dread.yaml", "text": BOARD}).json()
     story = run.load(Path(studio.app.state.studio.folder) / "dread.yaml")
     assert view["n_frames"] == story.plan.n_frames == 24
@@ -206,6 +207,13 @@ def test_the_plan_is_what_the_cli_plans(studio: Studio):
     render = view["estimate"]["render"]
     assert render["canvas"] == "144x256" and render["optimised"] == 24
     assert render["steps"] == 2 + 23 * 1 and render["seconds"] is None  # not timed yet
+    # The studio's --models tiny: built on first use, nothing to download.
+    needed = view["models"]["needed"]
+    assert [(m["name"], m["role"], m["source"]) for m in needed] == [
+        ("tiny", "VQGAN", "built"),
+        ("tiny", "CLIP", "built"),
+    ]
+    assert view["models"]["download"] == [] and view["models"]["download_bytes"] == 0
 
 
 def test_a_render_asked_twice_is_one_render_and_stops_when_asked(studio: Studio, tmp_path: Path):
@@ -215,9 +223,16 @@ def test_a_render_asked_twice_is_one_render_and_stops_when_asked(studio: Studio,
     assert again["id"] == first["id"]
     jobs = studio.app.state.studio.jobs
     deadline = time.monotonic() + 120
+    seen = set()  # what the page said it was doing while the render ran
     while jobs.get(first["id"]).stage != "frames":  # the models loaded, the frames begun
-        assert time.monotonic() < deadline and jobs.get(first["id"]).state == "running"
-        time.sleep(0.05)
+        job = jobs.get(first["id"])
+        assert time.monotonic() < deadline and job.state in ("queued", "running")
+        if job.state == "running":
+            seen.add((job.stage, job.activity))
+        time.sleep(0.02)
+    # Never a bare "running 0/0": from the start each stage is named.
+    assert seen and all(activity for _, activity in seen), seen
+    assert "frame" in jobs.get(first["id"]).activity
     stopped = http.post("/api/stop", json={"job": first["id"]}).json()
     assert stopped["state"] == "stopping"
     while jobs.get(first["id"]).state not in ("stopped", "failed", "done"):
@@ -238,7 +253,9 @@ def test_a_render_asked_twice_is_one_render_and_stops_when_asked(studio: Studio,
     assert len(list((folder / "frames").glob("*.png"))) == 24 and (folder / "dread.mp4").is_file()
 
 
-def test_a_storyboard_changed_under_its_frames_starts_over_when_asked(studio: Studio):
+def test_a_storyboard_changed_under_its_frames_starts_over_when_asked(
+    studio: Studio, tmp_path: Path
+):
     http = client(studio)
     jobs = studio.app.state.studio.jobs
 
@@ -253,6 +270,14 @@ def test_a_storyboard_changed_under_its_frames_starts_over_when_asked(studio: St
         http.post("/api/render", json={"name": "dread.yaml", "kind": "preview"}).json()
     )
     assert first["state"] == "done" and first["video"] == "dread/preview/dread.mp4"
+    assert first["estimate_s"] is None and "now timed" in first["message"]
+    # One model of the time: the seconds per step this preview measured × the steps, for
+    # the plan's estimate and for the next preview's time left as it begins.
+    view = http.post("/api/view", json={"name": "dread.yaml", "text": BOARD}).json()
+    preview = view["estimate"]["preview"]
+    assert preview["seconds_per_step"] == pytest.approx(first["seconds_per_step"], abs=1e-4)
+    assert preview["seconds"] == preview["seconds_per_step"] * preview["steps"]
+    assert view["estimate"]["render"]["seconds"] is None  # another canvas: not timed yet
     base = http.get("/api/board/dread.yaml").json()["sha256"]
     edited = BOARD.replace("a red circle", "a green triangle")
     assert http.post("/api/save", json={"name": "dread.yaml", "text": edited, "base": base}).json()[
@@ -265,8 +290,26 @@ def test_a_storyboard_changed_under_its_frames_starts_over_when_asked(studio: St
     assert "changed at frame 0" in refused["message"] and "--fresh" not in refused["message"]
     assert "Start over" in refused["message"]
     again = {"name": "dread.yaml", "kind": "preview", "fresh": True}
-    redone = finished(http.post("/api/render", json=again).json())
+    job_id = http.post("/api/render", json=again).json()["id"]
+    watched = []  # the time left as the page saw it, frame by frame
+    deadline = time.monotonic() + 120
+    while (job := jobs.get(job_id)).state in ("queued", "running"):
+        assert time.monotonic() < deadline
+        (seen,) = [j for j in jobs.snapshot()["jobs"] if j["id"] == job_id]
+        if seen["stage"] == "frames":
+            watched.append((seen["done"], seen["eta_s"], seen["seconds_per_step"]))
+        time.sleep(0.01)
+    redone = job.public()
     assert redone["state"] == "done" and redone["check"]["problems"] == []
+    # Started over, its time left as it began was the plan's estimate (same steps), and as
+    # it ran, the steps left at the seconds per step measured so far.
+    assert redone["estimate_s"] == preview["seconds"]
+    story = run.load(tmp_path / "boards" / "dread.yaml")
+    steps = run.optimised_steps(story, jobs.options(story, "preview"))
+    assert watched and all(
+        eta == pytest.approx(per_step * steps_left(steps, done)) for done, eta, per_step in watched
+    ), watched
+    assert f"the plan said {say_seconds(preview['seconds'])}" in redone["message"]
 
 
 def test_the_tiktok_token_never_reaches_the_page(studio: Studio, logged_in_tiktok: FakeTikTok):
@@ -279,3 +322,60 @@ def test_the_tiktok_token_never_reaches_the_page(studio: Studio, logged_in_tikto
     for text in seen:
         for secret in secrets:
             assert secret not in text
+
+
+def test_a_render_that_downloads_says_so_first_and_fails_offline_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The storyboards' own models, no --models: a newcomer's studio.
+    folder = tmp_path / "videos" / "storyboards"
+    folder.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    running = Studio.start(folder, outputs=tmp_path / "outputs", device="cpu")
+    try:
+        http = client(running)
+        assert http.get("/api/boards").json()["shown"] == "~/videos/storyboards"
+        # A new storyboard starts from the shapes example: its models ship with feverdream.
+        assert http.post("/api/new", json={"name": "first.yaml"}).status_code == 200
+        text = (folder / "first.yaml").read_text()
+        shapes = http.post("/api/view", json={"name": "first.yaml", "text": text}).json()
+        assert {(m["name"], m["source"], m["present"]) for m in shapes["models"]["needed"]} == {
+            ("shapes", "packaged", True)
+        }
+        assert shapes["models"]["download"] == []
+        # The real models' example says what its first render downloads, and how big.
+        made = http.post("/api/new", json={"name": "real.yaml", "example": "real"})
+        assert made.status_code == 200
+        for example in ("y", ["shapes"], {"a": 1}):
+            refused = http.post("/api/new", json={"name": "x.yaml", "example": example})
+            assert refused.status_code == 400 and not (folder / "x.yaml").exists()
+        text = (folder / "real.yaml").read_text()
+        real = http.post("/api/view", json={"name": "real.yaml", "text": text}).json()["models"]
+        assert real["download"] == ["vqgan_imagenet_f16_16384", "ViT-B/32"]
+        assert [m["bytes"] for m in real["needed"]] == [980_000_000, 338_000_000]
+        assert real["download_bytes"] == 1_318_000_000 and real["folder"] == str(models_dir())
+
+        # Offline (every address refused): one clear line with the command, the addresses
+        # folded away in the details.
+        for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+            monkeypatch.setenv(name, "http://127.0.0.1:9")
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.setenv(name, "127.0.0.1,localhost")
+        job = http.post("/api/render", json={"name": "real.yaml", "kind": "preview"}).json()
+        jobs = running.app.state.studio.jobs
+        deadline = time.monotonic() + 60
+        while jobs.get(job["id"]).state in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        failed = jobs.get(job["id"]).public()
+        assert failed["state"] == "failed", failed
+        what, command = failed["message"].split("\n")
+        assert what == "could not download vqgan_imagenet_f16_16384: this machine seems offline"
+        assert command.startswith(
+            "in a terminal: `feverdream models download vqgan_imagenet_f16_16384 ViT-B/32`"
+        )
+        assert "shapes models" in command and "http" not in command
+        assert failed["details"].count("https://") >= 6 and "by hand" in failed["details"]
+        assert not models_dir().exists() or not any(models_dir().iterdir())  # nothing half-made
+    finally:
+        running.close()

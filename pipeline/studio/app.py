@@ -35,10 +35,16 @@ from starlette.routing import Route
 from pipeline import run
 from pipeline.errors import FeverdreamError, StoryboardError
 from pipeline.store import atomic_write, atomic_write_json
-from pipeline.studio.jobs import Jobs, timing_key
+from pipeline.studio.estimate import needed_models, seconds_left, timing_key
+from pipeline.studio.jobs import Jobs, verdict
 
 STATIC = Path(__file__).parent / "static"
-EXAMPLE = Path(__file__).parent / "example.yaml"
+# A new storyboard's text: the shapes world's models ship with feverdream, so its example
+# previews on any machine at once (the default); the real models' downloads 1.3 GB first.
+EXAMPLES = {
+    "shapes": Path(__file__).parent / "example-shapes.yaml",
+    "real": Path(__file__).parent / "example.yaml",
+}
 BOARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]*\.ya?ml")  # whole names (fullmatch)
 MAX_BODY = 1 << 20  # a storyboard is a few kB; a larger request is refused
 # Every response: no page of another site may frame the studio (clickjacking).
@@ -170,9 +176,11 @@ class Workspace:
             view["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
         return view
 
-    def new_board(self, name: str, source: str | None) -> str:
+    def new_board(self, name: str, source: str | None, example: Any = "shapes") -> str:
         path = self.board_path(name)
-        text = self.saved(source)[0] if source else EXAMPLE.read_text(encoding="utf-8")
+        if not source and (not isinstance(example, str) or example not in EXAMPLES):
+            raise Refused(f"example: one of {', '.join(EXAMPLES)}", 400)
+        text = self.saved(source)[0] if source else EXAMPLES[example].read_text(encoding="utf-8")
         try:
             with open(path, "x", encoding="utf-8") as file:
                 file.write(text)
@@ -240,6 +248,8 @@ class Refused(FeverdreamError):
 def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
     """What the page plots: every frame's motion and prompt weights, keyframes, beats, the
     soundtrack's loudness per frame, and the time a preview and a render would take."""
+    from pipeline.models.registry import models_dir
+
     plan, board = story.plan, story.board
     frames = plan.frames
     estimates = {}
@@ -254,9 +264,12 @@ def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
             "optimised": len(steps),
             "steps": sum(steps.values()),
             "seconds_per_step": per_step,
-            "seconds": per_step * sum(steps.values()) if per_step else None,
+            "seconds": seconds_left(per_step, steps),  # a render's own ETA as it begins
             "device": device,
         }
+    # Preview and render read the same models.
+    needed = needed_models(story, jobs.options(story, "preview"))
+    downloads = [model for model in needed if model.downloads]
     return {
         "title": board.title,
         "fps": board.fps,
@@ -277,6 +290,13 @@ def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
         "beats": list(plan.beat_times),
         "waveform": list(story.features.rms) if story.features is not None else None,
         "estimate": estimates,
+        "models": {
+            "needed": [{**asdict(model), "downloads": model.downloads} for model in needed],
+            # What the first render downloads (the registry's stated sizes), and where to.
+            "download": [model.name for model in downloads],
+            "download_bytes": sum(model.bytes or 0 for model in downloads),
+            "folder": str(models_dir()),
+        },
     }
 
 
@@ -317,6 +337,14 @@ class Guard(BaseHTTPMiddleware):
         response = await call_next(request)
         response.headers.update(FRAMING)
         return response
+
+
+def shown(folder: Path) -> str:
+    """A folder as the page's header names it: under the home folder, as ~/..."""
+    home = Path.home().resolve()
+    if not folder.is_relative_to(home):
+        return str(folder)
+    return "/".join(["~", *folder.relative_to(home).parts])
 
 
 def same(given: str, token: str) -> bool:
@@ -365,7 +393,9 @@ def make_app(studio: Workspace) -> Starlette:
         return FileResponse(path)
 
     async def boards(request: Request) -> Response:
-        return JSONResponse({"folder": str(studio.folder), "boards": studio.boards()})
+        return JSONResponse(
+            {"folder": str(studio.folder), "shown": shown(studio.folder), "boards": studio.boards()}
+        )
 
     async def board(request: Request) -> Response:
         return JSONResponse(studio.read_board(request.path_params["name"]))
@@ -397,7 +427,8 @@ def make_app(studio: Workspace) -> Starlette:
 
     async def new(request: Request) -> Response:
         data = await body(request)
-        name = studio.new_board(data.get("name"), data.get("from") or None)
+        name = studio.new_board(data.get("name"), data.get("from") or None,
+                                data.get("example") or "shapes")  # fmt: skip
         return JSONResponse({"name": name})
 
     async def render(request: Request) -> Response:
@@ -432,8 +463,7 @@ def make_app(studio: Workspace) -> Starlette:
 
     async def check(request: Request) -> Response:
         video = studio.file("outputs", request.query_params.get("video", ""))
-        checked = await asyncio.to_thread(run.check, video)
-        return JSONResponse(asdict(checked))
+        return JSONResponse(await asyncio.to_thread(verdict, video, studio.outputs))
 
     async def tiktok(request: Request) -> Response:
         from pipeline import tiktok as tt

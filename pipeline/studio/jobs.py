@@ -4,18 +4,24 @@ that asks for one already queued or running gets that one back, never a second r
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from pipeline import run
-from pipeline.errors import FeverdreamError
-from pipeline.store import FrameStore, RenderChangedError, atomic_write_json
+from pipeline.errors import FeverdreamError, ModelError
+from pipeline.store import FrameStore, RenderChangedError
+from pipeline.studio.estimate import (
+    Clock,
+    Timing,
+    needed_models,
+    say_bytes,
+    say_seconds,
+    timing_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +38,21 @@ class Job:
     kind: str  # "preview" or "render"
     fresh: bool = False  # start over: replace the frames made before (the CLI's --fresh)
     state: str = "queued"  # queued, running, stopping, stopped, done, failed
-    stage: str = ""  # the library's Progress.stage: download, frames, encoding
+    # The library's Progress.stage (download, loading, preparing, frames, encoding) and what
+    # it is doing in words: "loading the models", "the first frame (40 steps)".
+    stage: str = ""
+    activity: str = ""
     done: int = 0
     total: int = 0
     loss: float | None = None
+    # The time left for the frames: seconds per optimisation step × the steps still to take
+    # (`seconds_left`), the plan's estimate until this render has made a frame, then its own.
     eta_s: float | None = None
+    seconds_per_step: float | None = None  # what eta_s is counted with
+    estimate_s: float | None = None  # eta_s as the render began: what the plan said
+    frames_s: float | None = None  # what its frames took, once made
     message: str = ""
+    details: str = ""  # what the page folds away under the message (a download's addresses)
     changed: bool = False  # failed because the storyboard changed under frames already made
     newest_frame: str | None = None
     video: str | None = None
@@ -47,38 +62,6 @@ class Job:
 
     def public(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stop"}
-
-
-class Timing:
-    """Seconds per optimisation step measured by the studio's renders, kept per models, device
-    and canvas in the studio's folder, so the plan's time estimate is this machine's."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.lock = threading.Lock()
-
-    def read(self) -> dict[str, float]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-    def get(self, key: str) -> float | None:
-        return self.read().get(key)
-
-    def put(self, key: str, seconds_per_step: float) -> None:
-        with self.lock:
-            data = self.read()
-            data[key] = round(seconds_per_step, 4)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.path, data)
-
-
-def timing_key(story: run.Story, options: run.RenderOptions, device: str) -> str:
-    settings = run.render_settings(story, options)
-    clips = "+".join(name for name, _ in run.clip_names(story, options))
-    return f"{run.model_name(story, options)}|{clips}|{device}|{settings.width}x{settings.height}"
 
 
 class Jobs:
@@ -170,7 +153,7 @@ class Jobs:
             with self.changed:
                 self.changed.wait_for(lambda: bool(self.waiting))
                 job = self.waiting.popleft()
-                job.state = "running"
+                job.state, job.activity = "running", "starting"
                 self._bump()
             try:
                 self._render(job)
@@ -182,16 +165,19 @@ class Jobs:
                     state="failed",
                     changed=True,
                     eta_s=None,
+                    activity="",
                     message="\n".join(said or ["these frames cannot be continued"])
                     + "\nStart over replaces the frames made before (until then they are kept)",
                 )
             except FeverdreamError as error:
-                self._update(job, state="failed", eta_s=None, message=str(error))
+                self._update(job, state="failed", eta_s=None, activity="", message=str(error))
             except Exception as error:  # the worker lives on; the page shows what broke
                 log.exception("render #%d failed", job.id)
                 self._update(
                     job,
                     state="failed",
+                    eta_s=None,
+                    activity="",
                     message=f"unexpected error: {type(error).__name__}: {error} (the studio's "
                     "terminal shows the traceback; frames already made are kept)",
                 )
@@ -200,51 +186,105 @@ class Jobs:
         story = run.load(self.folder / job.board)
         options = self.options(story, job.kind, job.fresh)
         device = run.pick_device(options.device)
-        steps = run.optimised_steps(story, options)
         store = FrameStore(run.render_folder(story, options))
-        clock: dict[str, float] = {}
+        key = timing_key(story, options, device)
+        needed = needed_models(story, options)
+        clock = Clock(run.optimised_steps(story, options), self.timing.get(key))
+        estimate = clock.left(0 if job.fresh else _frames_made(store))
+        self._update(job, estimate_s=estimate, eta_s=estimate, seconds_per_step=clock.per_step)
 
         def on_progress(progress: run.Progress) -> None:
-            now = time.perf_counter()
-            values: dict[str, Any] = {"stage": progress.stage, "done": progress.done}
-            values["total"], values["eta_s"] = progress.total, None
-            if progress.stage == "frames":
-                if "start" not in clock:
-                    clock["start"], clock["first"] = now, progress.done
-                first, made = clock["first"], progress.done - clock["first"]
-                if made > 0:
-                    left = progress.total - progress.done
-                    values["eta_s"] = (now - clock["start"]) / made * left
-                    clock["steps"] = sum(n for i, n in steps.items() if first <= i < progress.done)
-                    clock["seconds"] = now - clock["start"]
-                if progress.done:
-                    values["newest_frame"] = self._relative(store.frame_path(progress.done - 1))
+            stage, done, total = progress.stage, progress.done, progress.total
+            values: dict[str, Any] = {"stage": stage, "done": done, "total": total}
+            if stage == "download":
+                got = say_bytes(done) + (f" of {say_bytes(total)}" if total else "")
+                names = " and ".join(m.name for m in needed if m.downloads) or "a model"
+                values["activity"] = f"downloading {names} (once): {got}"
+            elif stage == "loading":
+                models = ", ".join(f"{model.role} {model.name}" for model in needed)
+                values["activity"] = f"loading the models: {models}"
+            elif stage == "preparing":
+                values["activity"] = f"embedding {total} prompt{'s' * (total != 1)}"
+            elif stage == "frames":
+                clock.frames(done)
+                values["activity"] = clock.activity(done, total)
+                values["eta_s"], values["seconds_per_step"] = clock.left(done), clock.per_step
+                if done:
+                    values["newest_frame"] = self._relative(store.frame_path(done - 1))
                 values["loss"] = progress.loss
+            elif stage == "encoding":
+                values["activity"], values["eta_s"] = "encoding the video", None
             self._update(job, **values)
 
-        result = run.render(story, options, on_progress=on_progress, should_stop=job.stop.is_set)
-        if clock.get("steps"):
-            self.timing.put(timing_key(story, options, device), clock["seconds"] / clock["steps"])
+        try:
+            result = run.render(story, options, on_progress=on_progress,
+                                should_stop=job.stop.is_set)  # fmt: skip
+        except ModelError as error:
+            missing = [m.name for m in needed_models(story, options) if m.downloads]
+            if not missing:  # the models are here: a file that does not load, say, as it is
+                raise
+            self._update(job, state="failed", eta_s=None, activity="", details=str(error),
+                         message=download_failed(missing, str(error)))  # fmt: skip
+            return
+        if clock.measured is not None:
+            self.timing.put(key, clock.measured)
         if result.stopped:
             self._update(
                 job,
                 state="stopped",
                 eta_s=None,
+                activity="",
                 message=f"stopped after {result.frames_done} of {result.frames_total} frames, "
                 "all kept: render again (here, or `feverdream render`) to continue",
             )
             return
-        checked = run.check(result.video)
+        checked = verdict(result.video, self.outputs)
+        timed = ""
+        if clock.seconds is not None:
+            timed = f"; its frames took {say_seconds(clock.seconds)}" + (
+                f" (the plan said {say_seconds(estimate)})" if estimate is not None
+                else " (now timed: the plan's estimates use it)"
+            )  # fmt: skip
         self._update(
             job,
             state="done",
             stage="",
+            activity="",
             eta_s=None,
+            frames_s=clock.seconds,
             video=self._relative(result.video),
             contact_sheet=self._relative(result.contact_sheet) if result.contact_sheet else None,
-            check=asdict(checked),
-            message=f"made {self._relative(result.video)}",
+            check=checked,
+            message=f"made {self._relative(result.video)}{timed}",
         )
 
     def _relative(self, path: Path) -> str:
         return Path(path).resolve().relative_to(self.outputs.resolve()).as_posix()
+
+
+def _frames_made(store: FrameStore) -> int:
+    """The frames a render continuing in this folder finds made (0 when it cannot tell)."""
+    try:
+        manifest = store.read_manifest()
+    except RenderChangedError:
+        return 0
+    return 0 if manifest is None else store.finished_frames(manifest)
+
+
+def verdict(video: Path, outputs: Path) -> dict[str, Any]:
+    """run.check's verdict on a video, the file named as the page names it (under outputs)."""
+    checked = asdict(run.check(video))
+    shown = Path(video).resolve().relative_to(outputs.resolve()).as_posix()
+    checked["summary"] = checked["summary"].replace(str(video), shown, 1)
+    return checked
+
+
+def download_failed(missing: list[str], error: str) -> str:
+    """A failed download in one line, then the command that fetches it; the error itself,
+    with every address tried, goes in the details."""
+    offline = ": this machine seems offline" if "offline" in error else ""
+    return (
+        f"could not download {missing[0]}{offline}\n"
+        f"in a terminal: `feverdream models download {' '.join(missing)}` (or by hand: see the "
+        "details); or use the shapes models, which need no download"
+    )

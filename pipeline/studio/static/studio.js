@@ -41,11 +41,12 @@ function act(action) {
 
 async function loadBoards(select) {
   const data = await api("/api/boards");
-  $("folder").textContent = data.folder;
+  $("folder").textContent = data.shown;
+  $("folder").title = data.folder;
   const list = $("boards");
   list.replaceChildren();
   const from = $("new-from");
-  from.replaceChildren(new Option("from the example", ""));
+  for (const option of [...from.options]) if (!option.value.startsWith("example:")) option.remove();
   for (const name of data.boards) {
     const button = document.createElement("button");
     button.textContent = name;
@@ -57,6 +58,7 @@ async function loadBoards(select) {
     list.append(item);
     from.append(new Option(`from ${name}`, name));
   }
+  showNewHint();
   const wanted = select || new URLSearchParams(location.hash.slice(1)).get("board");
   if (wanted && data.boards.includes(wanted)) await openBoard(wanted);
 }
@@ -137,7 +139,9 @@ function showLines(badLine) {
     const number = document.createElement("div");
     number.textContent = String(i + 1);
     const shadow = document.createElement("div");
-    shadow.textContent = line || " ";
+    const words = document.createElement("span"); // its width: where the line's text ends
+    words.textContent = line || " ";
+    shadow.append(words);
     if (i + 1 === badLine) {
       number.className = "bad";
       shadow.className = "bad";
@@ -155,7 +159,9 @@ function syncScroll() {
   $("backdrop").scrollLeft = text.scrollLeft;
   $("gutter").scrollTop = text.scrollTop;
   const note = $("error-at-line");
-  if (!note.hidden) note.style.top = `${note.dataset.top - text.scrollTop}px`;
+  if (note.hidden) return;
+  note.style.top = `${note.dataset.top - text.scrollTop}px`;
+  note.style.left = `${Math.max(note.dataset.left - text.scrollLeft, 8)}px`;
 }
 
 function showView(view) {
@@ -168,13 +174,21 @@ function showView(view) {
   const note = $("error-at-line");
   note.hidden = !line;
   if (line) {
+    // On the bad line itself, after its text (or over the end of a long one), so that the
+    // lines around it stay readable; the whole message is under the editor.
     note.textContent = `line ${line}: ${error.key ? error.key + ": " : ""}${error.message}`;
     note.dataset.line = line;
-    note.dataset.top = 6 + (line - 1) * 18 + 20;
+    note.dataset.top = 6 + (line - 1) * 18;
+    const ends = $("bad-line") ? $("bad-line").firstChild.offsetWidth : 0;
+    note.dataset.left = Math.min(6 + ends + 16, $("code").clientWidth * 0.6);
     syncScroll();
   }
   if (view.ok) drawPlan(view);
-  else if (!state.view) $("summary").textContent = "fix the error to see the plan";
+  else {
+    $("summary").textContent = state.view
+      ? "out of date: the text has an error; this is the plan of its last valid version"
+      : "fix the error to see the plan";
+  }
   for (const id of ["preview-button", "render-button"]) $(id).disabled = !view.ok;
   $("plan").classList.toggle("stale", !view.ok);
 }
@@ -259,12 +273,60 @@ function drawPlan(view) {
   $("summary").textContent =
     `${view.title}: ${view.duration.toFixed(2)} s at ${view.fps} fps, ${view.n_frames} frames, ${view.keyframes.length} keyframes`;
   $("estimate").textContent = ["preview", "render"].map((kind) => describeEstimate(kind, view.estimate[kind])).join("   ·   ");
+  showNeeds(view);
 }
 
 function describeEstimate(kind, e) {
   const work = `${kind} ${e.canvas}: ${e.optimised} optimised frames, ${e.steps} steps`;
-  if (e.seconds === null) return `${work} (time: render once on ${e.device} to measure it)`;
+  if (e.seconds === null) return `${work} (time on ${e.device}: not measured here yet; the first ${kind} measures it)`;
   return `${work} ≈ ${formatSeconds(e.seconds)} on ${e.device} (${e.seconds_per_step.toFixed(2)} s/step measured here)`;
+}
+
+// Before a render that would download its models: which, how big, where to, and the time;
+// and the way out without downloading, the shapes models.
+function showNeeds(view) {
+  const models = view.models;
+  $("needs").hidden = models.download.length === 0;
+  if (!models.download.length) return;
+  const missing = models.needed.filter((m) => m.downloads)
+    .map((m) => `• ${m.name} (${m.role}), ${m.bytes ? "about " + formatBytes(m.bytes) : "size not stated"}`);
+  const e = view.estimate.preview;
+  const time = e.seconds === null
+    ? `Time on ${e.device}: not measured here yet; \`feverdream bench --storyboard ${state.board}\` ` +
+      "in this folder projects it without downloading (on a CPU, real models take hours a render)."
+    : `Time: a preview ≈ ${formatSeconds(e.seconds)} on ${e.device}, measured here.`;
+  $("needs-text").textContent = [
+    "This storyboard's models are not on this machine yet:",
+    ...missing,
+    `${formatBytes(models.download_bytes)}, downloaded once into ${models.folder} by the first ` +
+      `Preview or Render (or ahead, in a terminal: \`feverdream models download ${models.download.join(" ")}\`).`,
+    time,
+  ].join("\n");
+}
+
+function formatBytes(n) {
+  return n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : `${Math.round(n / 1e6)} MB`;
+}
+
+// The storyboard's text with `models:` naming the shapes models, as an edit the artist sees.
+function withShapesModels(text) {
+  const lines = text.split("\n");
+  const block = ["models:", "  vqgan: shapes", "  clip: shapes"];
+  const start = lines.findIndex((line) => /^models\s*:/.test(line));
+  if (start >= 0) {
+    let end = start + 1;
+    while (end < lines.length && /^[ \t]+\S/.test(lines[end])) end += 1;
+    lines.splice(start, end - start, ...block);
+  } else {
+    const keyframes = lines.findIndex((line) => /^keyframes\s*:/.test(line));
+    lines.splice(keyframes >= 0 ? keyframes : lines.length, 0, ...block);
+  }
+  return lines.join("\n");
+}
+
+function useShapes() {
+  $("text").value = withShapesModels($("text").value);
+  edited();
 }
 
 function showFrame(frame) {
@@ -297,6 +359,10 @@ function formatSeconds(s) {
 // --- renders -------------------------------------------------------------------------------
 
 async function startRender(kind, fresh = false) {
+  const models = state.view && state.view.models;
+  if (models && models.download.length && !confirm(
+    `This ${kind} first downloads ${models.download.join(" and ")} ` +
+    `(${formatBytes(models.download_bytes)}) into ${models.folder}. Download them now?`)) return;
   // A render renders the file: edits not yet saved are saved first (and a text with an
   // error is not rendered at all).
   if ($("save-state").textContent !== "saved") {
@@ -339,14 +405,18 @@ function updateJobs() {
   $("stop-button").disabled = !job || !["running", "queued"].includes(job.state);
   if (!job) return;
   const progress = $("progress");
-  progress.max = Math.max(job.total, 1);
-  progress.value = job.done;
-  const eta = job.eta_s === null ? "" : `, about ${formatSeconds(job.eta_s)} left`;
-  const loss = job.loss === null ? "" : `, loss ${job.loss.toFixed(3)}`;
-  $("progress-text").textContent =
-    `#${job.id} ${job.kind}: ${job.state}${job.stage ? " · " + job.stage : ""} ${job.done}/${job.total}${eta}${loss}`;
+  const running = ["running", "stopping"].includes(job.state);
+  if (running && !["download", "frames", "encoding"].includes(job.stage)) {
+    progress.removeAttribute("value"); // busy, with nothing to count yet
+  } else {
+    progress.max = Math.max(job.total, 1);
+    progress.value = job.state === "done" ? progress.max : job.done;
+  }
+  $("progress-text").textContent = `#${job.id} ${job.kind}: ${describeJob(job)}`;
   $("job-message").textContent = job.message;
   $("job-message").className = job.state === "failed" ? "error" : "";
+  $("job-details").hidden = !job.details;
+  $("job-details-text").textContent = job.details;
   $("start-over").hidden = !(job.state === "failed" && job.changed);
   for (const id of ["preview-button", "render-button"]) {
     const button = $(id);
@@ -376,6 +446,18 @@ function updateJobs() {
   }
 }
 
+// What a render is doing, in words, with the time left: the seconds per step measured here
+// times the steps still to take, as the plan's estimate counts them.
+function describeJob(job) {
+  if (!["running", "stopping"].includes(job.state)) return job.state;
+  let text = job.activity || job.state;
+  if (job.state === "stopping") text += " (stopping after the frame being made)";
+  if (job.eta_s !== null) text += `, about ${formatSeconds(job.eta_s)} left`;
+  else if (job.stage !== "encoding") text += ", time left: known after the first frame";
+  if (job.stage === "frames" && job.loss !== null) text += `, loss ${job.loss.toFixed(3)}`;
+  return text;
+}
+
 // --- the result, and posting ---------------------------------------------------------------------
 
 function clearResult() {
@@ -394,6 +476,7 @@ function clearResult() {
   $("progress").value = 0;
   $("progress-text").textContent = "";
   $("job-message").textContent = "";
+  $("job-details").hidden = true;
   $("start-over").hidden = true;
   $("post-log").textContent = "";
   $("post-log").dataset.state = "";
@@ -432,9 +515,11 @@ async function loadTikTok() {
   const status = $("tiktok-state");
   if (!account.logged_in) {
     status.textContent = account.error || "Not logged in to TikTok: run `feverdream tiktok login`, then reload.";
-    return;
+    return; // the post controls stay off
   }
   state.loggedIn = true;
+  for (const input of document.querySelectorAll("#post input, #caption")) input.disabled = false;
+  showMode();
   if (state.made) $("post-button").disabled = false;
   status.textContent = `Logged in as ${account.name}; allowed: ${account.scopes.join(", ")}`;
   const privacy = $("privacy");
@@ -450,7 +535,8 @@ async function post() {
     if (!confirm(`Post ${state.made.video} to TikTok now, visible to ${privacy}?`)) return;
   }
   try {
-    await api("/api/post", { video: state.made.video, mode, privacy, caption: mode === "direct" ? $("caption").value : "" });
+    // A draft's caption goes too: TikTok takes none for a draft, and the log repeats it.
+    await api("/api/post", { video: state.made.video, mode, privacy: mode === "direct" ? privacy : "", caption: $("caption").value });
   } catch (error) {
     $("post-log").textContent = `error: ${error.message}`;
   }
@@ -463,6 +549,13 @@ function showPost(posting) {
   $("post-log").textContent = `${posting.state}: ${posting.video}\n${lines.join("\n")}`;
   $("post-log").dataset.state = posting.state;
   $("post-button").disabled = posting.state === "posting";
+}
+
+// A draft takes no privacy and no caption (both are chosen in the TikTok app): said, not dropped.
+function showMode() {
+  const draft = document.querySelector("input[name=mode]:checked").value === "draft";
+  $("caption-note").hidden = !draft;
+  $("privacy").disabled = draft || !state.loggedIn;
 }
 
 // --- wiring --------------------------------------------------------------------------------------
@@ -488,6 +581,8 @@ $("render-button").onclick = act(() => startRender("render"));
 $("stop-button").onclick = act(stopRender);
 $("start-over").onclick = act(startOver);
 $("post-button").onclick = act(post);
+$("use-shapes").onclick = act(useShapes);
+for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", showMode);
 // Closing or leaving the tab: the last keystrokes reach the draft even inside the debounce.
 window.addEventListener("pagehide", () => {
   if (!state.board || $("save-state").textContent === "saved") return;
@@ -495,13 +590,26 @@ window.addEventListener("pagehide", () => {
   navigator.sendBeacon("/api/draft", new Blob([draft], { type: "application/json" }));
 });
 $("video").addEventListener("canplay", () => { $("video").dataset.canPlay = "yes"; });
+// What a new storyboard starts from, said before it is made: a newcomer's first click works.
+const NEW_HINTS = {
+  "example:shapes": "feverdream's own small models, shipped with it: nothing to download, a preview in under a minute; they know colours and shapes only",
+  "example:real": "the real VQGAN and CLIP, for art: 1.3 GB downloaded once; on a CPU a render takes hours",
+};
+function showNewHint() {
+  const from = $("new-from").value;
+  $("new-hint").textContent = NEW_HINTS[from] || `a copy of ${from}`;
+}
+$("new-from").addEventListener("change", showNewHint);
+showNewHint();
 $("new-form").onsubmit = async (event) => {
   event.preventDefault();
   $("new-error").textContent = "";
   try {
     let name = $("new-name").value.trim();
     if (name && !/\.ya?ml$/.test(name)) name += ".yaml";
-    const made = await api("/api/new", { name, from: $("new-from").value });
+    const from = $("new-from").value;
+    const made = await api("/api/new", from.startsWith("example:")
+      ? { name, example: from.slice("example:".length) } : { name, from });
     $("new-name").value = "";
     await loadBoards(made.name);
   } catch (error) {
