@@ -5,19 +5,30 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.feverdream-installed
 STORYBOARD ?= storyboards/anxiety.yaml
 
-.PHONY: setup test lint browser render demo demo-tiny bench clean studio
+.PHONY: setup test lint browser render demo demo-tiny bench clean studio constraints test-floor
 
 setup: $(STAMP)
 
-# Re-runs only when the project's requirements change. taming-transformers is installed
-# without its declared dependencies: the engine uses only its torch modules, and its
+# Re-runs only when the project's requirements change. pyproject.toml holds the ranges users
+# install from; constraints.txt the exact versions these machines use. taming-transformers is
+# installed without its declared dependencies: the engine uses only its torch modules, and its
 # Lightning requirement would pull a large, unused stack (see DEPENDENCIES.md).
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test,cluster,studio]'
-	$(PY) -m pip install -q --no-deps taming-transformers-rom1504==0.0.6
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,cluster,studio]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps taming-transformers-rom1504
 	$(PY) -m pipeline.audio --warm
 	touch $(STAMP)
+
+# After changing a dependency in pyproject.toml: pin what the setup venv now holds.
+constraints: setup
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -iv '^feverdream'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+# The oldest releases pyproject.toml admits, installed from PyPI into a fresh venv outside the
+# checkout (CUDA builds of torch: several GB) and used: see tools/test_floor.sh.
+test-floor:
+	tools/test_floor.sh
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline tests bench audio tools

@@ -418,6 +418,30 @@ def _add_check_verb(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
 
+def cmd_examples(args: argparse.Namespace) -> int:
+    from pipeline import examples
+
+    copied = examples.copy_to(args.folder)
+    for path in copied.kept:
+        print(f"kept your {path} (it differs from the example; remove it to get the example back)")
+    folder = copied.folder / "storyboards"
+    print(f"{len(copied.written)} files written; the example storyboards are in {folder}:")
+    for name in sorted(path.stem for path in folder.glob("*.yaml")):
+        print(f"  feverdream render {folder / name}.yaml")
+    return 0
+
+
+def _add_examples_verb(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "examples",
+        help="copy the example storyboards, their pictures and soundtracks into a folder",
+        description="Writes FOLDER/storyboards/ (the examples and their pictures) and "
+        "FOLDER/audio/ (their soundtracks, free to use); files of yours already there are kept.",
+    )
+    p.add_argument("folder", nargs="?", default=".", help="where to put them (default: .)")
+    p.set_defaults(func=cmd_examples)
+
+
 # --- parser ------------------------------------------------------------------------------
 
 
@@ -433,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storyboard_verbs(sub)
     cli_models.add_verbs(sub)
     _add_check_verb(sub)
+    _add_examples_verb(sub)
     cli_tiktok.add_verbs(sub)
     _add_bench_verb(sub)
     cli_score.add_verbs(sub)

@@ -162,8 +162,15 @@ def bf16_helps(device: str) -> bool:
     """
     if not device.startswith("cpu"):
         return False
-    capabilities = torch.cpu.get_capabilities()
-    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    if hasattr(torch.cpu, "get_capabilities"):
+        capabilities = torch.cpu.get_capabilities()
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    # torch before 2.11 does not say; Linux's flags do (elsewhere: assume not, as fp32 is safe).
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 # --- the image operations ----------------------------------------------------------------

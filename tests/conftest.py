@@ -72,3 +72,19 @@ def logged_in_tiktok(monkeypatch: pytest.MonkeyPatch):
             monkeypatch.setenv(name, value)
         TokenStore(Settings.from_env().token_path).save(Token.from_response(fake.issue_tokens()))
         yield fake
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """feverdream's wheel, built from this checkout as `pip wheel .` builds it."""
+    from colab_env import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local index of what feverdream needs beyond Colab's packages (tests/colab_env.py)."""
+    from colab_env import build_wheelhouse
+
+    return build_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
