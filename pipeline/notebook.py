@@ -7,6 +7,7 @@ the command line prints it: `Stop` is shown by IPython as just that message.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,30 +25,44 @@ class Stop(FeverdreamError):
         return [f"error: {self}"]
 
 
-def examples(checkout: str | Path) -> dict[str, Path]:
-    """The example storyboards of a feverdream checkout, by name."""
-    folder = Path(checkout) / "storyboards"
-    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+def storyboard(example: str = "", text: str = "", folder: str | Path = ".") -> Path:
+    """The storyboard to render: the pasted `text`, written to FOLDER/pasted.yaml (so the
+    soundtrack and pictures it names are looked for beside it), else the named example, copied
+    with the others, their pictures and soundtracks into FOLDER/feverdream-examples/."""
+    from pipeline import examples
 
-
-def storyboard(
-    checkout: str | Path, example: str = "", text: str = "", folder: str | Path = "."
-) -> Path:
-    """The storyboard to render: the pasted `text` (written to FOLDER/pasted.yaml, so its
-    soundtrack and pictures are looked for beside it), else the named example."""
     if text.strip():
         path = Path(folder) / "pasted.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         return path
-    found = examples(checkout)
+    found = examples.storyboards()
     if example not in found:
         raise Stop(f"no example named {example!r}: choose one of {', '.join(found)}")
-    return found[example]
+    examples.copy_to(Path(folder) / "feverdream-examples")
+    return Path(folder) / "feverdream-examples" / "storyboards" / found[example].name
 
 
 def check(path: str | Path, say: Say = print) -> run.Story:
-    """Validate as `feverdream validate` does: the storyboard, its soundtrack, its plan."""
+    """Validate as `feverdream validate` does: the storyboard, its soundtrack, its plan. Files
+    it names that are not there yet (a pasted storyboard's soundtrack or pictures) are listed
+    first, each with the folder to upload it to."""
+    from pipeline.storyboard import files_named
+
+    path = Path(path)
+    missing: dict[Path, list[str]] = {}  # file → the keys that name it
+    for key, written in files_named(path.read_bytes(), path):
+        target = (path.parent / written).resolve()
+        if not target.is_file():
+            missing.setdefault(target, []).append(key)
+    if missing:
+        lines = [f"  {file.name}  into  {file.parent}/  ({', '.join(keys)})"
+                 for file, keys in missing.items()]  # fmt: skip
+        raise Stop(
+            "the storyboard names files that are not here yet; upload each (Files ▸ Upload, or "
+            "drag it onto the file panel) into the folder shown, then run this cell again:\n"
+            + "\n".join(lines)
+        )
     try:
         story = run.load(path)
     except FeverdreamError as error:
@@ -100,7 +115,7 @@ def render(
                 other.close()
             bar = bars[progress.stage] = tqdm(
                 total=progress.total or None, initial=progress.done, desc=progress.stage,
-                unit="frame" if progress.stage != "download" else "B",
+                unit=progress.unit, unit_scale=progress.unit == "B",
             )  # fmt: skip
         bar.update(progress.done - bar.n)
         if progress.loss is not None:
@@ -135,13 +150,33 @@ def download(path: str | Path):
     return None
 
 
-def post_draft(video: str | Path, say: Say = print) -> None:
-    """Upload the video to the TikTok inbox of the account logged in on this machine (`feverdream
-    tiktok login`; on Colab, upload the token file it wrote where `tiktok whoami` says)."""
+def post_draft(video: str | Path, say: Say = print, ask: Callable[[str], str] = input) -> None:
+    """Upload the video to the TikTok inbox (drafts take no caption: write it in the app when
+    you post). With no login saved here, log in first without a browser on this machine: open
+    the printed link on any device, then paste back the address TikTok sent that browser to.
+    The TikTok app's key and secret come from the environment or, on Colab, its Secrets."""
+    _colab_secrets()
     try:
+        if not run.logged_in():
+            run.login(paste=True, ask=ask, say=say)
         run.post(video, "draft", say=say)
     except FeverdreamError as error:
         raise Stop(str(error)) from None
+
+
+def _colab_secrets() -> None:
+    """TIKTOK_CLIENT_KEY and TIKTOK_CLIENT_SECRET from Colab's Secrets panel, where the
+    environment does not set them and the user let this notebook read them."""
+    try:
+        from google.colab import userdata  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    for name in ("TIKTOK_CLIENT_KEY", "TIKTOK_CLIENT_SECRET"):
+        if not os.environ.get(name):
+            try:
+                os.environ[name] = userdata.get(name)
+            except (userdata.SecretNotFoundError, userdata.NotebookAccessError):
+                pass  # the login then says which is missing and where it comes from
 
 
 def _options(models: str, **values: Any) -> run.RenderOptions:

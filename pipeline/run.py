@@ -803,6 +803,27 @@ def post(
     return tiktok.post_video(str(video), mode=mode, caption=caption, say=say, **options)
 
 
+def login(
+    *,
+    paste: bool = False,
+    ask: Callable[[str], str] = input,
+    say: Callable[[str], None] = lambda line: None,
+) -> str:
+    """Log in to TikTok and save the token (`pipeline.tiktok.login`): through a browser on
+    this machine, or with `paste` (Colab, SSH) by pasting back, through `ask`, the address
+    TikTok sent the browser to. Returns who logged in."""
+    from pipeline import tiktok
+
+    return tiktok.login(paste=paste, ask=ask, say=say)
+
+
+def logged_in() -> bool:
+    """Whether a TikTok login is saved on this machine."""
+    from pipeline import tiktok
+
+    return tiktok.logged_in()
+
+
 def score(folder: str | Path, clip: str | None = "render", story: Story | None = None):
     """How a render folder's frames hold up (pipeline.score): CLIP loss, flicker and colour
     drift, each as mean and worst second. `clip` is a CLIP's name or path, "render" (the

@@ -900,3 +900,45 @@ def parse_storyboard(data: bytes, path: Path) -> Storyboard:
         init_strength=init_strength,
         images=tuple(ctx.images.items()),
     )
+
+
+def files_named(data: bytes, path: Path) -> list[tuple[str, str]]:
+    """The files a storyboard names, as (key, path as written), read leniently and checking
+    nothing: its soundtrack, `init_image`s and the pictures of image prompts. For saying which
+    files to bring before the storyboard is checked (a storyboard pasted into a notebook)."""
+    try:
+        root = _compose(data, str(path))
+    except StoryboardError:
+        return []  # the check that follows says what is wrong with the text
+
+    def entries(node: yaml.Node | None) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            return {}
+        return {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+
+    named: list[tuple[str, str]] = []
+
+    def file(key: str, node: yaml.Node | None) -> None:
+        if isinstance(node, yaml.ScalarNode) and str(node.value).strip():
+            named.append((key, str(node.value).strip()))
+
+    def pictures(key: str, node: yaml.Node | None) -> None:
+        texts = [k for k, _ in node.value] if isinstance(node, yaml.MappingNode) else [node]
+        for text in texts:
+            if isinstance(text, yaml.ScalarNode) and isinstance(text.value, str):
+                written = text.value.strip()
+                if written.lower().startswith(IMAGE_PROMPT):
+                    named.append((key, written[len(IMAGE_PROMPT) :].strip()))
+
+    top = entries(root)
+    file("audio.file", entries(top.get("audio")).get("file"))
+    file("init_image", top.get("init_image"))
+    pictures("negative", top.get("negative"))
+    keyframes = top.get("keyframes")
+    for index, keyframe in enumerate(
+        keyframes.value if isinstance(keyframes, yaml.SequenceNode) else [], 1
+    ):
+        fields = entries(keyframe)
+        file(f"keyframes[{index}].init_image", fields.get("init_image"))
+        pictures(f"keyframes[{index}].prompt", fields.get("prompt"))
+    return [(key, written) for key, written in named if written]

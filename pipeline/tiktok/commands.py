@@ -80,6 +80,11 @@ def login(
     return name
 
 
+def logged_in() -> bool:
+    """Whether a TikTok login is saved on this machine (asks TikTok nothing)."""
+    return TokenStore(Settings.from_env().token_path).load() is not None
+
+
 def _missing_scope_effects(missing: frozenset[str]) -> str:
     effects = {
         "video.upload": "drafts (--draft) will not work",
