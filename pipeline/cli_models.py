@@ -100,7 +100,9 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "`shapes`, trained by feverdream on drawn shapes, ships with the package, and "
         "`models build shapes` trains it again from its recipe.",
     )
-    verbs = models.add_subparsers(dest="models_verb", metavar="ACTION", required=True)
+    # Without an action: this group's help, not an argparse error.
+    verbs = models.add_subparsers(dest="models_verb", metavar="ACTION")
+    models.set_defaults(func=lambda args: models.print_help() or 2)
 
     p = verbs.add_parser("list", help="what is known, what is downloaded, sizes and paths")
     p.set_defaults(func=cmd_models_list)

@@ -10,13 +10,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     import json
 
     from pipeline import run
-    from pipeline.score import steering_pictures
 
     story = run.load(args.storyboard) if args.storyboard else None
     clip = None if args.clip == "none" else args.clip
-    if clip is not None:
-        # Before any CLIP loads (or downloads): pictures the loss needs and cannot have.
-        steering_pictures(args.folder, dict(story.plan.images) if story else None)
     result = run.score(args.folder, clip, story)
     if args.json:
         print(json.dumps(result.to_json(), indent=1, ensure_ascii=False, allow_nan=False))

@@ -117,7 +117,9 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         help="log in to TikTok and post videos",
         description="Needs your own TikTok app: export TIKTOK_CLIENT_KEY and TIKTOK_CLIENT_SECRET.",
     )
-    verbs = tiktok.add_subparsers(dest="tiktok_verb", metavar="ACTION", required=True)
+    # Without an action: this group's help, not an argparse error.
+    verbs = tiktok.add_subparsers(dest="tiktok_verb", metavar="ACTION")
+    tiktok.set_defaults(func=lambda args: tiktok.print_help() or 2)
 
     p = verbs.add_parser(
         "login",

@@ -832,6 +832,10 @@ def score(folder: str | Path, clip: str | None = "render", story: Story | None =
     from pipeline import score as scoring
     from pipeline.models.registry import load_clip_model
 
+    images = dict(story.plan.images) if story is not None else None
+    if clip is not None:
+        # Before any CLIP loads (or downloads): pictures the loss needs and cannot have.
+        scoring.steering_pictures(Path(folder), images)
     model: Any = None
     if clip == "render":
         manifest = scoring.manifest_of(Path(folder))
@@ -844,7 +848,6 @@ def score(folder: str | Path, clip: str | None = "render", story: Story | None =
         model = [(loaded[entry["name"]], float(entry["weight"])) for entry in recorded]
     elif clip is not None:
         model = load_clip_model(clip)
-    images = dict(story.plan.images) if story is not None else None
     return scoring.score(folder, model, images=images)
 
 

@@ -26,3 +26,12 @@ def test_the_storyboard_argument_has_help(verb, capsys):
     assert exited.value.code == 0
     help_text = capsys.readouterr().out
     assert re.search(r"^ +storyboard +the storyboard, a YAML file", help_text, re.M), help_text
+
+
+@pytest.mark.parametrize("group, action", [("models", "download"), ("tiktok", "login")])
+def test_a_group_without_its_action_prints_its_help(group, action, capsys):
+    assert main([group]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"usage: feverdream {group}"), captured
+    assert re.search(rf"^ +{action} +\S", captured.out, re.M), captured.out
+    assert captured.err == ""
