@@ -49,7 +49,7 @@ def test_a_render_reports_progress_stops_when_asked_and_continues(tmp_path, tiny
     assert encoded == list(range(0, story.plan.n_frames + 1))
     assert all(p.loss is not None for p in made[1:])
     info = probe_video(done.video)
-    assert (info.width, info.height) == (1080, 1920)
+    assert (info.width, info.height) == (360, 640)
     assert info.audio is not None and info.audio.codec == "aac"
     for path in (done.contact_sheet, done.preview_gif, done.render_json):
         assert path is not None and path.is_file()
