@@ -47,9 +47,11 @@ MORPH_STEPS, MORPH_END = 3, 4
 # seeds came out red on an earlier build; on the reference build all of them at 100 steps
 # (16 cuts and 8) and at 75, on every kernel measured; at 50 the fast paths lost seed 0 on
 # two kernels of three (9 of 10), too near the check's 8 (bench/RESULTS.md, "A camera the
-# latents cannot hold").
+# latents cannot hold"). Six seeds, of which the check asks five, tell a broken engine from a
+# working one about as well as ten asking eight did (an engine whose frames come out red half
+# the time passes either 6-11% of the time) for 60% of the time (issue 34).
 FIRST_STEPS, FIRST_CUTS = 75, 8
-RED_SEEDS = range(10)
+RED_SEEDS = range(6)
 NEGATIVE_SEEDS = range(3)
 # The camera checks: a second of each move, as a storyboard line, and what it asks per frame
 # (zoom, dx, dy). The shapes VQGAN loses moves smaller than its latent cell (8 px) when a
@@ -125,15 +127,19 @@ def render(models, folder: Path, board: str, speed: Speed, read: Callable = read
     ]
 
 
-def red_seeds(models, folder: Path, options: Speed) -> dict[int, str | None]:
+RED_KEYFRAMES = """\
+    - at: 0s
+      prompt: "a large red circle on a black background"
+    """
+
+
+def red_seeds(
+    models, folder: Path, options: Speed, seeds: range = RED_SEEDS
+) -> dict[int, str | None]:
     """The colour of the third frame of "a large red circle on a black background", by seed."""
-    keyframes = """\
-        - at: 0s
-          prompt: "a large red circle on a black background"
-        """
     colours = {}
-    for seed in RED_SEEDS:
-        board = storyboard(seed, "3f", keyframes, first_steps=FIRST_STEPS, cuts=FIRST_CUTS)
+    for seed in seeds:
+        board = storyboard(seed, "3f", RED_KEYFRAMES, first_steps=FIRST_STEPS, cuts=FIRST_CUTS)
         colours[seed] = render(models, folder / f"seed{seed}", board, options)[-1].colour
     return colours
 

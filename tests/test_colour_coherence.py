@@ -44,12 +44,14 @@ def test_a_long_zoom_drifts_less_in_colour_with_coherence(shapes_models, tmp_pat
     # (0.54 of it; each seed 0.51-0.60) and 17.1 with lab; bench/RESULTS.md "Colour that
     # holds" has the figures for other kernels. A prompt that names its colour (a red circle)
     # is no test of it: there the colour moves with what the camera shows, and coherence
-    # only pulls against the prompt (30.2 off, 28.8 rgb on the same machine).
+    # only pulls against the prompt (30.2 off, 28.8 rgb on the same machine). Every seed about
+    # halves on every kernel measured (0.50-0.64 of off), so two seeds of the three keep the
+    # check's room (issue 34: make test's time).
     speed = Speed(cadence=4, bf16=False, carry_optimizer=True)
     drift = {}
     for mode in ("off", "rgb"):
         drift[mode] = 0.0
-        for seed in range(3):
+        for seed in range(2):
             keyframes = '- at: 0s\n  prompt: "a large circle on a black background"\n'
             board = checks.storyboard(seed, "4s", keyframes + "  zoom: 1.03\n")
             board = board.replace("  lr:", f"  color_coherence: {mode}\n  lr:")
