@@ -12,11 +12,12 @@ setup: $(STAMP)
 # Re-runs only when the project's requirements change. pyproject.toml holds the ranges users
 # install from; constraints.txt the exact versions these machines use. taming-transformers is
 # installed without its declared dependencies: the engine uses only its torch modules, and its
-# Lightning requirement would pull a large, unused stack (see DEPENDENCIES.md).
+# Lightning requirement would pull a large, unused stack (see DEPENDENCIES.md). --no-compile:
+# Python compiles what is imported when it is first imported, not all of torch now.
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,cluster,studio]'
-	$(PY) -m pip install -q -c constraints.txt --no-deps taming-transformers-rom1504
+	$(PY) -m pip install -q --no-compile -c constraints.txt -e '.[test,cluster,studio]'
+	$(PY) -m pip install -q --no-compile -c constraints.txt --no-deps taming-transformers-rom1504
 	$(PY) -m pipeline.audio --warm
 	touch $(STAMP)
 

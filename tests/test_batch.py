@@ -29,6 +29,7 @@ assert importlib.util.find_spec("ray"), "Ray is missing: `make setup` installs .
 BOARD = """\
 title: {title}
 seed: {seed}
+size: 360x640
 duration: {frames}f
 render:
   size: 144x256

@@ -50,7 +50,7 @@ def test_feverdream_installs_beside_another_torch_without_replacing_it(
     """Colab's case: torch is there first, at a release other than our pin (2.13.0, the CPU
     build on this machine's disk), with its torchvision."""
     python = make_venv(tmp_path / "venv", without=TORCH)
-    pip(python, "install", "-q", "torch==2.13.0", "torchvision==0.28.0")
+    pip(python, "install", "-q", "--no-compile", "torch==2.13.0", "torchvision==0.28.0")
     before = pip(python, "list", "--format=freeze")
     assert "torch==2.13.0" in before
     install(python, wheel, wheelhouse)
@@ -63,8 +63,8 @@ def test_feverdream_installs_beside_another_torch_without_replacing_it(
 def install(python: Path, wheel: Path, wheelhouse: Path) -> None:
     """As the README says: the wheel, then taming-transformers without its Lightning stack;
     offline, from the wheelhouse."""
-    pip(python, "install", "-q", str(wheel), env=offline(wheelhouse))
-    pip(python, "install", "-q", "--no-deps", "taming-transformers-rom1504==0.0.6",
+    pip(python, "install", "-q", "--no-compile", str(wheel), env=offline(wheelhouse))
+    pip(python, "install", "-q", "--no-compile", "--no-deps", "taming-transformers-rom1504==0.0.6",
         env=offline(wheelhouse))  # fmt: skip
 
 
