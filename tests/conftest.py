@@ -66,6 +66,17 @@ def shapes_models():
 
 
 @pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):
+    """A fake TikTok on 127.0.0.1 (tests/fake_tiktok.py), nobody logged in to it yet."""
+    from fake_tiktok import FakeTikTok
+
+    with FakeTikTok() as fake:
+        for name, value in fake.environ().items():
+            monkeypatch.setenv(name, value)
+        yield fake
+
+
+@pytest.fixture
 def logged_in_tiktok(monkeypatch: pytest.MonkeyPatch):
     """A fake TikTok on 127.0.0.1 (tests/fake_tiktok.py) and a saved login to it."""
     from fake_tiktok import FakeTikTok

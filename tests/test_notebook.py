@@ -122,7 +122,8 @@ def outputs_text(notebook: nbformat.NotebookNode) -> str:
 
 
 def test_the_notebook_installs_renders_a_pasted_storyboard_and_posts_a_draft_after_a_pasted_login(
-    tmp_path: Path, wheel: Path, wheelhouse: Path, tiny_model_dir, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, wheel: Path, wheelhouse: Path, tiny_model_dir, fake: FakeTikTok,
+    monkeypatch: pytest.MonkeyPatch,
 ):
     python = make_venv(tmp_path / "env")
     kernel = colab_kernel(tmp_path / "jupyter", python, monkeypatch)
@@ -133,19 +134,16 @@ def test_the_notebook_installs_renders_a_pasted_storyboard_and_posts_a_draft_aft
     for name, value in offline(wheelhouse).items():
         if name.startswith("PIP_"):
             monkeypatch.setenv(name, value)
-    with FakeTikTok() as fake:
-        for name, value in fake.environ().items():
-            monkeypatch.setenv(name, value)
-        assert not Settings.from_env().token_path.exists()  # nobody is logged in yet
-        notebook = with_fields(STORYBOARD=PASTED, PREVIEW=True, MODELS="tiny", POST_DRAFT=True)
-        where = {"metadata": {"path": str(notebook_folder)}}
-        user = UserAtTheNotebook(notebook, log_in_on_another_device, timeout=300,
-                                 kernel_name=kernel, resources=where)  # fmt: skip
-        try:
-            user.execute()
-        finally:
-            assert not user.failures, user.failures
-        (task,) = fake.tasks.values()
+    assert not Settings.from_env().token_path.exists()  # nobody is logged in yet
+    notebook = with_fields(STORYBOARD=PASTED, PREVIEW=True, MODELS="tiny", POST_DRAFT=True)
+    where = {"metadata": {"path": str(notebook_folder)}}
+    user = UserAtTheNotebook(notebook, log_in_on_another_device, timeout=300,
+                             kernel_name=kernel, resources=where)  # fmt: skip
+    try:
+        user.execute()
+    finally:
+        assert not user.failures, user.failures
+    (task,) = fake.tasks.values()
 
     assert {"pipeline", "open_clip", "taming"} <= own_packages(python)
     assert "torch" not in own_packages(python)  # Colab's torch stayed

@@ -22,14 +22,6 @@ from pipeline.tiktok.config import Settings
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch):
-    with FakeTikTok() as fake:
-        for name, value in fake.environ().items():
-            monkeypatch.setenv(name, value)
-        yield fake
-
-
 def token_path() -> Path:
     return Settings.from_env().token_path
 

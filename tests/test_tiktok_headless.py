@@ -20,26 +20,14 @@ from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 import httpx
 import pytest
 from fake_tiktok import FakeTikTok
+from test_tiktok_auth import token_path
 
 from pipeline import tiktok
 from pipeline.cli import main
 from pipeline.errors import FeverdreamError
-from pipeline.tiktok.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 REGISTERED = "http://127.0.0.1:3455/callback/"
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch):
-    with FakeTikTok() as fake:
-        for name, value in fake.environ().items():
-            monkeypatch.setenv(name, value)
-        yield fake
-
-
-def token_path() -> Path:
-    return Settings.from_env().token_path
 
 
 def redirected_address(link: str) -> str:
