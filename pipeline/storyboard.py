@@ -712,7 +712,7 @@ def _syntax_error(error: yaml.MarkedYAMLError, loader: _Loader | None) -> tuple[
         last = loader.tokens[-1]  # scanned, not yet parsed
     spans = last is not None and last.start_mark.line < last.end_mark.line
     quoted = isinstance(last, yaml.ScalarToken) and last.style in ("'", '"')
-    if quoted and spans:
+    if quoted and spans and _swallows_keys(last):
         # A missing closing quote: the text runs on to the next quote of its kind.
         return last.start_mark.line + 1, (
             f"the quoted text that starts on this line runs on to line {last.end_mark.line + 1}"
@@ -753,6 +753,13 @@ def _syntax_error(error: yaml.MarkedYAMLError, loader: _Loader | None) -> tuple[
 
 
 GLUED = "a ':' after a key needs a space after it (seed: 1, not seed:1)"
+
+
+def _swallows_keys(token: yaml.Token) -> bool:
+    """Whether a quoted text over several lines holds lines that read as keys or list items:
+    what a missing closing quote runs on into (a prompt wrapped over two lines holds none)."""
+    text = (token.start_mark.buffer or "")[token.start_mark.pointer : token.end_mark.pointer]
+    return any(re.match(r"\s*(-\s+)?[\w.]+:(\s|$)", line) for line in text.splitlines()[1:])
 
 
 def _glued(mark: yaml.Mark) -> bool:
