@@ -21,10 +21,14 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m pipeline.audio --warm
 	touch $(STAMP)
 
-# After changing a dependency in pyproject.toml: pin what the setup venv now holds.
-constraints: setup
-	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -iv '^feverdream'; } > constraints.txt.new
-	mv constraints.txt.new constraints.txt
+# After changing a dependency in pyproject.toml: pin what a fresh venv installs from its ranges
+# now (the newest releases they admit; torch as this machine's pip allows), then `make setup`.
+constraints:
+	d=$$(mktemp -d) && $(PYTHON) -m venv $$d && \
+	$$d/bin/pip install -q --no-compile -e '.[test,cluster,studio]' && \
+	$$d/bin/pip install -q --no-compile --no-deps "$$(grep -i '^taming-transformers' constraints.txt)" && \
+	{ sed -n '/^#/p' constraints.txt; $$d/bin/pip freeze --exclude-editable | grep -iv '^feverdream'; } > constraints.txt.new && \
+	rm -rf $$d && mv constraints.txt.new constraints.txt
 
 # The oldest releases pyproject.toml admits, installed from PyPI into a fresh venv outside the
 # checkout (CUDA builds of torch: several GB) and used: see tools/test_floor.sh.

@@ -1,6 +1,6 @@
 """Builds feverdream's wheel. pyproject.toml holds everything but one step: the example
 storyboards, their pictures and soundtracks live at the checkout's top (where the README's
-commands name them), and this copies them into the package as pipeline/examples/, so that
+commands name them), and this copies them into the package as pipeline/example_files/, so that
 `feverdream examples DIR` can hand them out from an installed wheel."""
 
 import shutil
@@ -18,7 +18,7 @@ from pipeline import examples  # noqa: E402 (the checkout's own, before it is in
 class BuildWithExamples(build_py):
     def run(self) -> None:
         super().run()
-        target = Path(self.build_lib) / "pipeline" / "examples"
+        target = Path(self.build_lib) / "pipeline" / examples.PACKAGED
         for relative in examples.files(HERE):
             (target / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(HERE / relative, target / relative)

@@ -426,8 +426,8 @@ def cmd_examples(args: argparse.Namespace) -> int:
         print(f"kept your {path} (it differs from the example; remove it to get the example back)")
     folder = copied.folder / "storyboards"
     print(f"{len(copied.written)} files written; the example storyboards are in {folder}:")
-    for name in sorted(path.stem for path in folder.glob("*.yaml")):
-        print(f"  feverdream render {folder / name}.yaml")
+    for path in examples.storyboards().values():
+        print(f"  feverdream render {folder / path.name}")
     return 0
 
 

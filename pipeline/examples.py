@@ -1,6 +1,7 @@
 """The example storyboards with their pictures and soundtracks: where they are (a checkout's
-storyboards/ and audio/, or pipeline/examples/ inside an installed wheel, where setup.py puts
-them) and copying them out into a folder of the user's, as `feverdream examples DIR` does."""
+storyboards/ and audio/, or pipeline/example_files/ inside an installed wheel, where setup.py
+puts them) and copying them out into a folder of the user's, as `feverdream examples DIR`
+does."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pipeline.errors import FeverdreamError
 
 # Folder → the files in it that are examples. The storyboards name their soundtracks as
 # ../audio/NAME.wav and their pictures as pictures/NAME.png, so the two folders travel together.
+PACKAGED = "example_files"  # their folder in the package (setup.py)
 PATTERNS = {
     "storyboards": ("*.yaml", "pictures/*.png"),
     "audio": ("*.wav", "README.md"),
@@ -23,7 +25,7 @@ def source() -> Path:
     """The folder holding storyboards/ and audio/: the package's own copy, else the checkout
     this package is imported from."""
     here = Path(__file__).resolve().parent
-    for root in (here / "examples", here.parent):
+    for root in (here / PACKAGED, here.parent):
         if all((root / folder).is_dir() for folder in PATTERNS):
             return root
     raise FeverdreamError(
@@ -69,8 +71,8 @@ def copy_to(folder: str | Path) -> Copied:
             if not filecmp.cmp(source_file, target, shallow=False):
                 copied.kept.append(target)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source_file, target)
         except OSError as error:
             raise FeverdreamError(

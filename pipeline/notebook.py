@@ -25,7 +25,9 @@ class Stop(FeverdreamError):
         return [f"error: {self}"]
 
 
-def storyboard(example: str = "", text: str = "", folder: str | Path = ".") -> Path:
+def storyboard(
+    example: str = "", text: str = "", folder: str | Path = ".", say: Say = print
+) -> Path:
     """The storyboard to render: the pasted `text`, written to FOLDER/pasted.yaml (so the
     soundtrack and pictures it names are looked for beside it), else the named example, copied
     with the others, their pictures and soundtracks into FOLDER/feverdream-examples/."""
@@ -39,8 +41,10 @@ def storyboard(example: str = "", text: str = "", folder: str | Path = ".") -> P
     found = examples.storyboards()
     if example not in found:
         raise Stop(f"no example named {example!r}: choose one of {', '.join(found)}")
-    examples.copy_to(Path(folder) / "feverdream-examples")
-    return Path(folder) / "feverdream-examples" / "storyboards" / found[example].name
+    copied = examples.copy_to(Path(folder) / "feverdream-examples")
+    for path in copied.kept:
+        say(f"kept your edited {path} (remove it to get the example back)")
+    return copied.folder / "storyboards" / found[example].name
 
 
 def check(path: str | Path, say: Say = print) -> run.Story:
@@ -50,6 +54,8 @@ def check(path: str | Path, say: Say = print) -> run.Story:
     from pipeline.storyboard import files_named
 
     path = Path(path)
+    if not path.is_file():
+        raise Stop(f"{path} is not here: upload it, or paste the storyboard into STORYBOARD")
     missing: dict[Path, list[str]] = {}  # file → the keys that name it
     for key, written in files_named(path.read_bytes(), path):
         target = (path.parent / written).resolve()
@@ -155,11 +161,18 @@ def post_draft(video: str | Path, say: Say = print, ask: Callable[[str], str] = 
     you post). With no login saved here, log in first without a browser on this machine: open
     the printed link on any device, then paste back the address TikTok sent that browser to.
     The TikTok app's key and secret come from the environment or, on Colab, its Secrets."""
+    from pipeline.tiktok.auth import NotLoggedIn
+
     _colab_secrets()
     try:
         if not run.logged_in():
             run.login(paste=True, ask=ask, say=say)
-        run.post(video, "draft", say=say)
+        try:
+            run.post(video, "draft", say=say)
+        except NotLoggedIn as expired:  # expired, revoked or damaged: log in again, here
+            say(f"{expired}; logging in again")
+            run.login(paste=True, ask=ask, say=say)
+            run.post(video, "draft", say=say)
     except FeverdreamError as error:
         raise Stop(str(error)) from None
 
@@ -175,7 +188,7 @@ def _colab_secrets() -> None:
         if not os.environ.get(name):
             try:
                 os.environ[name] = userdata.get(name)
-            except (userdata.SecretNotFoundError, userdata.NotebookAccessError):
+            except Exception:  # noqa: BLE001 (not there, not allowed, timed out: by Colab version)
                 pass  # the login then says which is missing and where it comes from
 
 

@@ -426,7 +426,7 @@ def make_engine(
     engine's settings: the models by name and content, and the pictures by content."""
     from pipeline import memory
     from pipeline.engine import Engine, EngineSettings, Execution, Speed
-    from pipeline.models.registry import digest
+    from pipeline.models.registry import digest, file_sha256
 
     vqgan, clips = loaded
     settings = render_settings(story, options)
@@ -451,7 +451,7 @@ def make_engine(
     }
     # The pictures by content, so that frames made from a picture since replaced are never
     # continued as if nothing had changed.
-    pictures = {name: _sha256(path) for name, path in story.plan.images}
+    pictures = {name: file_sha256(path) for name, path in story.plan.images}
     return engine, {"models": models, **({"pictures": pictures} if pictures else {})}
 
 
@@ -651,13 +651,6 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
         device=first.settings["device"],
         seconds={"frames": sum(part.seconds for part in ordered)},
     )
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _soundtrack(

@@ -17,7 +17,6 @@ them; the bench scripts compare engines with them.
 
 from __future__ import annotations
 
-import hashlib
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from PIL import Image
 
 from pipeline.engine import frame_generator, frame_motion, make_cutouts, spherical_distance, warp_by
 from pipeline.errors import FeverdreamError
+from pipeline.models.registry import file_sha256
 from pipeline.schedule import FramePlan
 from pipeline.store import FrameStore, Manifest
 from pipeline.storyboard import IMAGE_PROMPT
@@ -250,16 +250,11 @@ def steering_pictures(
             left_out[name] = "the storyboard given does not name this picture (any more)"
         elif not Path(path).is_file():
             left_out[name] = f"{path} is no longer there"
-        elif name in recorded and _sha256(Path(path)) != recorded[name]:
+        elif name in recorded and file_sha256(Path(path)) != recorded[name]:
             left_out[name] = f"{path} has changed since the render (its content differs)"
         else:
             usable[name] = Path(path)
     return usable, left_out
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def flicker(frames: Sequence[np.ndarray], plan: Sequence[FramePlan]) -> list[float | None]:

@@ -77,18 +77,13 @@ def fake(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def logged_in_tiktok(monkeypatch: pytest.MonkeyPatch):
+def logged_in_tiktok(fake):
     """A fake TikTok on 127.0.0.1 (tests/fake_tiktok.py) and a saved login to it."""
-    from fake_tiktok import FakeTikTok
-
     from pipeline.tiktok.auth import Token, TokenStore
     from pipeline.tiktok.config import Settings
 
-    with FakeTikTok() as fake:
-        for name, value in fake.environ().items():
-            monkeypatch.setenv(name, value)
-        TokenStore(Settings.from_env().token_path).save(Token.from_response(fake.issue_tokens()))
-        yield fake
+    TokenStore(Settings.from_env().token_path).save(Token.from_response(fake.issue_tokens()))
+    return fake
 
 
 @pytest.fixture(scope="session")

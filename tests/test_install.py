@@ -37,8 +37,8 @@ def test_the_wheel_carries_the_page_the_font_the_shapes_models_and_the_examples(
             for file in find_entry(kind, SHAPES).files:
                 data = archive.read(f"pipeline/assets/models/{file.filename}")
                 assert hashlib.sha256(data).hexdigest() == file.sha256
-        packaged = {name.removeprefix("pipeline/examples/") for name in names
-                    if name.startswith("pipeline/examples/")}  # fmt: skip
+        folder = f"pipeline/{examples.PACKAGED}/"
+        packaged = {name.removeprefix(folder) for name in names if name.startswith(folder)}
     assert packaged == {str(path) for path in examples.files()}
     assert {"storyboards/demo-shapes.yaml", "audio/adhd.wav", "storyboards/pictures/red-circle.png"
             } <= packaged  # fmt: skip
@@ -81,12 +81,14 @@ def test_from_the_wheel_outside_the_checkout_the_examples_come_out_and_the_demo_
 
     def run(*args: str) -> str:
         done = subprocess.run([str(feverdream), *args], cwd=work, capture_output=True, text=True,
-                              env={**offline(wheelhouse), "OMP_NUM_THREADS": "2"})  # fmt: skip
+                              env=offline(wheelhouse))  # fmt: skip
         assert done.returncode == 0, f"feverdream {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
     assert "feverdream render storyboards/demo-shapes.yaml" in run("examples", ".")
     assert (work / "audio" / "adhd.wav").read_bytes() == (CHECKOUT / "audio/adhd.wav").read_bytes()
+    for board in sorted((work / "storyboards").glob("*.yaml")):  # each has what it names
+        assert ": ok: " in run("validate", str(board.relative_to(work)))
     # Its first two seconds, previewed: the models, the soundtrack, the font and ffmpeg all
     # come from the installed wheel (the whole demo is `make demo`'s, a minute and a half).
     out = run("render", "storyboards/demo-shapes.yaml", "--preview", "--frames", "0:48")
@@ -111,3 +113,13 @@ def test_examples_never_overwrite_a_file_of_the_users(tmp_path: Path, capsys):
     assert (tmp_path / "storyboards" / "pictures" / "red-circle.png").is_file()
     assert main(["examples", str(tmp_path)]) == 0  # again: nothing to write, nothing lost
     assert "0 files written" in capsys.readouterr().out
+
+
+def test_examples_into_a_folder_that_cannot_be_made_say_so(tmp_path: Path, capsys):
+    from pipeline.cli import main
+
+    taken = tmp_path / "a-file"
+    taken.write_text("not a folder")
+    assert main(["examples", str(taken)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot write {taken}/" in err and "choose a folder you can write to" in err

@@ -8,6 +8,7 @@ login link led to, typed into the notebook's input box as a user would."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import queue
@@ -192,3 +193,25 @@ def test_a_pasted_storyboard_says_which_files_to_upload_and_where(tmp_path: Path
     assert f"tone.wav  into  {tmp_path}/  (audio.file)" in message
     assert f"door.png  into  {tmp_path / 'photos'}/  (keyframes[2].prompt)" in message
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_draft_after_the_login_expired_logs_in_again_by_pasting(tmp_path: Path, fake: FakeTikTok):
+    """A login on the notebook's machine that TikTok no longer takes: the post cell logs in
+    again there, by pasting (a Colab user has no terminal for `tiktok login`)."""
+    from test_tiktok_post import make_video
+
+    from pipeline import notebook
+    from pipeline.tiktok.auth import Token, TokenStore
+
+    old = Token.from_response(fake.issue_tokens())
+    TokenStore(Settings.from_env().token_path).save(
+        dataclasses.replace(old, expires_at=0.0, refresh_expires_at=0.0)  # both expired
+    )
+    video = make_video(tmp_path / "clip.mp4", fps=24)
+    said: list[str] = []
+    notebook.post_draft(video, say=said.append, ask=lambda prompt: log_in_on_another_device(
+        "\n".join(said)))  # fmt: skip
+    (task,) = fake.tasks.values()
+    assert task.kind == "inbox" and task.received == video.stat().st_size
+    assert any("expired" in line and "logging in again" in line for line in said), said
+    assert TokenStore(Settings.from_env().token_path).load().access_token != old.access_token
