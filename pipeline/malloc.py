@@ -22,4 +22,7 @@ def restart_with_tuning() -> None:
     ):
         return
     environment = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
-    os.execve(sys.executable, [sys.executable, "-m", "pipeline", *sys.argv[1:]], environment)
+    # -P: not the working folder first on the path, where a pipeline.py of the user's would be
+    # run instead of feverdream.
+    command = [sys.executable, "-P", "-m", "pipeline", *sys.argv[1:]]
+    os.execve(sys.executable, command, environment)

@@ -315,3 +315,22 @@ def test_a_render_resumed_while_the_camera_is_held_makes_the_same_frames(tmp_pat
     for index in range(10):
         name = f"{index:06d}.png"
         assert (whole.frames_dir / name).read_bytes() == (resumed.frames_dir / name).read_bytes()
+
+
+def test_a_pipeline_py_in_the_working_folder_does_not_take_over_a_render(tmp_path, tiny_model_dir):
+    # `render` starts again with glibc's malloc tuning (pipeline/malloc.py); that restart must
+    # run feverdream, not a module of the user's that happens to be called pipeline.
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "pipeline.py").write_text('print("this is not feverdream")\n')
+    board = textwrap.dedent(BOARD).replace("duration: 12f", "duration: 6f")
+    (work / "board.yaml").write_text(board)
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("GLIBC_TUNABLES", "FEVERDREAM_MALLOC_TUNING")}  # fmt: skip
+    feverdream = Path(sys.executable).parent / "feverdream"
+    done = subprocess.run([str(feverdream), "render", "board.yaml", "-o", "out", "--models", "tiny",
+                           "--device", "cpu"], cwd=work, capture_output=True, text=True,
+                          env=environment, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "this is not feverdream" not in done.stdout
+    assert len(list((work / "out" / "frames").glob("*.png"))) == 6
