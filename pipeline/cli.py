@@ -424,10 +424,16 @@ def cmd_examples(args: argparse.Namespace) -> int:
     copied = examples.copy_to(args.folder)
     for path in copied.kept:
         print(f"kept your {path} (it differs from the example; remove it to get the example back)")
+    from pipeline.storyboard import load_storyboard
+
     folder = copied.folder / "storyboards"
     print(f"{len(copied.written)} files written; the example storyboards are in {folder}:")
     for path in examples.storyboards().values():
-        print(f"  feverdream render {folder / path.name}")
+        models = load_storyboard(path).models
+        own = {models.vqgan, *(name for name, _ in models.clips)} == {"shapes"}
+        note = "  (the shapes models: nothing to download)" if own else ""
+        print(f"  feverdream render {folder / path.name}{note}")
+    print(f"or all of them in the browser: feverdream studio {folder}")
     return 0
 
 

@@ -7,19 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.errors import FeverdreamError
-
 log = logging.getLogger(__name__)
 
 
 def cmd_studio(args: argparse.Namespace) -> int:
-    try:
-        from pipeline.studio import Studio
-    except ImportError:
-        raise FeverdreamError(
-            "the studio needs its web server: pip install 'feverdream[studio]' (make setup "
-            "installs it)"
-        ) from None
+    from pipeline.studio import Studio
+
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
             "listening on %s: anyone who can reach this machine and learns the URL can render "

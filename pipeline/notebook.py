@@ -36,7 +36,8 @@ def storyboard(
     if text.strip():
         path = Path(folder) / "pasted.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        # The form's STORYBOARD = """ ends its line: the text's first line is the next one.
+        path.write_text(text.removeprefix("\n"), encoding="utf-8")
         return path
     found = examples.storyboards()
     if example not in found:

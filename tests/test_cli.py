@@ -35,3 +35,25 @@ def test_a_group_without_its_action_prints_its_help(group, action, capsys):
     assert captured.out.startswith(f"usage: feverdream {group}"), captured
     assert re.search(rf"^ +{action} +\S", captured.out, re.M), captured.out
     assert captured.err == ""
+
+
+def test_without_taming_the_vqgan_says_how_to_install_it(monkeypatch):
+    import importlib
+    import sys
+
+    from pipeline.errors import ModelError
+
+    for name in [n for n in sys.modules if n.split(".")[0] in ("taming", "pipeline")]:
+        if name.split(".")[0] == "taming" or name == "pipeline.models.vqgan":
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "taming", None)  # as if it were not installed
+    with pytest.raises(ModelError, match=r"pip install --no-deps taming-transformers-rom1504"):
+        importlib.import_module("pipeline.models.vqgan")
+
+
+def test_without_its_web_server_the_studio_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
+    assert main(["studio", str(tmp_path), "--no-browser"]) == 1
+    assert "pip install 'feverdream[studio]'" in capsys.readouterr().err

@@ -130,7 +130,8 @@ def test_the_notebook_installs_renders_a_pasted_storyboard_and_posts_a_draft_aft
     kernel = colab_kernel(tmp_path / "jupyter", python, monkeypatch)
     notebook_folder = tmp_path / "content"  # Colab's /content
     notebook_folder.mkdir()
-    shutil.copy(wheel, notebook_folder)  # the wheel the user uploaded
+    # The wheel the user uploaded, named as a browser names a second download of it.
+    shutil.copy(wheel, notebook_folder / wheel.name.replace(".whl", " (1).whl"))
     write_board(notebook_folder, PASTED)  # and the pasted storyboard's soundtrack, tone.wav
     for name, value in offline(wheelhouse).items():
         if name.startswith("PIP_"):
@@ -178,8 +179,11 @@ def stopped_at(notebook: nbformat.NotebookNode, folder: Path) -> str:
 
 
 def test_a_bad_storyboard_stops_the_notebook_with_its_line(tmp_path: Path, tiny_model_dir):
-    notebook = with_fields(INSTALL=False, MODELS="tiny",
-                           STORYBOARD=PASTED.replace("fps: 24", "fps: 999"))  # fmt: skip
+    # Pasted as the form has it, on the lines after `STORYBOARD = """`: the line counted is
+    # the pasted text's own.
+    pasted = "\n" + PASTED.replace("fps: 24", "fps: 999")
+    assert pasted.splitlines()[3] == "fps: 999"
+    notebook = with_fields(INSTALL=False, MODELS="tiny", STORYBOARD=pasted)
     write_board(tmp_path, PASTED)
     assert "pasted.yaml:3: fps: 999 is out of range" in stopped_at(notebook, tmp_path)
     assert not (tmp_path / "outputs").exists()  # nothing rendered

@@ -20,11 +20,21 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 import yaml
-from taming.modules.diffusionmodules.model import Decoder, Encoder
-from taming.modules.vqvae.quantize import GumbelQuantize, VectorQuantizer2
 from torch import nn
 
 from pipeline.errors import ModelError
+
+try:
+    from taming.modules.diffusionmodules.model import Decoder, Encoder
+    from taming.modules.vqvae.quantize import GumbelQuantize, VectorQuantizer2
+except ModuleNotFoundError as missing:  # a separate install step, easy to miss (README)
+    if (missing.name or "").partition(".")[0] != "taming":
+        raise
+    raise ModelError(
+        "taming-transformers is not installed, and the VQGAN is made of its modules: pip "
+        "install --no-deps taming-transformers-rom1504==0.0.6 (--no-deps: its Lightning "
+        "requirements are not needed)"
+    ) from None
 from pipeline.models.architectures import VQGANConfig
 from pipeline.models.checkpoint import (
     Checkpoint,

@@ -56,9 +56,17 @@ class Studio:
     ) -> Studio:
         """Listen on host:port (0: a free port). With `background` the server runs in a
         thread and this returns at once; otherwise `serve_forever` runs it."""
-        import uvicorn
+        try:
+            import uvicorn
 
-        from pipeline.studio.app import Workspace, make_app
+            from pipeline.studio.app import Workspace, make_app
+        except ModuleNotFoundError as error:
+            if (error.name or "").partition(".")[0] not in ("uvicorn", "starlette"):
+                raise
+            raise FeverdreamError(
+                "the studio needs its web server: pip install 'feverdream[studio]' (make setup "
+                "installs it)"
+            ) from None
         from pipeline.studio.jobs import Jobs
 
         folder = Path(folder).resolve()
