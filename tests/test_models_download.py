@@ -179,6 +179,19 @@ def test_offline_says_so(tmp_path):
     assert url in str(caught.value) and str(dest) in str(caught.value)
 
 
+def test_offline_with_mirrors_is_one_message_naming_each_address_once(tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    urls = [f"http://127.0.0.1:{port}/{name}/model.ckpt" for name in ("a", "b", "c")]
+    with pytest.raises(ModelError) as caught:
+        fetch(ModelFile("model.ckpt", urls[0], mirrors=tuple(urls[1:])), tmp_path / "model.ckpt")
+    message = str(caught.value)
+    assert "none of its 3 addresses could be reached" in message and "offline?" in message
+    assert all(message.count(url) == 1 for url in urls), message
+    assert "--models shapes" in message and "\n" not in message
+
+
 # --- mirrors ---------------------------------------------------------------------------------
 
 PAGE = b"<!DOCTYPE html><html><body>Please confirm the download</body></html>"

@@ -44,6 +44,13 @@ def _by_hand(file: ModelFile, dest: Path) -> str:
     )
 
 
+UNREACHABLE = "cannot connect to"
+OWN_MODELS = (
+    "feverdream's own shapes models need no download: try `--models shapes`, or "
+    "storyboards/demo-shapes.yaml (`feverdream examples` copies it out)"
+)
+
+
 class _SourceFailed(Exception):
     """One address of a file could not give it; the reason, for the final message."""
 
@@ -170,7 +177,7 @@ def _from(url: str, client: httpx.Client, dest: Path, part: Path, origin: Path, 
         _stream(client, url, dest, part, origin, on_bytes)
     except httpx.ConnectError as error:
         raise _SourceFailed(
-            f"cannot connect to {host} ({error}); is this machine offline"
+            f"{UNREACHABLE} {host} ({error}): is this machine offline?"
         ) from None
     except httpx.TimeoutException:
         raise _SourceFailed(f"{host} stopped answering") from None
@@ -238,7 +245,7 @@ def fetch(
                 if grew and not file.sha256:
                     break  # resume it from the same address next time
                 if number + 1 < len(urls):
-                    log.warning("%s: %s; trying the next address", url, failure)
+                    log.warning("%s: %s (trying the next address)", url, failure)
                 continue
             os.replace(part, dest)
             origin.unlink(missing_ok=True)
@@ -279,6 +286,14 @@ def _failed(
         kept = (
             f"The {part.stat().st_size} bytes fetched so far are kept in {part}: run the same "
             f"command again to resume from {came_from}. "
+        )
+    if all(reason.startswith(UNREACHABLE) for _, reason in failures):
+        # Offline, most likely: one line, each address once (in what to fetch by hand).
+        hosts = ", ".join(dict.fromkeys(urlsplit(url).hostname or url for url, _ in failures))
+        return (
+            f"could not download {file.filename}: none of its {len(failures)} addresses could "
+            f"be reached ({hosts}): is this machine offline? {kept}{_by_hand(file, dest)} "
+            f"{OWN_MODELS}."
         )
     if len(failures) == 1:
         ((url, reason),) = failures
