@@ -157,7 +157,23 @@ class _ShotWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def render(self, path: str, sha256: str, options: run.RenderOptions, shot: tuple[int, int]):
+    def place(self) -> tuple[str, tuple[str, ...]]:
+        """Where this worker's memory is: its machine, and the GPUs Ray gave it (none for a
+        CPU worker, which shares the machine's memory)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), tuple(map(str, ray.get_gpu_ids()))
+
+    def render(
+        self,
+        path: str,
+        sha256: str,
+        options: run.RenderOptions,
+        shot: tuple[int, int],
+        sharing: int = 1,
+    ):
+        """Render one shot; `sharing`: the workers (this one included) whose steps share
+        this one's memory, each fitted to its part of it."""
         story = run.load(path)
         if story.board.sha256 != sha256:
             raise FeverdreamError(
@@ -170,6 +186,11 @@ class _ShotWorker:
         if key not in self.models:
             self.models.clear()  # one set of models in memory at a time
             self.models[key] = run.load_models(story, options, device)
+        if sharing > 1:
+            from pipeline import memory
+
+            whole = options.memory or memory.free_bytes(device)
+            options = _with(options, memory=whole // sharing)
         return run.render_shot(story, options, shot, self.models[key])
 
 
@@ -237,7 +258,7 @@ def batch(
     ray = _connect(cluster, threads)
     try:
         actors = _start_actors(ray, gpus_per_task, workers, threads)
-        on_ready(ray, actors)
+        on_ready(ray, [actor for actor, _ in actors])
         _run(ray, actors, todo, post, on_progress)
     finally:
         ray.shutdown()
@@ -341,17 +362,19 @@ def _start_actors(ray: Any, gpus_per_task: float, workers: int | None, threads: 
         )
     remote = ray.remote(**shape, max_restarts=4, max_task_retries=4)(_ShotWorker)
     actors = [remote.remote(threads) for _ in range(count)]
-    ray.get([actor.pid.remote() for actor in actors])  # up, before the clock starts
-    return actors
+    places = ray.get([actor.place.remote() for actor in actors])  # up, before the clock starts
+    return [(actor, places.count(place)) for actor, place in zip(actors, places, strict=True)]
 
 
-def _run(ray: Any, actors: list, jobs: list[Job], post, on_progress) -> None:
+def _run(ray: Any, actors: list[tuple[Any, int]], jobs: list[Job], post, on_progress) -> None:
     """Hand each idle actor the next shot until all are done; a failed shot fails its
-    storyboard (the others go on); a storyboard whose shots are all done is finished."""
+    storyboard (the others go on); a storyboard whose shots are all done is finished.
+    `actors`: each with the number of workers that share its memory."""
+    sharing = {id(actor): count for actor, count in actors}
     tasks = [(job, shot) for job in jobs for shot in job.shots]
     tasks.reverse()  # popped from the end: in the order given
     running: dict[Any, tuple[Any, Job, tuple[int, int]]] = {}
-    idle = list(actors)
+    idle = [actor for actor, _ in actors]
     begun: set[int] = set()  # the jobs whose first shot has gone to a worker
 
     def report() -> None:
@@ -370,7 +393,8 @@ def _run(ray: Any, actors: list, jobs: list[Job], post, on_progress) -> None:
                 begun.add(id(job))
                 job.started = time.perf_counter()
             assert job.story is not None
-            task = actor.render.remote(str(job.path), job.story.board.sha256, job.options, shot)
+            task = actor.render.remote(str(job.path), job.story.board.sha256, job.options, shot,
+                                       sharing[id(actor)])  # fmt: skip
             running[task] = (actor, job, shot)
         if not running and tasks:
             for job, _ in tasks:

@@ -96,6 +96,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         clip=args.clip or args.models,
         random_weights=args.random_weights,
         encode_while_rendering={"auto": None, "during": True, "after": False}[args.encode],
+        memory=args.memory,
     )
     cadence = run.render_settings(story, options).cadence
     options = dataclasses.replace(
@@ -371,6 +372,7 @@ def _add_storyboard_verbs(sub: argparse._SubParsersAction) -> None:
         help="make the MP4 while the frames are made, or after them (auto: during on a GPU)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    cli_batch.add_memory_option(p, per="on the device")
     p.add_argument("--models", metavar="NAME", help="use NAME for both VQGAN and CLIP (e.g. tiny)")
     p.add_argument("--vqgan", metavar="NAME", help="override the storyboard's VQGAN")
     p.add_argument("--clip", metavar="NAME", help="override the storyboard's CLIP")

@@ -8,6 +8,32 @@ from pathlib import Path
 
 from pipeline import cli_tiktok
 
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+          "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}  # fmt: skip
+
+
+def memory_amount(text: str) -> int:
+    """An amount of memory as a person writes it: 6GB, 6 GiB, 500MB, 6g."""
+    number = text.strip().rstrip("bBiIkKmMgG ")
+    unit = text.strip()[len(number) :].strip().lower()
+    try:
+        amount = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{text}: give an amount like 6GB or 500MiB") from None
+    if amount < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give more than nothing")
+    return int(amount)
+
+
+def add_memory_option(p: argparse.ArgumentParser, per: str) -> None:
+    p.add_argument(
+        "--memory",
+        type=memory_amount,
+        metavar="SIZE",
+        help=f"the memory a step may use {per} (e.g. 6GB; default: what the device has free "
+        "once the models are loaded): cutouts in smaller batches, then checkpointing, fit it",
+    )
+
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
@@ -37,6 +63,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         vqgan=args.vqgan or args.models,
         clip=args.clip or args.models,
         random_weights=args.random_weights,
+        memory=args.memory,
     )
     bar = tqdm(total=0, unit="frame", desc="batch", dynamic_ncols=True)
 
@@ -102,6 +129,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         help="GPUs each render worker holds (default 0: CPU workers, one per core)",
     )
     p.add_argument("--workers", type=int, metavar="N", help="render workers (default: all fit)")
+    add_memory_option(p, per="on each machine, shared by its workers (each GPU's, for GPU workers)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda where a worker has one")
     p.add_argument("--models", metavar="NAME", help="use NAME for both VQGAN and CLIP (e.g. tiny)")
     p.add_argument("--vqgan", metavar="NAME", help="override the storyboards' VQGAN")

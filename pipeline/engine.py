@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -65,10 +65,11 @@ CLASSIC = Speed()
 
 @dataclass(frozen=True)
 class Execution:
-    """How the engine computes a step: choices that change its time and memory but not its
-    pictures (beyond the last bits of a float, as another CPU's kernels do), so a render may
-    continue under other ones and its manifest leaves them out. `Execution()` is the classic
-    loop's: taming's own decoder forward, every cutout through CLIP at once."""
+    """How the engine computes a step: choices that change its time and memory, and its
+    pictures only in the last bits of a float (as another CPU's kernels do). A render records
+    the one it chose in its manifest and continues under that one, so that a resumed render
+    makes the frames an uninterrupted one would. `Execution()` is the classic loop's: taming's
+    own decoder forward, every cutout through CLIP at once."""
 
     lean_decoder: bool = False  # decode through models.vqgan.lean_decode
     channels_last: bool = False  # both models and their inputs in NHWC
@@ -97,6 +98,12 @@ class Execution:
             f"cutouts {self.cut_batch} at a time" if self.cut_batch else "",
         ]
         return ", ".join(part for part in parts if part)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Execution:
+        """The execution a manifest records (`EngineSettings.record`)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in record.items() if key in names})
 
 
 @dataclass(frozen=True)
@@ -141,9 +148,9 @@ class EngineSettings:
         )
 
     def record(self) -> dict[str, Any]:
-        """The settings as one flat dict, speed options included (a render's manifest).
-        Colour coherence and the camera hold are left out when off, as manifests from before
-        them have them."""
+        """The settings as one flat dict, speed options included, the execution under its
+        own key (a render's manifest). Colour coherence and the camera hold are left out when
+        off, as manifests from before them have them."""
         flat = {
             key: value for key, value in asdict(self).items() if key not in ("speed", "execution")
         }
@@ -151,7 +158,7 @@ class EngineSettings:
             del flat["color_coherence"]
         if not self.camera_hold:
             del flat["camera_hold"]
-        return {**flat, **asdict(self.speed)}
+        return {**flat, **asdict(self.speed), "execution": asdict(self.execution)}
 
 
 def bf16_helps(device: str) -> bool:

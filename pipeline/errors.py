@@ -35,3 +35,35 @@ class VideoFileError(FeverdreamError):
 
 class ModelError(FeverdreamError):
     """A model that cannot be found, fetched or loaded: unknown name, missing, corrupt, bad hash."""
+
+
+class DiskFullError(FeverdreamError):
+    """A write that found its disk full (or the user's quota spent). What was written before
+    it is whole, so the same command goes on from there once there is room; the message
+    names the folder and about how much more room the work needs."""
+
+    def __init__(self, folder: object, needed: int | None, free: int | None, then: str = ""):
+        self.folder, self.needed, self.free = folder, needed, free
+        need = f"; it needs about {size(needed)} more" if needed else ""
+        has = f" ({size(free)} free)" if free is not None else ""
+        then = then or "free some space and run the same command again"
+        super().__init__(f"the disk holding {folder} is full{has}{need}: {then}")
+
+    def needing(self, needed: int, then: str) -> DiskFullError:
+        """The same failure, with the room the whole task needs and what to do then."""
+        return DiskFullError(self.folder, max(needed, self.needed or 0), self.free, then)
+
+
+def size(count: int | float) -> str:
+    """Bytes in the unit a person reads at a glance: 512 B, 3.4 MB, 1.3 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{int(count)} B"
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether an error is the disk (or the user's quota) being full."""
+    import errno
+
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -151,6 +151,14 @@ class Fitted:
         return line
 
 
+def fits(engine: Engine, free: int | None = None) -> Fitted:
+    """Whether the engine's own execution fits `free` bytes (default: what the device has
+    free now): for a render that goes on under the execution it began with."""
+    need = step_need(engine).total(engine.execution, engine.settings.cuts)
+    free = free_bytes(engine.device) if free is None else free
+    return Fitted(engine.execution, need, free, need <= HEADROOM * free)
+
+
 def fit(engine: Engine, free: int | None = None) -> Fitted:
     """The engine's execution, or the first of these that fits `free` bytes (default: what
     the device has free now): cutouts through CLIP in halves, quarters... of the batch down

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from pipeline.errors import RenderError
-from pipeline.store import atomic_write
+from pipeline.errors import DiskFullError, RenderError
+from pipeline.store import atomic_write, free_space
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,11 @@ def encode_video(
             partial.unlink(missing_ok=True)
             raise
         if returncode != 0:
+            written = partial.stat().st_size if partial.exists() else 0
             partial.unlink(missing_ok=True)
+            problems = stderr_path.read_text(errors="replace")
+            if "No space left on device" in problems or "Disk quota exceeded" in problems:
+                raise DiskFullError(out.parent, written, free_space(out.parent))
             raise RenderError(
                 f"ffmpeg could not write {out} (exit status {returncode}):\n"
                 + _tail(stderr_path.read_text(errors="replace"))

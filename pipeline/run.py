@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pipeline.errors import FeverdreamError
+from pipeline.errors import DiskFullError, FeverdreamError
 from pipeline.schedule import Plan, build_plan
 from pipeline.storyboard import RenderSettings, Storyboard, load_storyboard, parse_storyboard
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pipeline.audio import AudioFeatures
     from pipeline.engine import Execution, FrameProgress, Speed
     from pipeline.render import SoundtrackInfo, SoundtrackSpec
+    from pipeline.store import FrameStore
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ class RenderOptions:
     # when the render is long enough (compile_pays), fitted to the free memory (memory.fit).
     execution: Execution | None = None
     compile: bool | None = None  # None: as compile_pays says
+    # Bytes of memory the render may plan a step for; None: what the device has free once
+    # the models are loaded (a batch's workers on one machine each take their share of it).
+    memory: int | None = None
     encode: bool = True  # also make the MP4, contact sheet, GIF and render.json
     # Encode the MP4 while the frames are made (fed each frame once it is written), so a
     # render ends a few frames after its last frame; None: on a GPU only (on a CPU the
@@ -203,12 +207,12 @@ def render(
     on_progress(Progress("loading", models, models))
     prompts = len(plan.prompt_texts)
     on_progress(Progress("preparing", 0, prompts))
-    engine, describe = make_engine(story, options, device, loaded)
+    folder = render_folder(story, options)
+    store = FrameStore(folder)
+    engine, describe = make_engine(story, options, device, loaded, store)
     # The frames' own call finds these embedded: the same texts, in the same batch.
     engine.embed(plan.prompt_texts, dict(plan.images))
     on_progress(Progress("preparing", prompts, prompts))
-    folder = render_folder(story, options)
-    store = FrameStore(folder)
     with render_lock(folder):
         started = time.perf_counter()
         encoder = None
@@ -237,9 +241,11 @@ def render(
                 should_stop=should_stop,
                 on_progress=frames_made,
             )
-        except BaseException:
+        except BaseException as error:
             if encoder is not None:
                 encoder.abandon()
+            if isinstance(error, DiskFullError):
+                raise _no_room_for_frames(error, story, options, store, plan) from None
             raise
         if encoder is not None and frames.stopped:
             encoder.abandon()
@@ -256,6 +262,38 @@ def render(
             return result
         return encode(story, options, result, describe["models"], frames.records, on_progress,
                       soundtrack=soundtrack, encoder=encoder)  # fmt: skip
+
+
+# What x264 at crf 18 makes of a second of busy 1080x1920 pictures, rounded up (the examples'
+# videos take 0.2-1 MB a second): the room a video needs, in proportion to its area.
+VIDEO_BYTES_PER_SECOND = 2_000_000
+
+
+def _no_room_for_frames(
+    error: DiskFullError, story: Story, options: RenderOptions, store: FrameStore, plan: Plan
+) -> DiskFullError:
+    """A full disk while frames are made, saying about how much room the rest of the render
+    needs: the frames left at the size of those written (1.5 bytes a pixel before any), two
+    resume states, and the video."""
+    settings = render_settings(story, options)
+    manifest = store.read_manifest()
+    done = store.finished_frames(manifest) if manifest is not None else 0
+    written = [store.frame_path(i).stat().st_size for i in range(done)]
+    frame = sum(written) / len(written) if written else 1.5 * settings.width * settings.height
+    states = sorted(store.frames_dir.glob("state-*.pt"))
+    state = states[-1].stat().st_size if states else 0
+    needed = int(frame * (plan.n_frames - done) + 2 * state) + _video_bytes(story, options, plan)
+    return error.needing(needed, then=(
+        f"free some space (or render elsewhere with -o) and run the same command again: it "
+        f"goes on after the {done} frame{'' if done == 1 else 's'} already made"))  # fmt: skip
+
+
+def _video_bytes(story: Story, options: RenderOptions, plan: Plan) -> int:
+    """About the bytes of a render's video, contact sheet and preview GIF."""
+    width, height = PREVIEW_VIDEO_SIZE if options.preview else (story.board.width,
+                                                                story.board.height)  # fmt: skip
+    seconds = plan.n_frames / story.board.fps
+    return int(VIDEO_BYTES_PER_SECOND * seconds * width * height / (1080 * 1920)) + 6_000_000
 
 
 class _Abandoned(Exception):
@@ -376,10 +414,13 @@ def render_lock(folder: Path) -> Iterator[None]:
             break
         file.close()
     try:
-        file.seek(0)
-        file.truncate()
-        file.write(f"process {os.getpid()}")
-        file.flush()
+        try:  # who holds it, for the message above: on a full disk, not said
+            file.seek(0)
+            file.truncate()
+            file.write(f"process {os.getpid()}")
+            file.flush()
+        except OSError:
+            pass
         yield
     finally:
         path.unlink(missing_ok=True)
@@ -420,18 +461,31 @@ def compile_pays(device: str, steps: int) -> tuple[bool, str]:
 
 
 def make_engine(
-    story: Story, options: RenderOptions, device: str, loaded: tuple[Any, Any]
+    story: Story,
+    options: RenderOptions,
+    device: str,
+    loaded: tuple[Any, Any],
+    store: FrameStore | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """The engine for a render on these models, and what its manifest records beside the
-    engine's settings: the models by name and content, and the pictures by content."""
+    """The engine for a render on these models into `store`, and what its manifest records
+    beside the engine's settings: the models by name and content, and the pictures by content.
+
+    Its execution is the one `options` asks for; else, for a render that goes on in `store`,
+    the one it began with (recorded in its manifest), so that its frames are those of an
+    uninterrupted render; else the fast one, fitted to the memory free. A render whose
+    execution no longer fits is refused, with what to do."""
     from pipeline import memory
     from pipeline.engine import Engine, EngineSettings, Execution, Speed
     from pipeline.models.registry import digest, file_sha256
+    from pipeline.store import RenderChangedError
 
     vqgan, clips = loaded
     settings = render_settings(story, options)
     speed = options.speed or Speed.fast(device, settings.cadence)
     execution = options.execution
+    began = None if execution is not None or store is None else _began_with(store, options)
+    if began is not None:
+        execution = began if options.compile is None else replace(began, compile=options.compile)
     if execution is None:
         steps = sum(optimised_steps(story, options).values())
         compiled, why = compile_pays(device, steps) if options.compile is None else (
@@ -440,8 +494,21 @@ def make_engine(
         execution = replace(Execution.fast(device, speed, vqgan), compile=compiled)
     engine = Engine(vqgan, clips, EngineSettings.for_render(
         settings, story.board.seed, device, speed, execution))  # fmt: skip
-    if options.execution is None:
-        fitted = memory.fit(engine)
+    if began is not None:
+        fitted = memory.fits(engine, options.memory)
+        if not fitted.fits:
+            assert store is not None
+            raise RenderChangedError(
+                f"{store.folder} began with {began.describe()}, which its manifest records so "
+                f"that it goes on making the frames an uninterrupted render makes; a step of it "
+                f"needs about {fitted.need / memory.GIB:.1f} GiB and "
+                f"{fitted.free / memory.GIB:.1f} GiB is free here: free some memory (other "
+                "programs, fewer batch workers) and run again to continue, or run with --fresh "
+                "to start over with what fits"
+            )
+        log.info("memory: %s, as this render began", fitted.describe())
+    elif options.execution is None:
+        fitted = memory.fit(engine, options.memory)
         (log.info if fitted.fits else log.warning)("memory: %s", fitted.describe())
         if fitted.execution != engine.execution:
             engine = Engine(vqgan, clips, replace(engine.settings, execution=fitted.execution))
@@ -453,6 +520,18 @@ def make_engine(
     # continued as if nothing had changed.
     pictures = {name: file_sha256(path) for name, path in story.plan.images}
     return engine, {"models": models, **({"pictures": pictures} if pictures else {})}
+
+
+def _began_with(store: FrameStore, options: RenderOptions) -> Execution | None:
+    """The execution a render in `store` began with, to go on under (None: none recorded,
+    or starting afresh)."""
+    from pipeline.engine import Execution
+
+    if options.fresh:
+        return None
+    manifest = store.read_manifest()
+    recorded = manifest.settings.get("execution") if manifest is not None else None
+    return Execution.from_record(recorded) if isinstance(recorded, dict) else None
 
 
 def encode(
@@ -469,10 +548,31 @@ def encode(
     """The video, contact sheet, preview GIF and render.json of finished frames (in
     `result.frames_dir`), with `models` and the frames' `records` as render.json says.
     With `encoder` (the video begun while the frames were made), its video."""
+    plan = story.plan if options.frames is None else story.plan.span(*options.frames)
+    try:
+        return _encode(story, options, plan, result, models, records, on_progress,
+                       soundtrack=soundtrack, encoder=encoder)  # fmt: skip
+    except DiskFullError as error:
+        raise error.needing(_video_bytes(story, options, plan), then=(
+            f"free some space and run the same command again: its {plan.n_frames} frames are "
+            "kept, only the video is made")) from None  # fmt: skip
+
+
+def _encode(
+    story: Story,
+    options: RenderOptions,
+    plan: Plan,
+    result: Rendered,
+    models: dict[str, Any],
+    records: dict[int, Any],
+    on_progress: Callable[[Progress], None],
+    *,
+    soundtrack: tuple[SoundtrackSpec, SoundtrackInfo] | None,
+    encoder: Encoder | None,
+) -> Rendered:
     from pipeline import render as video
     from pipeline.store import FrameStore
 
-    plan = story.plan if options.frames is None else story.plan.span(*options.frames)
     if soundtrack is None:
         soundtrack = _soundtrack(story, options)
     folder, store = result.folder, FrameStore(result.folder)
@@ -583,14 +683,15 @@ def render_shot(
 
     device = pick_device(options.device)
     loaded = loaded or load_models(story, options, device)
-    engine, describe = make_engine(story, options, device, loaded)
-    engine.embed(story.plan.prompt_texts, dict(story.plan.images))
     folder = shot_folder(story, options, shot)
+    store = FrameStore(folder)
+    engine, describe = make_engine(story, options, device, loaded, store)
+    engine.embed(story.plan.prompt_texts, dict(story.plan.images))
     started = time.perf_counter()
     frames = render_frames(
         story.plan.span(*shot),
         engine,
-        FrameStore(folder),
+        store,
         describe=describe,
         on_progress=lambda p: on_progress(
             Progress("frames", p.frames_done, p.frames_total, p.loss)
@@ -614,8 +715,10 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
         raise FeverdreamError(f"{story.board.name}: not every shot is rendered yet")
     folder = render_folder(story, options)
     store = FrameStore(folder)
-    first = ordered[0]
-    manifest = Manifest({**first.settings, **first.describe}, story.plan.to_json())
+    # The last shot's settings: a render that goes on after it continues from its state,
+    # under its execution (shots made on other workers may each have had their own).
+    last = ordered[-1]
+    manifest = Manifest({**last.settings, **last.describe}, story.plan.to_json())
     existing = store.read_manifest()
     if existing is not None and (existing.settings, existing.plan) != (
         manifest.settings,
@@ -635,7 +738,6 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
             if not target.exists():  # copied whole or not at all, so a frame here is whole
                 atomic_write(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
             records[start + index] = part.records[index]
-    last = ordered[-1]
     state = FrameStore(last.folder).load_state(last.shot[1] - last.shot[0] - 1, "cpu")
     if state is not None:
         state.pop("frame")
@@ -648,7 +750,7 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
         frames_done=story.plan.n_frames,
         frames_total=story.plan.n_frames,
         stopped=False,
-        device=first.settings["device"],
+        device=last.settings["device"],
         seconds={"frames": sum(part.seconds for part in ordered)},
     )
 

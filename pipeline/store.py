@@ -7,11 +7,13 @@ Layout of outputs/<name>/ (or the folder given with -o):
                           latest one only)
 
 Every file is written to a temporary name and renamed into place, so a render killed at
-any moment leaves either the old or the new file, never half of one.
+any moment, or stopped by a full disk, leaves either the old or the new file, never half of
+one.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import FeverdreamError
+from pipeline.errors import DiskFullError, FeverdreamError, is_disk_full
 
 MANIFEST_VERSION = 1
 
@@ -38,20 +40,39 @@ def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = N
     """Call write(tmp) on a temporary file beside `path`, then rename it into place.
 
     The file gets `mode` from its first byte on, or by default the permissions an ordinary
-    new file would (mkstemp's own are owner-only).
+    new file would (mkstemp's own are owner-only). A full disk is a DiskFullError naming the
+    folder, the part written removed.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        written = tmp.stat().st_size if tmp is not None and tmp.exists() else 0
+        raise DiskFullError(path.parent, written, free_space(path.parent)) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def free_space(folder: Path) -> int | None:
+    """Bytes an ordinary user may still write on the disk holding `folder` (None if unknown)."""
+    for place in (folder, *folder.parents):
+        try:
+            stats = os.statvfs(place)
+        except OSError:
+            continue
+        return stats.f_bavail * stats.f_frsize
+    return None
 
 
 def _umask() -> int:
@@ -149,7 +170,11 @@ class FrameStore:
         import torch
 
         state = {"frame": frame, **state}
-        atomic_write(self.state_path(frame), lambda tmp: torch.save(state, tmp))
+        # Made in memory and written as bytes: torch.save writing to a full disk fails with
+        # its own RuntimeError, where a plain write says ENOSPC.
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write(self.state_path(frame), lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
     def drop_state(self, frame: int) -> None:
         self.state_path(frame).unlink(missing_ok=True)
@@ -191,7 +216,11 @@ class FrameStore:
                 )
             self.clear()
             return None
-        changes = describe_changes(old.settings, manifest.settings)
+        settings = old.settings
+        if "execution" not in settings and "execution" in manifest.settings:
+            # Frames from before renders recorded their execution: they go on under this one.
+            settings = {**settings, "execution": manifest.settings["execution"]}
+        changes = describe_changes(settings, manifest.settings)
         if changes:
             raise RenderChangedError(
                 f"the frames in {self.frames_dir} were rendered with other settings:\n  "
@@ -229,8 +258,11 @@ def describe_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two settings dicts."""
     changes = []
     for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            changes.append(f"{key}: {old.get(key)!r} → {new.get(key)!r}")
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changes += [f"{key}.{change}" for change in describe_changes(before, after)]
+        elif before != after:
+            changes.append(f"{key}: {before!r} → {after!r}")
     return changes
 
 

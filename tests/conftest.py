@@ -14,6 +14,34 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device-under-test",
+        default="cpu",
+        help="the device the tests marked `device` compute on (cpu, or cuda: bench/gpu_proof.py)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "device: exercises a path that differs on a GPU; computes on --device-under-test "
+        "(`pytest -m device --device-under-test cuda` is the GPU's share of bench/gpu_proof.py)",
+    )
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """The device the tests marked `device` compute on: cpu in `make test`."""
+    chosen = request.config.getoption("--device-under-test")
+    if chosen.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.fail(f"--device-under-test {chosen}: torch sees no CUDA GPU here")
+    return chosen
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Keep tests away from the user's real caches, model store and TikTok token."""

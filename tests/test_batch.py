@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ import pytest
 import torch
 from test_tiktok_post import fake, sha256  # noqa: F401 (a fixture, and its helper)
 
-from pipeline import batch, run
+from pipeline import batch, memory, run
 from pipeline.cli import main
 from pipeline.store import FrameStore
 
@@ -67,13 +68,14 @@ def hashes(folder: Path, count: int) -> list[str]:
     return [hashlib.sha256(store.frame_path(i).read_bytes()).hexdigest() for i in range(count)]
 
 
-def rendered_alone(path: Path, out: Path) -> list[str]:
+def rendered_alone(path: Path, out: Path, memory: int | None = None) -> list[str]:
     """The frames `feverdream render` makes of it, on one thread like each batch worker."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         story = run.load(path)
-        run.render(story, run.RenderOptions(output=out, device="cpu", encode=False))
+        options = run.RenderOptions(output=out, device="cpu", encode=False, memory=memory)
+        run.render(story, options)
     finally:
         torch.set_num_threads(threads)
     return hashes(out, story.plan.n_frames)
@@ -97,8 +99,16 @@ def test_a_batch_renders_the_same_frames_as_render_posts_each_and_reports_a_bad_
 ):
     (boards / "broken.yaml").write_text("title: broken\nduration: 1s\nkeyframes:\n  - at: soon\n")
     out = tmp_path / "out"
+    # Memory for one step with every cutout at once, not two: the two workers, sharing it,
+    # each checkpoint the decoder.
+    story = run.load(boards / "cut.yaml")
+    options = run.RenderOptions(device="cpu")
+    engine, _ = run.make_engine(story, options, "cpu", run.load_models(story, options, "cpu"))
+    one_step = memory.fits(engine, free=2**40).need
+    limit = int(2 * one_step / memory.HEADROOM) - 2
+    assert memory.fits(engine, free=limit).fits
     code = main(["batch", str(boards), "-o", str(out), "--device", "cpu", "--workers", "2",
-                 "--post"])  # fmt: skip
+                 "--memory", str(limit), "--post"])  # fmt: skip
     captured = capsys.readouterr()
     # The bad storyboard is reported with its FILE:LINE; the others render.
     assert code == 1, captured.err
@@ -106,8 +116,10 @@ def test_a_batch_renders_the_same_frames_as_render_posts_each_and_reports_a_bad_
     assert "2 of 3 storyboards rendered; 1 failed" in captured.out
     for name, frames in (("calm", 10), ("cut", 16)):
         folder = out / name
-        assert hashes(folder, frames) == rendered_alone(boards / f"{name}.yaml",
-                                                        tmp_path / "alone" / name)  # fmt: skip
+        alone = rendered_alone(boards / f"{name}.yaml", tmp_path / "alone" / name, limit // 2)
+        assert hashes(folder, frames) == alone
+        settings = json.loads((folder / "frames" / "manifest.json").read_text())["settings"]
+        assert settings["execution"]["checkpoint"], settings
         assert main(["check", str(folder / f"{name}.mp4")]) == 0
         assert not (folder / "shots").exists()
     # The cut storyboard was two tasks, one per shot.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from small_disk import on_a_small_disk
 
 from pipeline.engine import CLASSIC, Engine, EngineSettings, Speed
 from pipeline.models.registry import load_models
@@ -77,12 +78,12 @@ def test_optimising_moves_the_frame_towards_its_prompt_and_away_from_a_negative(
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, _tiny_model_files) -> Path:
-    """One uninterrupted render of BOARD, which the tests compare against or start from."""
+def reference(tmp_path_factory, _tiny_model_files, device) -> Path:
+    """One uninterrupted render of BOARD on the device under test, which the tests compare
+    against or start from."""
     folder = tmp_path_factory.mktemp("reference")
-    result = render(
-        folder, "out", env={"FEVERDREAM_MODELS": str(_tiny_model_files.vqgan_ckpt.parent)}
-    )
+    models = str(_tiny_model_files.vqgan_ckpt.parent)
+    result = render(folder, "out", "--device", device, env={"FEVERDREAM_MODELS": models})
     assert result.returncode == 0, result.stderr
     assert len(frames_of(folder / "out")) == 12
     return folder / "out"
@@ -99,7 +100,9 @@ def render(
     path = tmp_path / "board.yaml"
     path.write_text(textwrap.dedent(board))
     command = [sys.executable, "-m", "pipeline", "render", str(path), "-o", str(tmp_path / out)]
-    command += ["--models", "tiny", "--device", "cpu", *extra]
+    command += ["--models", "tiny", *extra]
+    if "--device" not in extra:
+        command += ["--device", "cpu"]
     env = {**os.environ, **(env or {})}
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -117,10 +120,11 @@ def test_same_storyboard_seed_and_device_give_identical_frames(tmp_path, tiny_mo
     assert (tmp_path / "again" / "board.mp4").exists()
 
 
+@pytest.mark.device
 def test_a_killed_render_resumes_to_exactly_the_uninterrupted_frames(
-    tmp_path, tiny_model_dir, reference
+    tmp_path, tiny_model_dir, reference, device
 ):
-    process = render(tmp_path, "killed", wait=False)
+    process = render(tmp_path, "killed", "--device", device, wait=False)
     target = tmp_path / "killed" / "frames" / "000005.png"
     deadline = time.monotonic() + 240
     while not target.exists() and time.monotonic() < deadline and process.poll() is None:
@@ -130,7 +134,7 @@ def test_a_killed_render_resumes_to_exactly_the_uninterrupted_frames(
     process.wait()
     assert len(frames_of(tmp_path / "killed")) < 12
 
-    resumed = render(tmp_path, "killed")
+    resumed = render(tmp_path, "killed", "--device", device)
     assert resumed.returncode == 0, resumed.stderr
     assert "continuing after frame" in resumed.stderr
     assert frames_of(tmp_path / "killed") == frames_of(reference)
@@ -334,3 +338,46 @@ def test_a_pipeline_py_in_the_working_folder_does_not_take_over_a_render(tmp_pat
     assert done.returncode == 0, done.stderr
     assert "this is not feverdream" not in done.stdout
     assert len(list((work / "out" / "frames").glob("*.png"))) == 6
+
+
+def test_a_full_disk_ends_the_render_with_a_message_and_loses_nothing(
+    tmp_path, tiny_model_dir, reference
+):
+    """A render onto a disk too small for it stops with one line naming the folder and the
+    room it needs, every frame written whole; with room for the frames but not the video,
+    it keeps every frame; with room, the same command finishes with the uninterrupted
+    render's frames (issue 35)."""
+    pngs = sorted((reference / "frames").glob("*.png"))
+    state = max(p.stat().st_size for p in (reference / "frames").glob("state-*.pt"))
+    frames_room = sum(-(-p.stat().st_size // 4096) * 4096 for p in pngs)
+    # Room for about 40% of the frames; then for all of them (and two states, the manifest)
+    # but not the video beside them; then plenty.
+    small, middle = frames_room * 2 // 5, frames_room + 3 * state + 64 * 1024
+    assert (reference / "board.mp4").stat().st_size > 64 * 1024
+    (tmp_path / "board.yaml").write_text(BOARD)
+    disk = tmp_path / "disk"
+    command = [sys.executable, "-m", "pipeline", "render", str(tmp_path / "board.yaml")]
+    command += ["--models", "tiny", "--device", "cpu", "-o", str(disk / "out")]
+    first, second, third = on_a_small_disk(disk, [small, middle, 64 * 2**20], command)
+    wanted = frames_of(reference)
+
+    # The disk fills among the frames: one line says where and how much, nothing cut short.
+    assert first.code == 1 and "Traceback" not in first.err, first.err
+    assert first.last_line.startswith(f"error: the disk holding {disk}/out"), first.err
+    assert "is full" in first.last_line and "needs about" in first.last_line
+    assert "run the same command again" in first.last_line
+    written = frames_of(first.disk / "out")
+    assert 0 < len(written) < len(wanted)
+    assert written == wanted[: len(written)]  # every frame on the disk whole
+    assert not list(first.disk.rglob("*.tmp")) and not list(first.disk.rglob("*.mp4"))
+
+    # Room for the frames but not the video: every frame kept, only the video to make.
+    assert second.code == 1 and "Traceback" not in second.err, second.err
+    assert "only the video is made" in second.last_line
+    assert frames_of(second.disk / "out") == wanted
+    assert not list(second.disk.rglob("*.mp4*"))
+
+    # Room at last: the same command finishes, with the uninterrupted render's frames.
+    assert third.code == 0, third.err
+    assert frames_of(third.disk / "out") == wanted
+    assert (third.disk / "out" / "board.mp4").stat().st_size > 0

@@ -128,11 +128,12 @@ def test_a_folder_being_rendered_is_not_rendered_twice(tmp_path, tiny_model_dir)
     assert run.render(story, options).frames_done == story.plan.n_frames
 
 
-def test_a_video_encoded_while_rendering_is_the_one_encoded_after(tmp_path, tiny_model_dir):
+@pytest.mark.device
+def test_a_video_encoded_while_rendering_is_the_one_encoded_after(tmp_path, tiny_model_dir, device):
     # With cadence 2 the frames between optimised ones are written after the next optimised
     # frame: the encoder still takes them in order, each once it is written.
     story = run.load(write_board(tmp_path))
-    after = run.RenderOptions(output=tmp_path / "after", vqgan="tiny", clip="tiny",
+    after = run.RenderOptions(output=tmp_path / "after", vqgan="tiny", clip="tiny", device=device,
                               speed=Speed(cadence=2), encode_while_rendering=False)  # fmt: skip
     during = dataclasses.replace(after, output=tmp_path / "during", encode_while_rendering=True)
     made_after = run.render(story, after)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from small_disk import on_a_small_disk
 
 from pipeline.cli import main
 from pipeline.errors import ModelError
@@ -382,3 +384,34 @@ def test_models_md_cites_every_address_and_hash_the_registry_uses():
                     assert f"`{url}`" in text, f"{entry.name}: {url} is not in MODELS.md"
             if file.sha256:
                 assert f"`{file.sha256}`" in text, f"{entry.name}: its hash is not in MODELS.md"
+
+
+FETCH = """\
+import sys
+from pathlib import Path
+from pipeline.errors import FeverdreamError
+from pipeline.models.download import fetch
+from pipeline.models.registry import ModelFile
+try:
+    print(fetch(ModelFile("model.ckpt", sys.argv[1], sha256=sys.argv[2]), Path(sys.argv[3])))
+except FeverdreamError as error:
+    sys.exit(f"error: {error}")
+"""
+
+
+def test_a_download_onto_a_full_disk_keeps_its_part_and_goes_on_once_there_is_room(
+    server, tmp_path
+):
+    disk = tmp_path / "models"
+    command = [sys.executable, "-c", FETCH, server.url("/model.ckpt"), SHA,
+               str(disk / "model.ckpt")]  # fmt: skip
+    full, roomy = on_a_small_disk(disk, [40 * 1024, 2**20], command)
+    assert full.code == 1 and "Traceback" not in full.err, full.err
+    assert full.last_line.startswith(f"error: the disk holding {disk} is full"), full.err
+    assert "needs about" in full.last_line and "FEVERDREAM_MODELS" in full.last_line
+    part = full.disk / "model.ckpt.part"
+    assert 0 < part.stat().st_size < len(DATA) and DATA.startswith(part.read_bytes())
+    assert roomy.code == 0 and roomy.out.strip() == SHA, roomy.err
+    assert (roomy.disk / "model.ckpt").read_bytes() == DATA
+    # The second run asked only for the rest.
+    assert server.requests[-1] == ("/model.ckpt", f"bytes={part.stat().st_size}-")

@@ -123,7 +123,11 @@ def outputs_text(notebook: nbformat.NotebookNode) -> str:
 
 
 def test_the_notebook_installs_renders_a_pasted_storyboard_and_posts_a_draft_after_a_pasted_login(
-    tmp_path: Path, wheel: Path, wheelhouse: Path, tiny_model_dir, fake: FakeTikTok,
+    tmp_path: Path,
+    wheel: Path,
+    wheelhouse: Path,
+    tiny_model_dir,
+    fake: FakeTikTok,
     monkeypatch: pytest.MonkeyPatch,
 ):
     python = make_venv(tmp_path / "env")

@@ -226,10 +226,16 @@ HALLWAY = '    prompt: "a hallway"\n'
         # Where PyYAML was already right, it stays right.
         ((HALLWAY, HALLWAY + "   zoom: 1.1\n"), 4, ["expected <block end>"]),
         # ...after a prompt wrapped over two lines in its quotes, too (closed: not a typo).
-        ((HALLWAY, '    prompt: "a hallway\n      at night"\n   zoom: 1.1\n'), 5,
-         ["expected <block end>"]),
-        (("keyframes:", 'title: "a long\n  title"\n  seed: 1\nkeyframes:'), 3,
-         ["expected <block end>"]),
+        (
+            (HALLWAY, '    prompt: "a hallway\n      at night"\n   zoom: 1.1\n'),
+            5,
+            ["expected <block end>"],
+        ),
+        (
+            ("keyframes:", 'title: "a long\n  title"\n  seed: 1\nkeyframes:'),
+            3,
+            ["expected <block end>"],
+        ),
         ((HALLWAY, '\tprompt: "a hallway"\n'), 3, ["'\\t'"]),
         ((HALLWAY, "    prompt: a hallway: at night\n"), 3, ["needs quotes"]),
         (("keyframes:", "title: 'what it's like'\nkeyframes:"), 1, ["apostrophe", "it''s"]),

@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from fake_tiktok import FakeTikTok
+from small_disk import on_a_small_disk
 from test_render_pipeline import BOARD as PIPELINE_BOARD
 from test_render_pipeline import write_board
 
@@ -379,3 +381,31 @@ def test_a_render_that_downloads_says_so_first_and_fails_offline_in_one_line(
         assert not models_dir().exists() or not any(models_dir().iterdir())  # nothing half-made
     finally:
         running.close()
+
+
+DRAFT = """\
+import sys
+from pathlib import Path
+from pipeline.errors import FeverdreamError
+from pipeline.studio.app import Workspace
+folder = Path(sys.argv[1])
+if not (folder / "board.yaml").exists():
+    (folder / "board.yaml").write_text("title: board\\n")
+studio = Workspace(folder, folder / "outputs", None, "token", set())
+try:
+    studio.keep_draft("board.yaml", "# a long edit\\n" * 20_000, "base")
+    print(studio.read_board("board.yaml")["draft"] is not None)
+except FeverdreamError as error:
+    sys.exit(f"error: {error}")
+"""
+
+
+def test_a_draft_kept_on_a_full_disk_is_a_message_and_kept_once_there_is_room(tmp_path):
+    disk = tmp_path / "boards"
+    command = [sys.executable, "-c", DRAFT, str(disk)]
+    full, roomy = on_a_small_disk(disk, [64 * 1024, 2**20], command)
+    assert full.code == 1 and "Traceback" not in full.err, full.err
+    drafts = disk / ".feverdream-studio" / "drafts"
+    assert full.last_line.startswith(f"error: the disk holding {drafts} is full"), full.err
+    assert not list((full.disk / ".feverdream-studio" / "drafts").iterdir())  # nothing half
+    assert roomy.code == 0 and roomy.out.strip() == "True", roomy.err

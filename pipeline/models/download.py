@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from tqdm import tqdm
 
-from pipeline.errors import ModelError
+from pipeline.errors import DiskFullError, ModelError, is_disk_full, size
 from pipeline.models.registry import (
     Entry,
     ModelFile,
@@ -30,6 +30,7 @@ from pipeline.models.registry import (
     recorded_sha256,
     unknown_name_error,
 )
+from pipeline.store import free_space
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,14 @@ def _stream(
                     out.write(chunk)
                     done += len(chunk)
                     on_bytes(done, total)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            left = total - part.stat().st_size if total is not None else None
+            raise DiskFullError(dest.parent, left, free_space(dest.parent), then=(
+                "free some space and run the same command again (it goes on from the "
+                f"{size(part.stat().st_size)} downloaded), or set FEVERDREAM_MODELS to a "
+                "folder on a disk with room")) from None  # fmt: skip
         finally:
             if bar is not None:
                 bar.close()
@@ -176,9 +185,7 @@ def _from(url: str, client: httpx.Client, dest: Path, part: Path, origin: Path, 
     try:
         _stream(client, url, dest, part, origin, on_bytes)
     except httpx.ConnectError as error:
-        raise _SourceFailed(
-            f"{UNREACHABLE} {host} ({error}): is this machine offline?"
-        ) from None
+        raise _SourceFailed(f"{UNREACHABLE} {host} ({error}): is this machine offline?") from None
     except httpx.TimeoutException:
         raise _SourceFailed(f"{host} stopped answering") from None
     except httpx.HTTPError as error:
