@@ -28,14 +28,22 @@ from pipeline.malloc import MALLOC_TUNABLES
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one(size: str, engine_name: str, cuts: int, device: str, steps: int, fp32: bool) -> dict:
+def one(
+    size: str,
+    engine_name: str,
+    cuts: int,
+    device: str,
+    steps: int,
+    fp32: bool,
+    models: tuple[str, str] = ("vqgan_imagenet_f16_16384", "ViT-B/32"),
+) -> dict:
     from pipeline import memory
     from pipeline.bench import machine_info, peak_memory_gib
     from pipeline.engine import CLASSIC, Engine, EngineSettings, Execution, Speed, frame_generator
     from pipeline.models.registry import load_models
 
     width, height = (int(x) for x in size.split("x"))
-    vqgan, clip = load_models("vqgan_imagenet_f16_16384", "ViT-B/32", device, True)
+    vqgan, clip = load_models(*models, device, True)
     speed = CLASSIC if engine_name == "classic" else Speed.fast(device, 5)
     if fp32:  # the default on a CPU without native bf16 (an AVX2 EPYC)
         speed = replace(speed, bf16=False)
@@ -82,11 +90,19 @@ def main() -> None:
     parser.add_argument(
         "--fp32", action="store_true", help="the default as on a CPU without native bf16"
     )
+    parser.add_argument(
+        "--models",
+        nargs=2,
+        metavar=("VQGAN", "CLIP"),
+        default=["vqgan_imagenet_f16_16384", "ViT-B/32"],
+        help="the architectures, with random weights (default: the examples' full-size ones)",
+    )
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "ENGINE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(*args.one, args.cuts, args.device, args.steps, args.fp32)))
+        row = one(*args.one, args.cuts, args.device, args.steps, args.fp32, tuple(args.models))
+        print(json.dumps(row))
         return
     environment = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}  # as `render` runs
     rows = []
@@ -95,7 +111,8 @@ def main() -> None:
     for size in args.sizes.split(","):
         for engine in args.engines.split(","):
             command = [sys.executable, __file__, "--one", size, engine, "--cuts", str(args.cuts),
-                       "--steps", str(args.steps), "--device", args.device,
+                       "--steps", str(args.steps), "--device", args.device, "--models",
+                       *args.models,
                        *(["--fp32"] if args.fp32 else [])]  # fmt: skip
             done = subprocess.run(command, env=environment, capture_output=True, text=True,
                                   cwd=ROOT)  # fmt: skip
