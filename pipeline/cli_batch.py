@@ -8,20 +8,22 @@ from pathlib import Path
 
 from pipeline import cli_tiktok
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
+_UNITS = {"b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
           "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}  # fmt: skip
 
 
 def memory_amount(text: str) -> int:
-    """An amount of memory as a person writes it: 6GB, 6 GiB, 500MB, 6g."""
+    """An amount of memory as a person writes it, with its unit: 6GB, 6 GiB, 500MB, 6g."""
     number = text.strip().rstrip("bBiIkKmMgG ")
     unit = text.strip()[len(number) :].strip().lower()
     try:
         amount = float(number) * _UNITS[unit]
-    except (ValueError, KeyError):
-        raise argparse.ArgumentTypeError(f"{text}: give an amount like 6GB or 500MiB") from None
-    if amount < 1:
-        raise argparse.ArgumentTypeError(f"{text}: give more than nothing")
+        if not unit or not 2**20 <= amount < 2**60:  # a bare number: bytes, or gigabytes?
+            raise ValueError(text)
+    except (ValueError, KeyError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"{text}: give an amount of at least a megabyte with its unit, like 6GB or 500MiB"
+        ) from None
     return int(amount)
 
 

@@ -103,10 +103,13 @@ def step_need(engine: Engine) -> Need:
 
 def free_bytes(device: torch.device | str) -> int:
     """Memory free for a step: on a GPU what the driver reports free (the models are loaded
-    by then); on a CPU the kernel's MemAvailable, or what a cgroup limit leaves if less."""
+    by then) and what torch holds cached but unused (a studio's or notebook's earlier render
+    left it there); on a CPU the kernel's MemAvailable, or what a cgroup limit leaves if
+    less."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + cached
     available = _meminfo("MemAvailable")
     limit, used = _cgroup("memory.max"), _cgroup("memory.current")
     if limit is not None and used is not None:

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from pipeline.errors import DiskFullError, RenderError
-from pipeline.store import atomic_write, free_space
+from pipeline.store import atomic_write, free_space, full_disk_said
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,10 @@ def encode_video(
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
 
-    with tempfile.TemporaryDirectory(prefix="feverdream-render-") as tmp:
+    with (
+        full_disk_said(Path(tempfile.gettempdir())),  # the card and ffmpeg's log
+        tempfile.TemporaryDirectory(prefix="feverdream-render-") as tmp,
+    ):
         card_png = None
         if spec.card_frames:
             card_png = Path(tmp) / "card.png"
@@ -220,8 +223,13 @@ def encode_video(
             written = partial.stat().st_size if partial.exists() else 0
             partial.unlink(missing_ok=True)
             problems = stderr_path.read_text(errors="replace")
-            if "No space left on device" in problems or "Disk quota exceeded" in problems:
-                raise DiskFullError(out.parent, written, free_space(out.parent))
+            room = free_space(out.parent)
+            if (
+                "No space left on device" in problems
+                or "Disk quota exceeded" in problems
+                or (room is not None and room < 2**20)  # its log may not have been written
+            ):
+                raise DiskFullError(out.parent, written or None, room)
             raise RenderError(
                 f"ffmpeg could not write {out} (exit status {returncode}):\n"
                 + _tail(stderr_path.read_text(errors="replace"))

@@ -187,7 +187,7 @@ def render(
     before the first frame.
     """
     from pipeline.engine import render_frames
-    from pipeline.store import FrameStore
+    from pipeline.store import FrameStore, full_disk_said
 
     options = options or RenderOptions()
     story = story if isinstance(story, Story) else load(story)
@@ -209,11 +209,12 @@ def render(
     on_progress(Progress("preparing", 0, prompts))
     folder = render_folder(story, options)
     store = FrameStore(folder)
-    engine, describe = make_engine(story, options, device, loaded, store)
-    # The frames' own call finds these embedded: the same texts, in the same batch.
-    engine.embed(plan.prompt_texts, dict(plan.images))
-    on_progress(Progress("preparing", prompts, prompts))
-    with render_lock(folder):
+    # The lock first: a render of this folder under way is said as such, not as its memory.
+    with full_disk_said(folder), render_lock(folder):
+        engine, describe = make_engine(story, options, device, loaded, store)
+        # The frames' own call finds these embedded: the same texts, in the same batch.
+        engine.embed(plan.prompt_texts, dict(plan.images))
+        on_progress(Progress("preparing", prompts, prompts))
         started = time.perf_counter()
         encoder = None
         if options.encode and (
@@ -283,9 +284,10 @@ def _no_room_for_frames(
     states = sorted(store.frames_dir.glob("state-*.pt"))
     state = states[-1].stat().st_size if states else 0
     needed = int(frame * (plan.n_frames - done) + 2 * state) + _video_bytes(story, options, plan)
+    again = "run it again without --fresh" if options.fresh else "run the same command again"
     return error.needing(needed, then=(
-        f"free some space (or render elsewhere with -o) and run the same command again: it "
-        f"goes on after the {done} frame{'' if done == 1 else 's'} already made"))  # fmt: skip
+        f"free some space and {again}: it goes on after the {done} "
+        f"frame{'' if done == 1 else 's'} already made"))  # fmt: skip
 
 
 def _video_bytes(story: Story, options: RenderOptions, plan: Plan) -> int:
@@ -414,11 +416,9 @@ def render_lock(folder: Path) -> Iterator[None]:
             break
         file.close()
     try:
-        try:  # who holds it, for the message above: on a full disk, not said
-            file.seek(0)
-            file.truncate()
-            file.write(f"process {os.getpid()}")
-            file.flush()
+        try:  # who holds it, for the message above (unbuffered: on a full disk, not said)
+            os.ftruncate(file.fileno(), 0)
+            os.pwrite(file.fileno(), f"process {os.getpid()}".encode(), 0)
         except OSError:
             pass
         yield
@@ -466,6 +466,7 @@ def make_engine(
     device: str,
     loaded: tuple[Any, Any],
     store: FrameStore | None = None,
+    start_over: str = "run with --fresh",
 ) -> tuple[Any, dict[str, Any]]:
     """The engine for a render on these models into `store`, and what its manifest records
     beside the engine's settings: the models by name and content, and the pictures by content.
@@ -473,7 +474,8 @@ def make_engine(
     Its execution is the one `options` asks for; else, for a render that goes on in `store`,
     the one it began with (recorded in its manifest), so that its frames are those of an
     uninterrupted render; else the fast one, fitted to the memory free. A render whose
-    execution no longer fits is refused, with what to do."""
+    execution no longer fits, where a fresh start would choose another that does, is refused,
+    saying what to do (`start_over`: how to start afresh, for the message)."""
     from pipeline import memory
     from pipeline.engine import Engine, EngineSettings, Execution, Speed
     from pipeline.models.registry import digest, file_sha256
@@ -483,9 +485,6 @@ def make_engine(
     settings = render_settings(story, options)
     speed = options.speed or Speed.fast(device, settings.cadence)
     execution = options.execution
-    began = None if execution is not None or store is None else _began_with(store, options)
-    if began is not None:
-        execution = began if options.compile is None else replace(began, compile=options.compile)
     if execution is None:
         steps = sum(optimised_steps(story, options).values())
         compiled, why = compile_pays(device, steps) if options.compile is None else (
@@ -494,19 +493,31 @@ def make_engine(
         execution = replace(Execution.fast(device, speed, vqgan), compile=compiled)
     engine = Engine(vqgan, clips, EngineSettings.for_render(
         settings, story.board.seed, device, speed, execution))  # fmt: skip
+    began, left = (None, 0)
+    if options.execution is None and store is not None:
+        began, left = _began_with(store, story, options)
     if began is not None:
-        fitted = memory.fits(engine, options.memory)
-        if not fitted.fits:
-            assert store is not None
-            raise RenderChangedError(
-                f"{store.folder} began with {began.describe()}, which its manifest records so "
-                f"that it goes on making the frames an uninterrupted render makes; a step of it "
-                f"needs about {fitted.need / memory.GIB:.1f} GiB and "
-                f"{fitted.free / memory.GIB:.1f} GiB is free here: free some memory (other "
-                "programs, fewer batch workers) and run again to continue, or run with --fresh "
-                "to start over with what fits"
-            )
-        log.info("memory: %s, as this render began", fitted.describe())
+        if options.compile is not None:  # asked for otherwise: refused as a changed setting
+            began = replace(began, compile=options.compile)
+        kept = Engine(vqgan, clips, replace(engine.settings, execution=began))
+        held = memory.fits(kept, options.memory) if left else None
+        if held is not None and not held.fits:
+            fresh = memory.fit(engine, options.memory)
+            if fresh.fits and fresh.execution != began:
+                assert store is not None
+                raise RenderChangedError(
+                    f"{store.folder} began with {began.describe()}, which its manifest records "
+                    "so that it goes on making the frames an uninterrupted render makes; a step "
+                    f"of it needs about {held.need / memory.GIB:.1f} GiB and "
+                    f"{held.free / memory.GIB:.1f} GiB is free for it here\n"
+                    "free some memory (other programs, fewer batch workers) and run the same "
+                    f"command again to go on, or {start_over} to start over with "
+                    f"{fresh.execution.describe()}, which fits"
+                )
+            log.warning("memory: %s; it goes on so, as it began", held.describe())
+        elif held is not None:
+            log.info("memory: %s, as this render began", held.describe())
+        engine = kept
     elif options.execution is None:
         fitted = memory.fit(engine, options.memory)
         (log.info if fitted.fits else log.warning)("memory: %s", fitted.describe())
@@ -522,16 +533,23 @@ def make_engine(
     return engine, {"models": models, **({"pictures": pictures} if pictures else {})}
 
 
-def _began_with(store: FrameStore, options: RenderOptions) -> Execution | None:
-    """The execution a render in `store` began with, to go on under (None: none recorded,
-    or starting afresh)."""
+def _began_with(
+    store: FrameStore, story: Story, options: RenderOptions
+) -> tuple[Execution | None, int]:
+    """The execution a render in `store` began with, to go on under (None: starting afresh,
+    or no frame made, or none recorded), and how many frames it has left to make."""
     from pipeline.engine import Execution
 
     if options.fresh:
-        return None
+        return None, 0
     manifest = store.read_manifest()
-    recorded = manifest.settings.get("execution") if manifest is not None else None
-    return Execution.from_record(recorded) if isinstance(recorded, dict) else None
+    if manifest is None or not isinstance(manifest.settings.get("execution"), dict):
+        return None, 0
+    done = store.finished_frames(manifest)
+    plan = story.plan if options.frames is None else story.plan.span(*options.frames)
+    if not done:
+        return None, 0
+    return Execution.from_record(manifest.settings["execution"]), max(0, plan.n_frames - done)
 
 
 def encode(
@@ -553,9 +571,10 @@ def encode(
         return _encode(story, options, plan, result, models, records, on_progress,
                        soundtrack=soundtrack, encoder=encoder)  # fmt: skip
     except DiskFullError as error:
+        again = "run it again without --fresh" if options.fresh else "run the same command again"
         raise error.needing(_video_bytes(story, options, plan), then=(
-            f"free some space and run the same command again: its {plan.n_frames} frames are "
-            "kept, only the video is made")) from None  # fmt: skip
+            f"free some space and {again}: its {plan.n_frames} frames are kept, only the video "
+            "is made")) from None  # fmt: skip
 
 
 def _encode(
@@ -685,7 +704,8 @@ def render_shot(
     loaded = loaded or load_models(story, options, device)
     folder = shot_folder(story, options, shot)
     store = FrameStore(folder)
-    engine, describe = make_engine(story, options, device, loaded, store)
+    start_over = f"delete {folder} and run the batch again"
+    engine, describe = make_engine(story, options, device, loaded, store, start_over)
     engine.embed(story.plan.prompt_texts, dict(story.plan.images))
     started = time.perf_counter()
     frames = render_frames(
@@ -708,7 +728,7 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
     finds them finished. The shots' folders stay until `clear_shots`."""
     import shutil
 
-    from pipeline.store import FrameRecord, FrameStore, Manifest, atomic_write
+    from pipeline.store import FrameStore, Manifest, atomic_write
 
     ordered = sorted(done, key=lambda shot: shot.shot[0])
     if [s.shot for s in ordered] != shots(story.plan):
@@ -720,16 +740,27 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
     last = ordered[-1]
     manifest = Manifest({**last.settings, **last.describe}, story.plan.to_json())
     existing = store.read_manifest()
-    if existing is not None and (existing.settings, existing.plan) != (
-        manifest.settings,
+
+    def made_the_same_way(settings: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in settings.items() if key != "execution"}
+
+    if existing is not None and (made_the_same_way(existing.settings), existing.plan) != (
+        made_the_same_way(manifest.settings),
         manifest.plan,
     ):
         raise FeverdreamError(
             f"{store.frames_dir} holds frames rendered another way; move them away or "
             "render with --fresh, then run the batch again"
         )
-    store.frames_dir.mkdir(parents=True, exist_ok=True)
-    records: dict[int, FrameRecord] = {}
+    # The manifest first: frames copied before a failure (a full disk) are then this
+    # render's, and the next batch copies the rest.
+    manifest.records = {
+        start + index: part.records[index]
+        for part in ordered
+        for start, end in [part.shot]
+        for index in range(end - start)
+    }
+    store.write_manifest(manifest)
     for part in ordered:
         start, end = part.shot
         kept = FrameStore(part.folder)
@@ -737,13 +768,10 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
             target, source = store.frame_path(start + index), kept.frame_path(index)
             if not target.exists():  # copied whole or not at all, so a frame here is whole
                 atomic_write(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
-            records[start + index] = part.records[index]
     state = FrameStore(last.folder).load_state(last.shot[1] - last.shot[0] - 1, "cpu")
     if state is not None:
         state.pop("frame")
         store.save_state(story.plan.n_frames - 1, state)
-    manifest.records = records
-    store.write_manifest(manifest)
     return Rendered(
         folder=folder,
         frames_dir=store.frames_dir,

@@ -18,7 +18,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,24 @@ def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = N
     except OSError as error:
         if not is_disk_full(error):
             raise
-        written = tmp.stat().st_size if tmp is not None and tmp.exists() else 0
-        raise DiskFullError(path.parent, written, free_space(path.parent)) from None
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise DiskFullError(path.parent, None, free_space(path.parent)) from None
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def full_disk_said(folder: Path) -> Iterator[None]:
+    """A full disk met by any write inside (a folder made, a lock taken) as a DiskFullError
+    naming `folder`, not an OSError's traceback."""
+    try:
+        yield
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        raise DiskFullError(folder, None, free_space(folder)) from None
 
 
 def free_space(folder: Path) -> int | None:
@@ -217,8 +231,11 @@ class FrameStore:
             self.clear()
             return None
         settings = old.settings
-        if "execution" not in settings and "execution" in manifest.settings:
-            # Frames from before renders recorded their execution: they go on under this one.
+        if "execution" in manifest.settings and (
+            "execution" not in settings or not self.finished_frames(old)
+        ):
+            # Frames from before renders recorded their execution (they go on under this
+            # one), or none made yet: nothing to keep the same as.
             settings = {**settings, "execution": manifest.settings["execution"]}
         changes = describe_changes(settings, manifest.settings)
         if changes:

@@ -108,7 +108,7 @@ def test_a_batch_renders_the_same_frames_as_render_posts_each_and_reports_a_bad_
     limit = int(2 * one_step / memory.HEADROOM) - 2
     assert memory.fits(engine, free=limit).fits
     code = main(["batch", str(boards), "-o", str(out), "--device", "cpu", "--workers", "2",
-                 "--memory", str(limit), "--post"])  # fmt: skip
+                 "--memory", f"{limit}B", "--post"])  # fmt: skip
     captured = capsys.readouterr()
     # The bad storyboard is reported with its FILE:LINE; the others render.
     assert code == 1, captured.err

@@ -372,7 +372,8 @@ def test_a_full_disk_ends_the_render_with_a_message_and_loses_nothing(
     disk = tmp_path / "disk"
     command = [sys.executable, "-m", "pipeline", "render", str(tmp_path / "board.yaml")]
     command += ["--models", "tiny", "--device", "cpu", "-o", str(disk / "out")]
-    first, second, third = on_a_small_disk(disk, [small, middle, 64 * 2**20], command)
+    first, again, second, third = on_a_small_disk(disk, [small, small, middle, 64 * 2**20],
+                                                  command)  # fmt: skip
     wanted = frames_of(reference)
 
     # The disk fills among the frames: one line says where and how much, nothing cut short.
@@ -384,6 +385,11 @@ def test_a_full_disk_ends_the_render_with_a_message_and_loses_nothing(
     assert 0 < len(written) < len(wanted)
     assert written == wanted[: len(written)]  # every frame on the disk whole
     assert not list(first.disk.rglob("*.tmp")) and not list(first.disk.rglob("*.mp4"))
+    # The same command again before any space is freed: the same message, nothing lost.
+    assert again.code == 1 and "Traceback" not in again.err, again.err
+    assert again.last_line.startswith(f"error: the disk holding {disk}/out"), again.err
+    kept = frames_of(again.disk / "out")
+    assert len(kept) >= len(written) and kept == wanted[: len(kept)]
 
     # Room for the frames but not the video: every frame kept, only the video to make.
     assert second.code == 1 and "Traceback" not in second.err, second.err

@@ -243,18 +243,32 @@ def test_a_render_goes_on_under_the_execution_it_began_with(tmp_path, tiny_model
     run.render(story, replace(small, output=tmp_path / "small-alone"))
     assert frames(tmp_path / "small") == frames(tmp_path / "small-alone")
 
-    # Begun with plenty, then offered too little for its execution: refused, frames untouched.
+    # Begun with plenty, then offered too little for its execution, where a fresh start would
+    # fit: refused, saying why on one line and what to do on the next, frames untouched.
     big = replace(base, output=tmp_path / "big")
     run.render(story, big, should_stop=stop_after(1))
     before = frames(tmp_path / "big")
-    with pytest.raises(RenderChangedError, match="--fresh") as refused:
+    with pytest.raises(RenderChangedError) as refused:
         run.render(story, replace(big, memory=tight))
-    assert "began with lean decoder" in str(refused.value) and "GiB is free" in str(refused.value)
+    why, advice = str(refused.value).splitlines()
+    assert "began with lean decoder" in why and "GiB is free for it here" in why
+    assert "--fresh" in advice and "cutouts 4 at a time" in advice
     assert frames(tmp_path / "big") == before
     # Less memory that still holds it: it goes on to the uninterrupted render's frames.
     run.render(story, replace(big, memory=int(whole / memory.HEADROOM) + 1))
     run.render(story, replace(big, output=tmp_path / "big-alone"))
     assert frames(tmp_path / "big") == frames(tmp_path / "big-alone")
+    # Every frame made: nothing is refused for want of memory (only a video may be left).
+    assert run.render(story, replace(big, memory=tight)).frames_done == 8
+
+    # Begun where nothing fits (the leanest execution, with a warning): it goes on so, with
+    # a warning again, rather than being sent to --fresh to choose the same.
+    starved = replace(base, output=tmp_path / "starved", memory=2**20)
+    run.render(story, starved, should_stop=stop_after(1))
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert run.render(story, starved).frames_done == 8
+    assert "it goes on so, as it began" in caplog.text
 
     # Another execution asked for by name (the classic loop's): refused, saying what differs.
     with pytest.raises(RenderChangedError, match="execution.lean_decoder: True → False"):
