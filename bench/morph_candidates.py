@@ -2,13 +2,15 @@
 world, for the engine as it is and for candidate changes tried from outside it (nothing here
 changes the engine; a candidate that earns its place goes into pipeline/engine.py).
 
-    .venv/bin/python bench/morph_candidates.py VARIANT [ENDS] [ENGINES]
+    .venv/bin/python bench/morph_candidates.py VARIANT [ENDS] [ENGINES] [morph|switch|cut]
     .venv/bin/python bench/morph_candidates.py base 2,3,4 classic,fast
+    .venv/bin/python bench/morph_candidates.py base 2 classic,fast switch
 
 The morph is tests/shapes_checks.py's: a green circle held to 1 s, then linearly to a yellow
 square at END s, held a second more. Each line: the frame where yellow first outweighs green
 (tests/shapes_checks.crossing), the plan's midpoint (where its weights cross), the lag in
-seconds. Variants:
+seconds. `switch`: green until END s (`ease: hold`), then yellow, read against END s; `cut`:
+the same with `cut: true`. Variants:
   base       the engine as it is
   blend      one target, the weighted blend of the positive prompts' embeddings (normalised),
              instead of the weighted sum of distances to each
@@ -67,6 +69,24 @@ def sharpened(power: float):
     return targets
 
 
+def switch(models, folder: Path, speed, end: int, ahead: int, cut: bool) -> tuple[list, list]:
+    """A green circle that switches to a yellow square at `end` s (`ease: hold`: a hard
+    switch, as on a beat; or a cut), read `ahead` frames early, held a second more."""
+    change = "cut: true" if cut else "ease: linear"
+    keyframes = f"""\
+        - at: 0s
+          prompt: "a large green circle"
+          ease: hold
+        - at: {end * 24 - ahead}f
+          prompt: "a large yellow square"
+          {change}
+        """
+    board = checks.storyboard(3, f"{end + 1}s", keyframes, steps=checks.MORPH_STEPS)
+    frames = checks.render(models, folder, board, speed)
+    shares = [frame.shares for frame in frames]
+    return [s.get("green", 0.0) for s in shares], [s.get("yellow", 0.0) for s in shares]
+
+
 def morph(models, folder: Path, speed, end: int, ahead: int) -> tuple[list, list]:
     """tests/shapes_checks.morph, its keyframes `ahead` frames earlier."""
     if not ahead:
@@ -94,6 +114,7 @@ def main() -> None:
     variant = sys.argv[1]
     ends = [int(end) for end in (sys.argv[2] if len(sys.argv) > 2 else "2,3,4").split(",")]
     engines = (sys.argv[3] if len(sys.argv) > 3 else "classic,fast").split(",")
+    shape = sys.argv[4] if len(sys.argv) > 4 else "morph"  # or switch, cut
     ahead = 0
     for part in variant.split("+"):
         if part == "nocarry":
@@ -112,13 +133,17 @@ def main() -> None:
         for end in ends:
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as scratch:
-                green, yellow = morph(models, Path(scratch), checks.ENGINES[name], end, ahead)
+                speed = checks.ENGINES[name]
+                if shape == "morph":
+                    green, yellow = morph(models, Path(scratch), speed, end, ahead)
+                else:
+                    green, yellow = switch(models, Path(scratch), speed, end, ahead, shape == "cut")
             crossed = checks.crossing(green, yellow)
-            middle = (24 + end * 24) / 2
+            middle = (24 + end * 24) / 2 if shape == "morph" else end * 24
             row = {
                 "variant": variant,
                 "engine": name,
-                "morph": f"1-{end} s",
+                shape: f"1-{end} s" if shape == "morph" else f"at {end} s",
                 "crossed": crossed,
                 "plan crosses": middle,
                 "lag s": None if crossed is None else round((crossed - middle) / 24, 2),
