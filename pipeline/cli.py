@@ -117,7 +117,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 bar.close()
             if progress.stage == "encoding":
                 frames_dir = FrameStore(run.render_folder(story, options)).frames_dir
-                print(f"frames: {frames_dir} ({progress.total} frames)")
+                print(f"frames: {frames_dir} ({progress.total} frame{'s' * (progress.total != 1)})")
             bars[progress.stage] = tqdm(
                 total=progress.total or None,
                 initial=progress.done,

@@ -8,22 +8,25 @@ from pathlib import Path
 
 from pipeline import cli_tiktok
 
-_UNITS = {"b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
-          "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}  # fmt: skip
+_UNITS = {"b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+          "tib": 2**40}  # fmt: skip
 
 
 def memory_amount(text: str) -> int:
     """An amount of memory as a person writes it, with its unit: 6GB, 6 GiB, 500MB, 6g."""
-    number = text.strip().rstrip("bBiIkKmMgG ")
+    number = text.strip().rstrip("bBiIkKmMgGtT ")
     unit = text.strip()[len(number) :].strip().lower()
+    if unit not in _UNITS:  # a bare number (bytes, or gigabytes?) too
+        raise argparse.ArgumentTypeError(
+            f"{text}: give an amount with its unit (MB, MiB, GB, GiB, TB), like 6GB or 500MiB"
+        )
     try:
         amount = float(number) * _UNITS[unit]
-        if not unit or not 2**20 <= amount < 2**60:  # a bare number: bytes, or gigabytes?
+        if not 10**6 <= amount < 2**60:
             raise ValueError(text)
-    except (ValueError, KeyError, OverflowError):
-        raise argparse.ArgumentTypeError(
-            f"{text}: give an amount of at least a megabyte with its unit, like 6GB or 500MiB"
-        ) from None
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text}: give at least 1MB, like 6GB or 500MiB") from None
     return int(amount)
 
 

@@ -44,10 +44,11 @@ class DiskFullError(FeverdreamError):
 
     def __init__(self, folder: object, needed: int | None, free: int | None, then: str = ""):
         self.folder, self.needed, self.free = folder, needed, free
-        need = f"; it needs about {size(needed)} more" if needed else ""
-        has = f" ({size(free)} free)" if free is not None else ""
-        then = then or "free some space and run the same command again"
-        super().__init__(f"the disk holding {folder} is full{has}{need}: {then}")
+        said = [f"{size(free)} free"] if free is not None else []
+        said += [f"about {size(needed)} more needed"] if needed else []
+        then = then or "free some space, then run the same command again"
+        has = f" ({'; '.join(said)})" if said else ""
+        super().__init__(f"the disk holding {folder} is full{has}: {then}")
 
     def needing(self, needed: int, then: str) -> DiskFullError:
         """The same failure, with the room the whole task needs and what to do then."""

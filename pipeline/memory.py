@@ -140,11 +140,13 @@ class Fitted:
     need: int
     free: int
     fits: bool
+    allowed: bool = False  # `free` is what the user allowed (--memory), not what is free
 
     def describe(self) -> str:
+        room = "allowed (--memory)" if self.allowed else "free"
         line = (
-            f"a step needs about {self.need / GIB:.1f} GiB of the "
-            f"{self.free / GIB:.1f} GiB free ({self.execution.describe()})"
+            f"a step needs about {amount(self.need)} of the {amount(self.free)} {room} "
+            f"({self.execution.describe()})"
         )
         if not self.fits:
             line += (
@@ -154,12 +156,18 @@ class Fitted:
         return line
 
 
+def amount(count: int) -> str:
+    """Memory as a person reads it: 0.7 GiB, or 50 MB below a gigabyte."""
+    return f"{count / GIB:.1f} GiB" if count >= GIB else f"{count / 1e6:.0f} MB"
+
+
 def fits(engine: Engine, free: int | None = None) -> Fitted:
     """Whether the engine's own execution fits `free` bytes (default: what the device has
     free now): for a render that goes on under the execution it began with."""
     need = step_need(engine).total(engine.execution, engine.settings.cuts)
+    allowed = free is not None
     free = free_bytes(engine.device) if free is None else free
-    return Fitted(engine.execution, need, free, need <= HEADROOM * free)
+    return Fitted(engine.execution, need, free, need <= HEADROOM * free, allowed)
 
 
 def fit(engine: Engine, free: int | None = None) -> Fitted:
@@ -167,6 +175,7 @@ def fit(engine: Engine, free: int | None = None) -> Fitted:
     the device has free now): cutouts through CLIP in halves, quarters... of the batch down
     to 4 at a time, then the same with the decoder checkpointed, then 1 at a time."""
     need = step_need(engine)
+    allowed = free is not None
     free = free_bytes(engine.device) if free is None else free
     execution, cuts = engine.execution, engine.settings.cuts
     candidates = [execution]
@@ -179,5 +188,5 @@ def fit(engine: Engine, free: int | None = None) -> Fitted:
     candidates.append(replace(candidates[-1], cut_batch=1))
     for candidate in candidates:
         if need.total(candidate, cuts) <= HEADROOM * free:
-            return Fitted(candidate, need.total(candidate, cuts), free, True)
-    return Fitted(candidates[-1], need.total(candidates[-1], cuts), free, False)
+            return Fitted(candidate, need.total(candidate, cuts), free, True, allowed)
+    return Fitted(candidates[-1], need.total(candidates[-1], cuts), free, False, allowed)

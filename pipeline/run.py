@@ -286,8 +286,8 @@ def _no_room_for_frames(
     needed = int(frame * (plan.n_frames - done) + 2 * state) + _video_bytes(story, options, plan)
     again = "run it again without --fresh" if options.fresh else "run the same command again"
     return error.needing(needed, then=(
-        f"free some space and {again}: it goes on after the {done} "
-        f"frame{'' if done == 1 else 's'} already made"))  # fmt: skip
+        f"free some space, then {again}: it keeps the {done} of {plan.n_frames} frames "
+        "made and goes on from there"))  # fmt: skip
 
 
 def _video_bytes(story: Story, options: RenderOptions, plan: Plan) -> int:
@@ -295,7 +295,9 @@ def _video_bytes(story: Story, options: RenderOptions, plan: Plan) -> int:
     width, height = PREVIEW_VIDEO_SIZE if options.preview else (story.board.width,
                                                                 story.board.height)  # fmt: skip
     seconds = plan.n_frames / story.board.fps
-    return int(VIDEO_BYTES_PER_SECOND * seconds * width * height / (1080 * 1920)) + 6_000_000
+    video = VIDEO_BYTES_PER_SECOND * seconds * width * height / (1080 * 1920)
+    # The GIF (at most 5 MB, a few frames a second of them) and the contact sheet.
+    return int(video + min(5_000_000, 20_000 * plan.n_frames) + 500_000)
 
 
 class _Abandoned(Exception):
@@ -505,18 +507,24 @@ def make_engine(
             fresh = memory.fit(engine, options.memory)
             if fresh.fits and fresh.execution != began:
                 assert store is not None
+                room = "allowed (--memory)" if held.allowed else "free here"
                 raise RenderChangedError(
-                    f"{store.folder} began with {began.describe()}, which its manifest records "
-                    "so that it goes on making the frames an uninterrupted render makes; a step "
-                    f"of it needs about {held.need / memory.GIB:.1f} GiB and "
-                    f"{held.free / memory.GIB:.1f} GiB is free for it here\n"
+                    f"{store.folder} began with {began.describe()}, which it keeps so that its "
+                    "frames are those of an uninterrupted render; a step of it needs about "
+                    f"{memory.amount(held.need)}, and {memory.amount(held.free)} is {room}\n"
                     "free some memory (other programs, fewer batch workers) and run the same "
                     f"command again to go on, or {start_over} to start over with "
                     f"{fresh.execution.describe()}, which fits"
                 )
-            log.warning("memory: %s; it goes on so, as it began", held.describe())
+            log.warning(
+                "memory: continuing with what this render began with (%s), so that its frames "
+                "are those of an uninterrupted render: a step of it needs about %s of the %s "
+                "%s, and no other execution would fit either",
+                began.describe(), memory.amount(held.need), memory.amount(held.free),
+                "allowed (--memory)" if held.allowed else "free",
+            )  # fmt: skip
         elif held is not None:
-            log.info("memory: %s, as this render began", held.describe())
+            log.info("memory: %s, the execution this render began with", held.describe())
         engine = kept
     elif options.execution is None:
         fitted = memory.fit(engine, options.memory)
@@ -573,8 +581,8 @@ def encode(
     except DiskFullError as error:
         again = "run it again without --fresh" if options.fresh else "run the same command again"
         raise error.needing(_video_bytes(story, options, plan), then=(
-            f"free some space and {again}: its {plan.n_frames} frames are kept, only the video "
-            "is made")) from None  # fmt: skip
+            f"free some space, then {again}: the {plan.n_frames} frames are kept, and only the "
+            "video is left to make")) from None  # fmt: skip
 
 
 def _encode(

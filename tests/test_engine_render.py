@@ -379,7 +379,7 @@ def test_a_full_disk_ends_the_render_with_a_message_and_loses_nothing(
     # The disk fills among the frames: one line says where and how much, nothing cut short.
     assert first.code == 1 and "Traceback" not in first.err, first.err
     assert first.last_line.startswith(f"error: the disk holding {disk}/out"), first.err
-    assert "is full" in first.last_line and "needs about" in first.last_line
+    assert "is full" in first.last_line and "more needed" in first.last_line
     assert "run the same command again" in first.last_line
     written = frames_of(first.disk / "out")
     assert 0 < len(written) < len(wanted)
@@ -393,7 +393,7 @@ def test_a_full_disk_ends_the_render_with_a_message_and_loses_nothing(
 
     # Room for the frames but not the video: every frame kept, only the video to make.
     assert second.code == 1 and "Traceback" not in second.err, second.err
-    assert "only the video is made" in second.last_line
+    assert "only the video is left to make" in second.last_line
     assert frames_of(second.disk / "out") == wanted
     assert not list(second.disk.rglob("*.mp4*"))
 

@@ -408,7 +408,7 @@ def test_a_download_onto_a_full_disk_keeps_its_part_and_goes_on_once_there_is_ro
     full, roomy = on_a_small_disk(disk, [40 * 1024, 2**20], command)
     assert full.code == 1 and "Traceback" not in full.err, full.err
     assert full.last_line.startswith(f"error: the disk holding {disk} is full"), full.err
-    assert "needs about" in full.last_line and "FEVERDREAM_MODELS" in full.last_line
+    assert "more needed" in full.last_line and "FEVERDREAM_MODELS" in full.last_line
     part = full.disk / "model.ckpt.part"
     assert 0 < part.stat().st_size < len(DATA) and DATA.startswith(part.read_bytes())
     assert roomy.code == 0 and roomy.out.strip() == SHA, roomy.err

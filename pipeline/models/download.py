@@ -169,7 +169,7 @@ def _stream(
                 raise
             left = total - part.stat().st_size if total is not None else None
             raise DiskFullError(dest.parent, left, free_space(dest.parent), then=(
-                "free some space and run the same command again (it goes on from the "
+                "free some space, then run the same command again (it goes on from the "
                 f"{size(part.stat().st_size)} downloaded), or set FEVERDREAM_MODELS to a "
                 "folder on a disk with room")) from None  # fmt: skip
         finally:
