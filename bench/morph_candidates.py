@@ -81,10 +81,7 @@ def switch(models, folder: Path, speed, end: int, ahead: int, cut: bool) -> tupl
           prompt: "a large yellow square"
           {change}
         """
-    board = checks.storyboard(3, f"{end + 1}s", keyframes, steps=checks.MORPH_STEPS)
-    frames = checks.render(models, folder, board, speed)
-    shares = [frame.shares for frame in frames]
-    return [s.get("green", 0.0) for s in shares], [s.get("yellow", 0.0) for s in shares]
+    return green_and_yellow(models, folder, speed, end, keyframes)
 
 
 def morph(models, folder: Path, speed, end: int, ahead: int) -> tuple[list, list]:
@@ -103,11 +100,15 @@ def morph(models, folder: Path, speed, end: int, ahead: int) -> tuple[list, list
         - at: {end * 24 + 24}f
           prompt: "a large yellow square"
         """
+    return green_and_yellow(models, folder, speed, end, keyframes)
+
+
+def green_and_yellow(models, folder: Path, speed, end: int, keyframes: str) -> tuple[list, list]:
+    """The green and yellow shares of each frame of these keyframes, rendered as the morph
+    check renders (its seed and steps) to a second after `end` s."""
     board = checks.storyboard(3, f"{end + 1}s", keyframes, steps=checks.MORPH_STEPS)
-    frames = checks.render(models, folder, board, speed)
-    return [f.shares.get("green", 0.0) for f in frames], [
-        f.shares.get("yellow", 0.0) for f in frames
-    ]
+    shares = [frame.shares for frame in checks.render(models, folder, board, speed)]
+    return [s.get("green", 0.0) for s in shares], [s.get("yellow", 0.0) for s in shares]
 
 
 def main() -> None:

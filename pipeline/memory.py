@@ -142,10 +142,14 @@ class Fitted:
     fits: bool
     allowed: bool = False  # `free` is what the user allowed (--memory), not what is free
 
+    @property
+    def room(self) -> str:
+        """What `free` is, in words."""
+        return "allowed (--memory)" if self.allowed else "free"
+
     def describe(self) -> str:
-        room = "allowed (--memory)" if self.allowed else "free"
         line = (
-            f"a step needs about {amount(self.need)} of the {amount(self.free)} {room} "
+            f"a step needs about {amount(self.need)} of the {amount(self.free)} {self.room} "
             f"({self.execution.describe()})"
         )
         if not self.fits:
@@ -165,9 +169,13 @@ def fits(engine: Engine, free: int | None = None) -> Fitted:
     """Whether the engine's own execution fits `free` bytes (default: what the device has
     free now): for a render that goes on under the execution it began with."""
     need = step_need(engine).total(engine.execution, engine.settings.cuts)
-    allowed = free is not None
-    free = free_bytes(engine.device) if free is None else free
+    free, allowed = _room(engine, free)
     return Fitted(engine.execution, need, free, need <= HEADROOM * free, allowed)
+
+
+def _room(engine: Engine, free: int | None) -> tuple[int, bool]:
+    """The bytes a step may plan for: those allowed (True), or else what the device has free."""
+    return (free_bytes(engine.device), False) if free is None else (free, True)
 
 
 def fit(engine: Engine, free: int | None = None) -> Fitted:
@@ -175,8 +183,7 @@ def fit(engine: Engine, free: int | None = None) -> Fitted:
     the device has free now): cutouts through CLIP in halves, quarters... of the batch down
     to 4 at a time, then the same with the decoder checkpointed, then 1 at a time."""
     need = step_need(engine)
-    allowed = free is not None
-    free = free_bytes(engine.device) if free is None else free
+    free, allowed = _room(engine, free)
     execution, cuts = engine.execution, engine.settings.cuts
     candidates = [execution]
     batch = cuts // 2

@@ -231,8 +231,7 @@ def encode_video(
             ):
                 raise DiskFullError(out.parent, written or None, room)
             raise RenderError(
-                f"ffmpeg could not write {out} (exit status {returncode}):\n"
-                + _tail(stderr_path.read_text(errors="replace"))
+                f"ffmpeg could not write {out} (exit status {returncode}):\n" + _tail(problems)
             )
     os.replace(partial, out)
     log.info("wrote %s (%d frames at %d fps)", out, n_frames + spec.card_frames, spec.fps)

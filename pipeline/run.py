@@ -172,6 +172,16 @@ def render_settings(story: Story, options: RenderOptions) -> RenderSettings:
     return story.board.render.preview() if options.preview else story.board.render
 
 
+def render_plan(story: Story, options: RenderOptions) -> Plan:
+    """The frames a render with these options makes: the whole plan, or frames A to B-1."""
+    return story.plan if options.frames is None else story.plan.span(*options.frames)
+
+
+def _again(options: RenderOptions) -> str:
+    """How to run the same render again, for a message that ends in doing so."""
+    return "run it again without --fresh" if options.fresh else "run the same command again"
+
+
 def render(
     story: Story | str | Path,
     options: RenderOptions | None = None,
@@ -191,9 +201,7 @@ def render(
 
     options = options or RenderOptions()
     story = story if isinstance(story, Story) else load(story)
-    plan = story.plan
-    if options.frames is not None:
-        plan = plan.span(*options.frames)
+    plan = render_plan(story, options)
     soundtrack = _soundtrack(story, options)
     device = pick_device(options.device)
     models = 1 + len(dict.fromkeys(name for name, _ in clip_names(story, options)))
@@ -284,9 +292,8 @@ def _no_room_for_frames(
     states = sorted(store.frames_dir.glob("state-*.pt"))
     state = states[-1].stat().st_size if states else 0
     needed = int(frame * (plan.n_frames - done) + 2 * state) + _video_bytes(story, options, plan)
-    again = "run it again without --fresh" if options.fresh else "run the same command again"
     return error.needing(needed, then=(
-        f"free some space, then {again}: it keeps the {done} of {plan.n_frames} frames "
+        f"free some space, then {_again(options)}: it keeps the {done} of {plan.n_frames} frames "
         "made and goes on from there"))  # fmt: skip
 
 
@@ -435,7 +442,7 @@ def optimised_steps(story: Story, options: RenderOptions) -> dict[int, int]:
     from pipeline.engine import anchor_frames
 
     settings = render_settings(story, options)
-    plan = story.plan if options.frames is None else story.plan.span(*options.frames)
+    plan = render_plan(story, options)
     cadence = options.speed.cadence if options.speed is not None else settings.cadence
     return {
         index: settings.first_steps if index == 0 or plan.frames[index].cut else settings.steps
@@ -507,7 +514,7 @@ def make_engine(
             fresh = memory.fit(engine, options.memory)
             if fresh.fits and fresh.execution != began:
                 assert store is not None
-                room = "allowed (--memory)" if held.allowed else "free here"
+                room = held.room if held.allowed else "free here"
                 raise RenderChangedError(
                     f"{store.folder} began with {began.describe()}, which it keeps so that its "
                     "frames are those of an uninterrupted render; a step of it needs about "
@@ -520,8 +527,7 @@ def make_engine(
                 "memory: continuing with what this render began with (%s), so that its frames "
                 "are those of an uninterrupted render: a step of it needs about %s of the %s "
                 "%s, and no other execution would fit either",
-                began.describe(), memory.amount(held.need), memory.amount(held.free),
-                "allowed (--memory)" if held.allowed else "free",
+                began.describe(), memory.amount(held.need), memory.amount(held.free), held.room,
             )  # fmt: skip
         elif held is not None:
             log.info("memory: %s, the execution this render began with", held.describe())
@@ -554,10 +560,10 @@ def _began_with(
     if manifest is None or not isinstance(manifest.settings.get("execution"), dict):
         return None, 0
     done = store.finished_frames(manifest)
-    plan = story.plan if options.frames is None else story.plan.span(*options.frames)
     if not done:
         return None, 0
-    return Execution.from_record(manifest.settings["execution"]), max(0, plan.n_frames - done)
+    left = max(0, render_plan(story, options).n_frames - done)
+    return Execution.from_record(manifest.settings["execution"]), left
 
 
 def encode(
@@ -574,15 +580,14 @@ def encode(
     """The video, contact sheet, preview GIF and render.json of finished frames (in
     `result.frames_dir`), with `models` and the frames' `records` as render.json says.
     With `encoder` (the video begun while the frames were made), its video."""
-    plan = story.plan if options.frames is None else story.plan.span(*options.frames)
+    plan = render_plan(story, options)
     try:
         return _encode(story, options, plan, result, models, records, on_progress,
                        soundtrack=soundtrack, encoder=encoder)  # fmt: skip
     except DiskFullError as error:
-        again = "run it again without --fresh" if options.fresh else "run the same command again"
         raise error.needing(_video_bytes(story, options, plan), then=(
-            f"free some space, then {again}: the {plan.n_frames} frames are kept, and only the "
-            "video is left to make")) from None  # fmt: skip
+            f"free some space, then {_again(options)}: the {plan.n_frames} frames are kept, "
+            "and only the video is left to make")) from None  # fmt: skip
 
 
 def _encode(

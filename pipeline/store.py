@@ -45,25 +45,21 @@ def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = N
     folder, the part written removed.
     """
     tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
-        os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        if not is_disk_full(error):
-            raise
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        raise DiskFullError(path.parent, None, free_space(path.parent)) from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+    # The part written is removed before the disk's free space is read for the message.
+    with full_disk_said(path.parent):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            tmp = Path(name)
+            os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
+            os.close(fd)
+            write(tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
 
 @contextmanager
