@@ -39,9 +39,7 @@ def main() -> None:
     curves = {}
     for name, bf16 in (("fp32", False), ("bf16", True)):
         # Adam's moments travel between the one-step calls, as one long optimisation.
-        engine = Engine(
-            vqgan, clip, dataclasses.replace(settings, speed=Speed(bf16=bf16, carry_optimizer=True))
-        )
+        engine = Engine(vqgan, clip, dataclasses.replace(settings, speed=Speed(bf16=bf16)))
         curves[name] = loss_curve(engine, args.steps, prompts)
     gap = max(abs(a - b) for a, b in zip(curves["fp32"], curves["bf16"], strict=True))
     drop = curves["fp32"][0] - curves["fp32"][-1]

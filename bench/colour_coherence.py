@@ -23,7 +23,7 @@ from pipeline.engine import CLASSIC, Speed  # noqa: E402
 from pipeline.models.registry import load_models  # noqa: E402
 from pipeline.score import score  # noqa: E402
 
-FAST = Speed(cadence=5, bf16=False, carry_optimizer=True)
+FAST = Speed(cadence=5, bf16=False)
 RUNS = {
     "classic": (CLASSIC, "off"),
     "fast (cadence 5)": (FAST, "off"),

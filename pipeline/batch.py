@@ -283,7 +283,15 @@ def _conflict(job: Job) -> str | None:
                 "delete them) and run the batch again"
             )
         return None
-    if manifest.plan != job.story.plan.to_json() or not _same_models(job, manifest.settings):
+    if "aim" not in manifest.settings:
+        return (
+            f"{store.frames_dir} holds frames made by an older engine (one that followed the "
+            "storyboard's prompts late): move that folder away (or delete it) and run the "
+            "batch again, or render to another folder with -o"
+        )
+    if manifest.plan != job.story.plan.recorded(manifest.settings) or not _same_models(
+        job, manifest.settings
+    ):
         return (
             f"{store.frames_dir} holds frames rendered from another version of this "
             "storyboard or with other models: move that folder away (or delete it) and run "

@@ -45,7 +45,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         from pipeline.plot import plot_plan
 
-        plot_plan(plan, Path(args.plot), title=board.title)
+        plot_plan(plan, Path(args.plot), title=board.title, lead=run.aim_lead(board))
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
@@ -194,8 +194,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         "--engine",
         choices=["fast", "classic"],
         default="fast",
-        help="fast (default): the storyboard's cadence, carried Adam, bf16 where native; "
-        "classic: every frame optimised in fp32 from a fresh Adam, like the peers",
+        help="fast (default): the storyboard's cadence, bf16 where native; "
+        "classic: every frame optimised, in fp32, like the peers",
     )
     p.add_argument(
         "--precision",

@@ -7,7 +7,8 @@ Per frame (DESIGN.md, "Engine per frame"):
      optimised `steps` steps (for a VQGAN that cannot hold a move smaller than a latent
      cell, the move is held over the latents until it reaches a few cells: Engine.move);
   3. one step: quantise (straight-through) → decode → cutouts → CLIP → weighted spherical
-     distance to the prompts (negative weights push away) → backward → Adam → clamp.
+     distance to the frame's aim (its prompts a few steps' worth ahead: Plan.aim; negative
+     weights push away) → backward → Adam → clamp. Each optimised frame starts a fresh Adam.
      With several CLIPs, each cuts its own cutouts at its own resolution and the loss is
      the weighted sum of theirs.
 Embeddings are computed once per distinct prompt and CLIP. Each frame's randomness comes from
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from pipeline.schedule import FramePlan, Plan
+from pipeline.schedule import LAG_STEPS, SHARPEN, FramePlan, Plan, lead
 from pipeline.store import (
     FrameRecord,
     FrameStore,
@@ -47,17 +48,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Speed:
     """The engine's speed options (issue 6). `Speed()` is the classic loop every peer runs:
-    every frame optimised, fp32, a fresh Adam per frame, the picture warped and encoded."""
+    every frame optimised, fp32, the picture warped and encoded. (Every optimised frame starts
+    a fresh Adam: Adam's moments carried from frame to frame made the picture follow a new
+    prompt later and sped nothing up; bench/RESULTS.md, "Keyframes on time".)"""
 
     cadence: int = 1  # optimise every k-th frame; warp and blend the frames between
     bf16: bool = False  # run the VQGAN (encoder and decoder) under bfloat16 autocast
-    carry_optimizer: bool = False  # keep Adam's moments from frame to frame
     latent_warp: bool = False  # move the latents instead of decode → warp → encode
 
     @classmethod
     def fast(cls, device: str, cadence: int) -> Speed:
         """What a render uses unless told otherwise: what measurably helps here."""
-        return cls(cadence=cadence, bf16=bf16_helps(device), carry_optimizer=True)
+        return cls(cadence=cadence, bf16=bf16_helps(device))
 
 
 CLASSIC = Speed()
@@ -158,7 +160,12 @@ class EngineSettings:
             del flat["color_coherence"]
         if not self.camera_hold:
             del flat["camera_hold"]
-        return {**flat, **asdict(self.speed), "execution": asdict(self.execution)}
+        return {**flat, **asdict(self.speed), "aim": AIM, "execution": asdict(self.execution)}
+
+
+# How the engine aims ahead of the plan (pipeline.schedule, LAG_STEPS), as a manifest records
+# it: frames made under another aim are not continued under this one (store.FrameStore).
+AIM = {"lag_steps": LAG_STEPS, "sharpen": SHARPEN}
 
 
 def bf16_helps(device: str) -> bool:
@@ -357,7 +364,6 @@ class Anchor:
     index: int
     z: torch.Tensor
     image: torch.Tensor  # (1, 3, H, W) in [0, 1]
-    adam: dict[str, torch.Tensor] | None  # Adam's moments, when they travel between frames
     loss: float | None = None  # the last step's loss (None when no step was taken)
     # The camera's move from the latents' picture to the one shown, while it is held
     # (Engine.move); None: the image is the latents' picture.
@@ -704,8 +710,9 @@ class Engine:
     def anchor(
         self, index: int, plan: Plan, previous: Anchor | None, first_frame: int = 0
     ) -> Anchor:
-        """Optimise frame `index`, starting from `previous` moved by the frames between,
-        or from random codes at the start and at a cut. `first_frame`: where `plan` begins
+        """Optimise frame `index` toward its aim (Plan.aim: the plan's prompts a little ahead,
+        so that the picture shows them on time), starting from `previous` moved by the frames
+        between, or from random codes at the start and at a cut. `first_frame`: where `plan` begins
         in the video (a shot rendered on its own), which each frame's random stream counts
         from."""
         frame = plan.frames[index]
@@ -717,25 +724,21 @@ class Engine:
                 pull = Pull(z.clone(), frame.init_strength) if frame.init_strength else None
             else:
                 z = self.random_latent(generator)
-            steps, adam = self.settings.first_steps, None
+            steps = self.settings.first_steps
         else:
             z, held = self.move(previous, camera_path(plan, previous.index, index))
-            # Adam's moments point the way the previous frame's prompts pulled; once the
-            # prompts move (a morph, a new keyframe) they would keep pushing that way and the
-            # picture would lag the storyboard, so a changed frame starts a fresh Adam.
-            unchanged = plan.frames[previous.index].prompts == frame.prompts
-            steps, adam = self.settings.steps, previous.adam if unchanged else None
-        result = self.optimise(z, frame.prompts, steps, generator, adam, pull, held)
+            steps = self.settings.steps
+        aim = plan.aim(index, lead(self.settings.steps, self.speed.cadence))
+        result = self.optimise(z, aim, steps, generator, None, pull, held)
         with torch.no_grad():
             image = self.shown(result.z, held)
         if previous is None or frame.cut:  # as saved, so that a resume matches to the same
             self.reference = image.mul(255).round().div(255)
-        carried = result.adam if self.speed.carry_optimizer else None
-        return Anchor(index, result.z, image, carried, result.loss, held)
+        return Anchor(index, result.z, image, result.loss, held)
 
     def state(self, anchor: Anchor) -> dict[str, Any]:
         """What the frame store saves to continue after `anchor`."""
-        state = {"z": anchor.z, "adam": anchor.adam or {}}
+        state = {"z": anchor.z}
         if anchor.held is not None:
             state["held"] = anchor.held
         if self.settings.color_coherence != "off" and self.reference is not None:
@@ -750,7 +753,7 @@ class Engine:
         held = None if held is None else held.cpu()  # camera matrices live on the CPU
         with torch.no_grad():
             image = self.shown(state["z"], held)
-        return Anchor(index, state["z"], image, state["adam"] or None, held=held)
+        return Anchor(index, state["z"], image, held=held)
 
 
 def _guide_loss(
@@ -841,7 +844,8 @@ def render_frames(
     the frames between it and the one before, with its state, so that the frames on disk
     always run without a gap from frame 0 and a render can resume from them.
     """
-    manifest = Manifest({**engine.settings.record(), **(describe or {})}, plan.to_json())
+    settings = {**engine.settings.record(), **(describe or {})}
+    manifest = Manifest(settings, plan.recorded(settings))
     state = store.start(manifest, fresh, engine.device)
     engine.embed(plan.prompt_texts, dict(plan.images))
     optimised = anchor_frames(plan, engine.speed.cadence)

@@ -7,14 +7,16 @@ from pathlib import Path
 from pipeline.schedule import Plan
 
 
-def plot_plan(plan: Plan, out: Path, title: str = "") -> Path:
-    """Write a figure of zoom, rotate, pan and every prompt's weight against time."""
+def plot_plan(plan: Plan, out: Path, title: str = "", lead: int | None = None) -> Path:
+    """Write a figure of zoom, rotate, pan and every prompt's weight against time; with
+    `lead`, beside each weight, dashed, what the engine aims at (Plan.aim) to show it then."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = [fp.t for fp in plan.frames]
+    aims = plan.aim_weights(lead) if lead is not None else {}
     fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
     panels = [
         ("zoom (per frame)", {"zoom": [fp.zoom for fp in plan.frames]}),
@@ -26,14 +28,16 @@ def plot_plan(plan: Plan, out: Path, title: str = "") -> Path:
         (
             "prompt weights",
             {
-                text[:60]: [dict(fp.prompts).get(text, 0.0) for fp in plan.frames]
+                text: [dict(fp.prompts).get(text, 0.0) for fp in plan.frames]
                 for text in plan.prompt_texts
             },
         ),
     ]
     for ax, (label, series) in zip(axes, panels, strict=True):
         for name, values in series.items():
-            ax.plot(t, values, label=name, linewidth=1.5)
+            (line,) = ax.plot(t, values, label=name[:60], linewidth=1.5)
+            if label == "prompt weights" and aims:
+                ax.plot(t, aims[name], color=line.get_color(), linewidth=1.0, linestyle=":")
         ax.set_ylabel(label)
         for beat in plan.beat_times:
             ax.axvline(beat, color="tab:red", alpha=0.15, linewidth=0.8)
@@ -41,7 +45,8 @@ def plot_plan(plan: Plan, out: Path, title: str = "") -> Path:
             ax.axvline(mark.t, color="black", alpha=0.5, linestyle="--", linewidth=0.8)
         if len(series) > 1:
             ax.legend(fontsize=7, loc="upper right")
-    axes[-1].set_xlabel("time (s); dashed: keyframes, red: beats")
+    aim = "" if lead is None else f"; dotted: the engine's aim, {lead} frames ahead"
+    axes[-1].set_xlabel(f"time (s); dashed: keyframes, red: beats{aim}")
     axes[0].set_title(title)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

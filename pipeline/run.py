@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline.errors import DiskFullError, FeverdreamError
-from pipeline.schedule import Plan, build_plan
+from pipeline.schedule import Plan, build_plan, lead
 from pipeline.storyboard import RenderSettings, Storyboard, load_storyboard, parse_storyboard
 
 if TYPE_CHECKING:
@@ -175,6 +175,12 @@ def render_settings(story: Story, options: RenderOptions) -> RenderSettings:
 def render_plan(story: Story, options: RenderOptions) -> Plan:
     """The frames a render with these options makes: the whole plan, or frames A to B-1."""
     return story.plan if options.frames is None else story.plan.span(*options.frames)
+
+
+def aim_lead(board: Storyboard) -> int:
+    """The frames a render of this storyboard (at its steps and cadence) aims ahead of its
+    plan, so that its picture shows each keyframe on time (Plan.aim)."""
+    return lead(board.render.steps, board.render.cadence)
 
 
 def _again(options: RenderOptions) -> str:
@@ -751,7 +757,8 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
     # The last shot's settings: a render that goes on after it continues from its state,
     # under its execution (shots made on other workers may each have had their own).
     last = ordered[-1]
-    manifest = Manifest({**last.settings, **last.describe}, story.plan.to_json())
+    settings = {**last.settings, **last.describe}
+    manifest = Manifest(settings, story.plan.recorded(settings))
     existing = store.read_manifest()
 
     def made_the_same_way(settings: dict[str, Any]) -> dict[str, Any]:

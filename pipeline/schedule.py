@@ -7,7 +7,7 @@ can be printed, plotted and snapshot-tested before anything is rendered.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +17,15 @@ from pipeline.expressions import AUDIO_VARIABLES
 from pipeline.storyboard import IMAGE_PROMPT, Keyframe, Storyboard, Time, Value
 
 JSON_DECIMALS = 6
+
+# The engine's picture follows a change of prompts late (bench/RESULTS.md, "Keyframes on
+# time"): it holds the old prompt until the new one outweighs it by far, and then it takes
+# some optimisation steps to turn. So each frame is optimised toward its aim rather than its
+# own prompts: the plan's prompts LAG_STEPS optimisation steps later (`lead`), within the shot,
+# with a morph's fraction sharpened to e^p / (e^p + (1 - e)^p), p = SHARPEN (which crosses a
+# half where the plan's does). Measured on the shapes world, the only trained world at hand.
+LAG_STEPS = 24
+SHARPEN = 4
 
 
 class Features(Protocol):
@@ -44,6 +53,9 @@ class FramePlan:
     # as the storyboard writes it, and how strongly the frame keeps to it (0-1).
     init_image: str | None = None
     init_strength: float = 0.0
+    # The prompts with a morph's fraction sharpened (SHARPEN); None: the same as `prompts`.
+    # Not in the JSON: it follows from the storyboard, as `prompts` do.
+    sharpened: tuple[tuple[str, float], ...] | None = None
 
     def to_json(self) -> dict:
         values = {
@@ -120,8 +132,38 @@ class Plan:
                 seen.setdefault(text)
         return tuple(seen)
 
-    def to_json(self) -> list[dict]:
-        return [frame.to_json() for frame in self.frames]
+    def aim_weights(self, lead: int) -> dict[str, list[float]]:
+        """Each prompt's weight in every frame's aim (for plots beside the plan's weights)."""
+        aims = [dict(self.aim(index, lead)) for index in range(self.n_frames)]
+        return {text: [aim.get(text, 0.0) for aim in aims] for text in self.prompt_texts}
+
+    def to_json(self, lead: int | None = None) -> list[dict]:
+        """Every frame's values; with `lead` (a render's manifest), each frame's aim too where
+        it differs from its prompts, so that a resume sees a change that reaches back."""
+        frames = [frame.to_json() for frame in self.frames]
+        if lead is not None:
+            for values in frames:
+                aim = self.aim(values["frame"], lead)
+                if aim != self.frames[values["frame"]].prompts:
+                    values["aim"] = {text: _rounded(weight) for text, weight in aim}
+        return frames
+
+    def recorded(self, settings: dict) -> list[dict]:
+        """The plan as a render's manifest records it, made with these settings (the
+        manifest's: `steps`, and `cadence` where the engine has one)."""
+        return self.to_json(lead(settings["steps"], settings.get("cadence", 1)))
+
+    def aim(self, index: int, lead: int) -> tuple[tuple[str, float], ...]:
+        """The prompts frame `index` is optimised toward: the sharpened prompts of the frame
+        `lead` frames later, or of the shot's (or the plan's) last frame if that comes first:
+        the engine never aims across a cut."""
+        target = index
+        for later in self.frames[index + 1 : index + 1 + lead]:
+            if later.cut:
+                break
+            target = later.frame
+        frame = self.frames[target]
+        return frame.prompts if frame.sharpened is None else frame.sharpened
 
     def span(self, start: int, end: int) -> Plan:
         """Frames `start` to `end - 1` as a plan of their own, numbered from 0, with the
@@ -169,6 +211,19 @@ def ease(name: str, u: float) -> float:
     return u
 
 
+def lead(steps: int, cadence: int) -> int:
+    """The frames the engine aims ahead (Plan.aim) when it optimises every `cadence`-th frame
+    for `steps` steps: LAG_STEPS steps' worth of frames."""
+    return round(LAG_STEPS * cadence / max(steps, 1))
+
+
+def sharpen(e: float) -> float:
+    """A morph's fraction as the engine aims at it: sooner past a half, as late before it."""
+    if e in (0.0, 1.0):
+        return e
+    return e**SHARPEN / (e**SHARPEN + (1 - e) ** SHARPEN)
+
+
 def frame_count(duration: float, fps: int) -> int:
     """Frames in a video of this duration: round(duration × fps), halves rounded up."""
     return int(math.floor(duration * fps + 0.5))
@@ -204,6 +259,8 @@ def build_plan(board: Storyboard, features: Features | None = None) -> Plan:
         env = variables(f)
         t = env["t"]
         zoom = _track(board, times, t, env, lambda kf: kf.zoom, default=1.0, evaluate=_check_zoom)
+        prompts = _prompts(board, times, t, env)
+        sharpened = _prompts(board, times, t, env, sharpen)
         frames.append(
             FramePlan(
                 frame=f,
@@ -213,9 +270,10 @@ def build_plan(board: Storyboard, features: Features | None = None) -> Plan:
                 pan_x=_track(board, times, t, env, lambda kf: kf.pan and kf.pan[0], default=0.0),
                 pan_y=_track(board, times, t, env, lambda kf: kf.pan and kf.pan[1], default=0.0),
                 cut=f in cuts and f > 0,
-                prompts=_prompts(board, times, t, env),
+                prompts=prompts,
                 init_image=starts.get(f),
                 init_strength=board.init_strength if starts.get(f) else 0.0,
+                sharpened=None if sharpened == prompts else sharpened,
             )
         )
     marks = tuple(
@@ -331,9 +389,13 @@ def _full_text(text: str, style: str | None) -> str:
     return f"{text}, {style.strip()}" if style else text
 
 
-def _prompts(board: Storyboard, times, t: float, env) -> tuple[tuple[str, float], ...]:
+def _prompts(
+    board: Storyboard, times, t: float, env, shape: Callable[[float], float] = lambda e: e
+) -> tuple[tuple[str, float], ...]:
+    """The frame's prompts and weights; with `shape`, a morph's fraction shaped by it."""
     keys = [(time, kf) for kf, time in zip(board.keyframes, times, strict=True) if kf.prompt]
     i, e = _segment(keys, t)
+    e = shape(e)
     weights: dict[str, float] = {}
     for kf, share in ((keys[i][1], 1.0 - e), (keys[i + 1][1] if e else None, e)):
         if kf is None or share == 0.0:

@@ -227,6 +227,8 @@ class FrameStore:
             self.clear()
             return None
         settings = old.settings
+        if "aim" in manifest.settings and "aim" not in settings:
+            raise self._made_by_an_older_engine()
         if "execution" in manifest.settings and (
             "execution" not in settings or not self.finished_frames(old)
         ):
@@ -242,6 +244,18 @@ class FrameStore:
                 "replaced), or render to another folder with -o"
             )
         return old
+
+    def _made_by_an_older_engine(self) -> RenderChangedError:
+        """Frames made before the engine aimed ahead of the plan (issue 36): they are not
+        continued (the frames this engine makes would not follow on from them), nor taken
+        for this engine's, even when finished."""
+        return RenderChangedError(
+            f"the frames in {self.frames_dir} were made by an older engine, one that followed "
+            "the storyboard's prompts late; this one aims ahead so that keyframes land on time, "
+            "and does not continue or rewrite an older one's frames\n"
+            f"run again with --fresh to start {self.folder.name} over (its frames are replaced), "
+            "render to another folder with -o, or finish it with the feverdream that began it"
+        )
 
     def _resume(self, old: Manifest, manifest: Manifest, device: Any) -> dict[str, Any] | None:
         done = self.finished_frames(old)
@@ -302,4 +316,9 @@ def describe_frame_change(old: list[dict], new: list[dict], index: int) -> str:
             parts.append(f"{key} {a.get(key)} → {b.get(key)}")
     if a.get("prompts") != b.get("prompts"):
         parts.append(f"prompts {a.get('prompts')} → {b.get('prompts')}")
+    elif a.get("aim", a.get("prompts")) != b.get("aim", b.get("prompts")):
+        parts.append(
+            "the prompts it aims at, a little ahead of the plan (so that keyframes land on "
+            f"time), {a.get('aim', a.get('prompts'))} → {b.get('aim', b.get('prompts'))}"
+        )
     return f"at {b['t']:.2f}s: " + "; ".join(parts)

@@ -13,7 +13,7 @@ from torch import nn
 
 from pipeline import bench
 from pipeline.cli import main
-from pipeline.engine import CLASSIC, Engine, EngineSettings, anchor_frames
+from pipeline.engine import AIM, CLASSIC, Engine, EngineSettings, anchor_frames
 from pipeline.models.registry import load_models
 from pipeline.run import load as load_story
 
@@ -90,7 +90,7 @@ def test_bench_compares_the_classic_loop_and_projects_a_storyboard(tiny_model_di
     results = json.loads(capsys.readouterr().out)
     classic, fast = results["classic"], results["this render"]
     assert {key: classic["settings"][key] for key in asdict(CLASSIC)} == asdict(CLASSIC)
-    assert fast["settings"]["cadence"] == 3 and fast["settings"]["carry_optimizer"]
+    assert fast["settings"]["cadence"] == 3 and fast["settings"]["aim"] == AIM
     # The projection renders the storyboard's own plan: every frame, the engine's anchors.
     _, _, plan = load_story("storyboards/anxiety.yaml")
     for result, cadence in ((classic, 1), (fast, 3)):

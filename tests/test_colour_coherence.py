@@ -47,7 +47,7 @@ def test_a_long_zoom_drifts_less_in_colour_with_coherence(shapes_models, tmp_pat
     # only pulls against the prompt (30.2 off, 28.8 rgb on the same machine). Every seed about
     # halves on every kernel measured (0.50-0.64 of off), so two seeds of the three keep the
     # check's room (issue 34: make test's time).
-    speed = Speed(cadence=4, bf16=False, carry_optimizer=True)
+    speed = Speed(cadence=4, bf16=False)
     drift = {}
     for mode in ("off", "rgb"):
         drift[mode] = 0.0

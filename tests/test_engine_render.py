@@ -219,6 +219,25 @@ def test_a_longer_storyboard_continues_after_the_frames_already_made(
     assert len(frames_of(tmp_path / "out")) == 16
 
 
+def test_a_storyboard_that_changes_what_finished_frames_aimed_at_needs_fresh(
+    tmp_path, tiny_model_dir, reference, capsys, caplog
+):
+    # The engine aims ahead of the plan (Plan.aim): a storyboard that goes on with a new prompt
+    # changes what the frames already made aimed at, though not their own prompts, so they are
+    # not continued as if an uninterrupted render had made them.
+    shutil.copytree(reference, tmp_path / "out")
+    before = frames_of(tmp_path / "out")
+    longer = BOARD.replace("duration: 12f", "duration: 16f") + (
+        '  - at: 12f\n    prompt: "a blue square"\n    ease: hold\n'
+        '  - at: 14f\n    prompt: "a green triangle"\n'
+    )
+    code, said = render_here(tmp_path, "out", board=longer, capsys=capsys, caplog=caplog)
+    assert code == 2
+    assert "the storyboard changed at frame" in said and "the prompts it aims at" in said
+    assert "--fresh" in said
+    assert frames_of(tmp_path / "out") == before
+
+
 @pytest.mark.parametrize(
     ("models", "words"),
     [
@@ -250,23 +269,34 @@ def test_bad_models_fail_clearly_and_leave_frames_alone(
     assert frames_of(tmp_path / "out") == before
 
 
-def test_carried_adam_starts_fresh_where_the_prompts_change(tiny_models, tmp_path):
-    # Moments gathered on one prompt keep pushing towards it; a frame whose prompts differ
-    # from the previous optimised frame's must not inherit them (a morph would lag).
-    from pipeline.run import load as load_story
+def test_frames_made_by_the_engine_before_it_aimed_ahead_are_refused_not_mixed(
+    tmp_path, tiny_model_dir, reference, capsys, caplog
+):
+    # A render begun before the engine aimed ahead of the plan (issue 36) records no aim:
+    # its frames are neither continued nor rewritten, finished or not.
+    import json
 
-    path = tmp_path / "board.yaml"
-    path.write_text(BOARD)
-    _, _, plan = load_story(str(path))
-    assert plan.frames[3].prompts != plan.frames[0].prompts
-    assert plan.frames[7].prompts == plan.frames[6].prompts
-    engine = engine_for(tiny_models, Speed(carry_optimizer=True), steps=2, first_steps=4)
-    first = engine.anchor(0, plan, None)
-    morphing = engine.anchor(3, plan, first)
-    settled = engine.anchor(6, plan, morphing)
-    held = engine.anchor(7, plan, settled)
-    steps = [int(anchor.adam["step"]) for anchor in (first, morphing, settled, held)]
-    assert steps == [4, 2, 2, 4]
+    shutil.copytree(reference, tmp_path / "out")
+    manifest_path = tmp_path / "out" / "frames" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["settings"]["aim"]
+    manifest["settings"]["carry_optimizer"] = True
+    for frame in manifest["plan"]:
+        frame.pop("aim", None)
+    for finished in (True, False):
+        if not finished:
+            del manifest["frames"]["11"]
+            (tmp_path / "out" / "frames" / "000011.png").unlink()
+        manifest_path.write_text(json.dumps(manifest))
+        before = frames_of(tmp_path / "out")
+        code, said = render_here(tmp_path, "out", board=BOARD, capsys=capsys, caplog=caplog)
+        assert code == 2
+        assert "made by an older engine" in said and "--fresh" in said
+        assert frames_of(tmp_path / "out") == before
+        assert json.loads(manifest_path.read_text()) == manifest
+    code, said = render_here(tmp_path, "out", "--fresh", board=BOARD, capsys=capsys, caplog=caplog)
+    assert code == 0, said
+    assert frames_of(tmp_path / "out") == frames_of(reference)
 
 
 def test_a_held_camera_moves_the_shown_picture_and_encodes_it_moved_past_its_cells(

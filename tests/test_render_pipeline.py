@@ -148,4 +148,4 @@ def test_a_frame_range_renders_only_those_frames_with_their_stretch_of_sound(
     assert info.frame_count == 12  # no content-warning card on a range
     assert info.audio is not None and abs(info.audio.duration - 0.5) <= 1 / 24
     manifest = json.loads((folder / "frames" / "manifest.json").read_text())
-    assert manifest["settings"]["cadence"] == 1 and not manifest["settings"]["carry_optimizer"]
+    assert manifest["settings"]["cadence"] == 1

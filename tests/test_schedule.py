@@ -12,7 +12,7 @@ import soundfile
 
 from pipeline.cli import main
 from pipeline.run import load as load_story
-from pipeline.schedule import build_plan, ease
+from pipeline.schedule import LAG_STEPS, SHARPEN, build_plan, ease, lead
 from pipeline.storyboard import parse_storyboard
 
 
@@ -116,6 +116,48 @@ def test_prompts_crossfade_with_style_and_negative():
     assert middle == pytest.approx(
         {"a cat, oil": 0.5, "a dog, oil": -0.25, "a room, oil": 0.5, "text": -1.0}
     )
+
+
+def test_the_engine_aims_ahead_within_the_shot_with_the_morph_sharpened():
+    # The picture follows a change of prompts late, so each frame is optimised toward the
+    # plan a few steps' worth later (Plan.aim), never across a cut, with a morph's fraction
+    # sharpened (sooner past a half) and a keyframe's own mix of prompts left as it is.
+    plan = plan_of(
+        """
+        fps: 24
+        keyframes:
+          - at: 0s
+            prompt: {"a cat": 0.75, "a hat": 0.25}
+          - at: 1s
+            prompt: {"a cat": 0.75, "a hat": 0.25}
+          - at: 3s
+            prompt: "a room"
+            ease: hold
+          - at: 4s
+            prompt: "a sea"
+            cut: true
+          - at: 5s
+            prompt: "a sea"
+        """
+    )
+    assert (
+        lead(steps=3, cadence=1) == LAG_STEPS // 3
+        and lead(steps=3, cadence=2) == 2 * LAG_STEPS // 3
+    )
+    assert lead(steps=10, cadence=5) == LAG_STEPS // 2 and lead(steps=LAG_STEPS, cadence=1) == 1
+    mix = {"a cat": 0.75, "a hat": 0.25}
+    assert dict(plan.aim(0, 0)) == mix == dict(plan.aim(0, 12))  # still ahead: as it is
+    e = 6 / 48  # frame 30: a quarter of a second into the two-second morph
+    old = 1 / (1 + (e / (1 - e)) ** SHARPEN)
+    assert dict(plan.aim(30, 0)) == pytest.approx({"a cat": 0.75 * old, "a hat": 0.25 * old,
+                                                   "a room": 1 - old})  # fmt: skip
+    assert dict(plan.aim(18, 12)) == dict(plan.aim(30, 0))
+    assert dict(plan.aim(48, 0)) == pytest.approx({"a cat": 0.375, "a hat": 0.125, "a room": 0.5})
+    assert dict(plan.aim(48, 0)) == pytest.approx(dict(plan.frames[48].prompts))  # the middle
+    assert dict(plan.aim(90, 12)) == {"a room": 1.0}  # frame 95, the last before the cut
+    assert dict(plan.aim(96, 12)) == {"a sea": 1.0}  # the cut's own frame aims within its shot
+    assert dict(plan.aim(110, 24)) == {"a sea": 1.0}  # the video's last frame, 119
+    assert dict(plan.frames[30].prompts)["a room"] == pytest.approx(e)  # the plan is unchanged
 
 
 def test_cut_marks_the_first_frame_at_or_after_its_time():

@@ -14,8 +14,9 @@ The engine paints one mass of the prompt's colour with a ragged outline; how oft
 the asked-for form is a measured figure (`bench/shapes_circle.py`, bench/RESULTS.md). The
 reader itself reads forms right through the VQGAN (tests/test_shapes_models.py).
 
-Every check runs on the classic loop and on the fast paths (cadence 2, carried Adam), at the
-same seeds, so speed work is checked for quality too; the red check's first frame, the same
+Every check runs on the classic loop and on the fast paths (cadence 2, frames made between), at the
+same seeds, so speed work is checked for quality too (keyframes on time: on the fast paths at
+the example storyboards' rhythm, 10 steps every 5th frame); the red check's first frame, the same
 computation on both, is made by each and compared byte for byte.
 """
 
@@ -53,19 +54,41 @@ def test_a_red_circle_prompt_comes_out_red_for_most_seeds(shapes_models, tmp_pat
     checks.render(shapes_models, classic, board, checks.ENGINES["classic"], read=lambda p: None)
     first = "out/frames/000000.png"
     assert (classic / first).read_bytes() == (tmp_path / "fast" / "seed0" / first).read_bytes()
+    # Where the default render's precision is not fp32 (bf16, on CPUs with native bf16), its
+    # first frame is another computation: it is checked on its own.
+    for name, options in checks.DEFAULT_PRECISION.items():
+        colours = checks.red_seeds(shapes_models, tmp_path / name, options)
+        assert sum(colour == "red" for colour in colours.values()) >= 5, (name, colours)
 
 
-@pytest.mark.parametrize("options", ENGINES)
-def test_a_morph_changes_colour_between_its_keyframes(shapes_models, tmp_path, options):
-    # Measured crossing: frame 82-83 on the classic loop, 88-89 on the fast paths, of 24-96.
-    green, yellow = checks.morph(shapes_models, tmp_path, options)
+RHYTHMS = [pytest.param(*rhythm, id=name) for name, rhythm in checks.ON_TIME_RHYTHMS.items()]
+
+
+@pytest.mark.parametrize(("options", "steps"), RHYTHMS)
+def test_a_morph_crosses_over_when_the_plan_does(shapes_models, tmp_path, options, steps):
+    # The plan's weights cross at the morph's midpoint; the picture's colours cross within
+    # ON_TIME s of it (measured: checks.ON_TIME's comment).
+    green, yellow = checks.morph(shapes_models, tmp_path, options, steps=steps)
     # The prompts name no background, and CLIP fills it with whatever it likes (often blue):
     # the morph is read between the two colours it names.
     assert green[23] > yellow[23], (green[23], yellow[23])
     assert yellow[-1] > green[-1], (green[-1], yellow[-1])
     crossed = checks.crossing(green, yellow)
-    end = checks.MORPH_END * 24
-    assert crossed is not None and 24 <= crossed <= end, (crossed, green, yellow)
+    middle = (1 + checks.MORPH_END) / 2 * 24
+    assert crossed is not None, (green, yellow)
+    assert abs(crossed - middle) <= checks.ON_TIME * 24, (crossed, middle, green, yellow)
+
+
+@pytest.mark.parametrize(("options", "steps"), RHYTHMS)
+def test_a_switch_lands_on_its_keyframe_and_a_cut_on_its_frame(
+    shapes_models, tmp_path, options, steps
+):
+    green, yellow = checks.switch(shapes_models, tmp_path, options, steps=steps)
+    switch, cut = checks.SWITCH * 24, int((checks.SWITCH + 1.5) * 24)
+    crossed = checks.crossing(green, yellow)
+    assert crossed is not None and abs(crossed - switch) <= checks.ON_TIME * 24, (crossed, yellow)
+    assert yellow[cut - 1] > green[cut - 1], (green[cut - 1], yellow[cut - 1])
+    assert green[cut] > yellow[cut], (green[cut], yellow[cut])  # a cut: on its own frame
 
 
 @pytest.mark.parametrize("options", ENGINES)

@@ -204,6 +204,12 @@ def test_the_plan_is_what_the_cli_plans(studio: Studio):
     assert view["n_frames"] == story.plan.n_frames == 24
     assert view["series"]["zoom"] == [fp.zoom for fp in story.plan.frames]
     assert view["prompts"]["a red circle"][0] == 1 and view["prompts"]["a blue square"][-1] > 0.9
+    # Beside each weight, what the render's engine aims at: the plan some frames ahead.
+    lead = view["aim_lead"]
+    assert lead == run.aim_lead(story.board) > 0
+    aims = {text: [dict(story.plan.aim(f, lead)).get(text, 0.0) for f in range(24)]
+            for text in story.plan.prompt_texts}  # fmt: skip
+    assert view["aims"] == aims and view["aims"] != view["prompts"]
     assert [k["t"] for k in view["keyframes"]] == [0, 1]
     assert len(view["waveform"]) == 24 and max(view["waveform"]) == 1
     render = view["estimate"]["render"]

@@ -252,6 +252,7 @@ def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
 
     plan, board = story.plan, story.board
     frames = plan.frames
+    lead = run.aim_lead(board)
     estimates = {}
     for kind in ("preview", "render"):
         options = jobs.options(story, kind)
@@ -286,6 +287,9 @@ def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
         "prompts": {
             text: [dict(fp.prompts).get(text, 0.0) for fp in frames] for text in plan.prompt_texts
         },
+        # What the render's engine aims at, a little ahead, so that it shows each on time.
+        "aims": plan.aim_weights(lead),
+        "aim_lead": lead,
         "keyframes": [{"t": m.t, "frame": m.frame, "label": m.label} for m in plan.keyframes],
         "beats": list(plan.beat_times),
         "waveform": list(story.features.rms) if story.features is not None else None,

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.engine import Engine, EngineSettings, Speed, make_cutouts, spherical_distance
+from pipeline.engine import Engine, EngineSettings, make_cutouts, spherical_distance
 from pipeline.models.architectures import SHAPES_CLIP, SHAPES_VQGAN
 from pipeline.models.clip import CLIP_MEAN, CLIP_STD, CLIPModel, build_clip
 from pipeline.models.vqgan import VQGAN
@@ -526,7 +526,6 @@ def harden_clip(
                 cuts=settings.cuts,
                 lr=settings.engine_lr,
                 seed=settings.seed,
-                speed=Speed(carry_optimizer=True),
             ),
         )
         first_stage = CLIPTraining(scenes=settings.scenes)

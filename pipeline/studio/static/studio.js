@@ -210,7 +210,7 @@ function panels(view) {
     { label: "zoom", series: { zoom: view.series.zoom } },
     { label: "rotate °/frame", series: { rotate: view.series.rotate } },
     { label: "pan px/frame", series: { x: view.series.pan_x, y: view.series.pan_y } },
-    { label: "prompt weights", series: view.prompts },
+    { label: "prompt weights", series: view.prompts, aims: view.aims },
   ];
   if (view.waveform) out.push({ label: "soundtrack", series: { loudness: view.waveform }, wave: true });
   return out;
@@ -259,10 +259,16 @@ function drawPlan(view) {
       const line = svg("polyline", { points: points.join(" "), fill: "none",
         stroke: COLOURS[i % COLOURS.length], "stroke-width": 1.5, class: "series" }, plot);
       svg("title", {}, line).textContent = name;
+      if (!panel.aims) return;
+      const aims = panel.aims[name].map((v, f) => `${x(view.t[f] ?? f / view.fps).toFixed(1)},${y(v).toFixed(1)}`);
+      const aim = svg("polyline", { points: aims.join(" "), fill: "none", stroke: COLOURS[i % COLOURS.length],
+        "stroke-width": 1, "stroke-dasharray": "1 3", class: "aim" }, plot);
+      svg("title", {}, aim).textContent = `the engine's aim: ${name}`;
     });
   });
   const axis = svg("text", { x: left, y: height - 4 }, plot);
-  axis.textContent = `time (s), 0 – ${view.duration.toFixed(2)}; dashed: keyframes, red: beats`;
+  axis.textContent = `time (s), 0 – ${view.duration.toFixed(2)}; dashed: keyframes, red: beats; ` +
+    `dotted: the engine's aim, ${view.aim_lead} frames ahead so that the picture shows each prompt on time`;
   state.cursor = svg("line", { x1: -10, x2: -10, y1: 0, y2: height - 16, stroke: "#c86bff" }, plot);
   plot.onclick = (event) => {
     const box = plot.getBoundingClientRect();
