@@ -39,17 +39,7 @@ def keyframes(shape: str, end: int, zoom: float = 1.0) -> str:
     """The storyboard's keyframes for this shape, changing at (or morphing until) `end` s,
     with the camera zooming by `zoom` a frame throughout."""
     if shape == "morph":
-        return f"""\
-            - at: 0s
-              prompt: "a large green circle"
-              zoom: {zoom}
-            - at: 1s
-              prompt: "a large green circle"
-            - at: {end}s
-              prompt: "a large yellow square"
-            - at: {end + 1}s
-              prompt: "a large yellow square"
-            """
+        return checks.morph_keyframes(end, zoom)
     change = "cut: true" if shape == "cut" else "ease: linear"
     return f"""\
         - at: 0s

@@ -164,9 +164,20 @@ def morph(
 ) -> tuple[list[float], list[float]]:
     """The green and yellow shares of each frame of a green circle (0-1 s) that morphs into a
     yellow square (`end` s, held a second more)."""
-    keyframes = f"""\
+    board = storyboard(3, f"{end + 1}s", morph_keyframes(end), steps=steps)
+    frames = render(models, folder, board, options)
+    return (
+        [frame.shares.get("green", 0.0) for frame in frames],
+        [frame.shares.get("yellow", 0.0) for frame in frames],
+    )
+
+
+def morph_keyframes(end: int, zoom: float = 1.0) -> str:
+    """The morph's keyframes, the camera zooming by `zoom` a frame throughout."""
+    moving = f"\n          zoom: {zoom}" if zoom != 1.0 else ""
+    return f"""\
         - at: 0s
-          prompt: "a large green circle"
+          prompt: "a large green circle"{moving}
         - at: 1s
           prompt: "a large green circle"
         - at: {end}s
@@ -174,12 +185,6 @@ def morph(
         - at: {end + 1}s
           prompt: "a large yellow square"
         """
-    board = storyboard(3, f"{end + 1}s", keyframes, steps=steps)
-    frames = render(models, folder, board, options)
-    return (
-        [frame.shares.get("green", 0.0) for frame in frames],
-        [frame.shares.get("yellow", 0.0) for frame in frames],
-    )
 
 
 def switch(
