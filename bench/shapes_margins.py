@@ -26,27 +26,35 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 import shapes_checks as checks  # noqa: E402
 
-from pipeline.engine import Speed  # noqa: E402
 from pipeline.models.registry import load_models  # noqa: E402
 
+# The rhythm each engine's on-time checks run at (checks.ON_TIME_RHYTHMS).
+RHYTHM = {"classic": "classic", "fast": "examples", "fast-bf16": "examples-bf16"}
 
-def measure(check: str, models, folder: Path, options: Speed) -> dict:
+
+def measure(check: str, models, folder: Path, engine: str) -> dict:
+    options = checks.ENGINES[engine]
     if check == "red":
         # Ten seeds, as measured before the check came down to six (tests/shapes_checks.py).
         colours = checks.red_seeds(models, folder, options, seeds=range(10))
         return {"red": sum(c == "red" for c in colours.values()), "colours": colours}
     if check == "morph":
-        figures = {}
-        # The checked morph (to MORPH_END s), and one of 2 s beside it, not asserted.
-        for end in dict.fromkeys((checks.MORPH_END, 3)):
-            green, yellow = checks.morph(models, folder / f"to{end}s", options, end)
-            figures[f"1-{end} s"] = {
-                "crossed": checks.crossing(green, yellow),
-                "window": [24, end * 24],
-                "frame 23 green-yellow": round(green[23] - yellow[23], 3),
-                "last yellow-green": round(yellow[-1] - green[-1], 3),
-            }
-        return figures
+        # Keyframes on time: the morph's and the switch's crossings, from where the plan's
+        # cross, against the checks' ON_TIME, at the engine's rhythm for them.
+        options, steps = checks.ON_TIME_RHYTHMS[RHYTHM[engine]]
+        green, yellow = checks.morph(models, folder / "morph", options, steps=steps)
+        crossed = checks.crossing(green, yellow)
+        middle = (1 + checks.MORPH_END) / 2 * 24
+        green_, yellow_ = checks.switch(models, folder / "switch", options, steps=steps)
+        switched = checks.crossing(green_, yellow_)
+        return {
+            "rhythm": RHYTHM[engine],
+            "morph lag s": None if crossed is None else round((crossed - middle) / 24, 2),
+            "switch lag s": None if switched is None else round(switched / 24 - checks.SWITCH, 2),
+            "asserted within s": checks.ON_TIME,
+            "frame 23 green-yellow": round(green[23] - yellow[23], 3),
+            "last yellow-green": round(yellow[-1] - green[-1], 3),
+        }
     if check == "negative":
         without, with_negative = checks.negative_red(models, folder, options)
         return {"red without": round(without, 3), "red with": round(with_negative, 3)}
@@ -80,7 +88,7 @@ def main() -> None:
         for engine in args.engines:
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as scratch:
-                figures = measure(check, models, Path(scratch), checks.ENGINES[engine])
+                figures = measure(check, models, Path(scratch), engine)
             seconds = time.perf_counter() - started
             print(f"{check} {engine} ({seconds:.0f} s): {json.dumps(figures)}", flush=True)
 

@@ -45,7 +45,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         from pipeline.plot import plot_plan
 
-        plot_plan(plan, Path(args.plot), title=board.title, lead=run.aim_lead(board))
+        plot_plan(plan, Path(args.plot), title=board.title, aim=run.aim_settings(board))
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from pipeline.schedule import LAG_STEPS, SHARPEN, FramePlan, Plan, lead
+from pipeline.schedule import LAG_STEPS, MAX_LEAD, SHARPEN, FramePlan, Plan
 from pipeline.store import (
     FrameRecord,
     FrameStore,
@@ -165,7 +165,7 @@ class EngineSettings:
 
 # How the engine aims ahead of the plan (pipeline.schedule, LAG_STEPS), as a manifest records
 # it: frames made under another aim are not continued under this one (store.FrameStore).
-AIM = {"lag_steps": LAG_STEPS, "sharpen": SHARPEN}
+AIM = {"lag_steps": LAG_STEPS, "sharpen": SHARPEN, "max_lead": MAX_LEAD}
 
 
 def bf16_helps(device: str) -> bool:
@@ -442,6 +442,12 @@ class Engine:
         self.settings = settings
         self.speed = settings.speed
         self.execution = settings.execution
+        # What Plan.engine_aim needs (as a manifest records it).
+        self.aim_settings = {
+            "steps": settings.steps,
+            "first_steps": settings.first_steps,
+            "cadence": settings.speed.cadence,
+        }
         self.device = torch.device(settings.device)
         self.decode = self._decoder()
         codebook = vqgan.codebook
@@ -728,7 +734,7 @@ class Engine:
         else:
             z, held = self.move(previous, camera_path(plan, previous.index, index))
             steps = self.settings.steps
-        aim = plan.aim(index, lead(self.settings.steps, self.speed.cadence))
+        aim = plan.engine_aim(index, self.aim_settings)
         result = self.optimise(z, aim, steps, generator, None, pull, held)
         with torch.no_grad():
             image = self.shown(result.z, held)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.schedule import Plan
+from pipeline.schedule import Plan, lead
 
 
-def plot_plan(plan: Plan, out: Path, title: str = "", lead: int | None = None) -> Path:
-    """Write a figure of zoom, rotate, pan and every prompt's weight against time; with
-    `lead`, beside each weight, dashed, what the engine aims at (Plan.aim) to show it then."""
+def plot_plan(plan: Plan, out: Path, title: str = "", aim: dict | None = None) -> Path:
+    """Write a figure of zoom, rotate, pan and every prompt's weight against time; with `aim`
+    (run.aim_settings), beside each weight, dotted, what the engine aims at to show it then
+    (Plan.engine_aim)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = [fp.t for fp in plan.frames]
-    aims = plan.aim_weights(lead) if lead is not None else {}
+    aims = plan.aim_weights(aim) if aim is not None else {}
     fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
     panels = [
         ("zoom (per frame)", {"zoom": [fp.zoom for fp in plan.frames]}),
@@ -45,8 +46,10 @@ def plot_plan(plan: Plan, out: Path, title: str = "", lead: int | None = None) -
             ax.axvline(mark.t, color="black", alpha=0.5, linestyle="--", linewidth=0.8)
         if len(series) > 1:
             ax.legend(fontsize=7, loc="upper right")
-    aim = "" if lead is None else f"; dotted: the engine's aim, {lead} frames ahead"
-    axes[-1].set_xlabel(f"time (s); dashed: keyframes, red: beats{aim}")
+    aimed = ""
+    if aim is not None:
+        aimed = f"; dotted: a full render's aim, {lead(aim['steps'], aim['cadence'])} frames ahead"
+    axes[-1].set_xlabel(f"time (s); dashed: keyframes, red: beats{aimed}")
     axes[0].set_title(title)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -177,9 +177,17 @@ def render_plan(story: Story, options: RenderOptions) -> Plan:
     return story.plan if options.frames is None else story.plan.span(*options.frames)
 
 
+def aim_settings(board: Storyboard) -> dict[str, int]:
+    """What a full render of this storyboard (the default engine, at its steps and cadence)
+    aims by (Plan.engine_aim: ahead of its plan, so that its picture shows each keyframe on
+    time)."""
+    render = board.render
+    return {"steps": render.steps, "first_steps": render.first_steps, "cadence": render.cadence}
+
+
 def aim_lead(board: Storyboard) -> int:
-    """The frames a render of this storyboard (at its steps and cadence) aims ahead of its
-    plan, so that its picture shows each keyframe on time (Plan.aim)."""
+    """The frames a full render of this storyboard aims ahead of its plan (but at a shot's
+    first frame, which aims by its own first steps)."""
     return lead(board.render.steps, board.render.cadence)
 
 
@@ -717,7 +725,7 @@ def render_shot(
     same random stream per frame, the same anchors, the whole plan's prompts embedded as
     a whole render embeds them."""
     from pipeline.engine import render_frames
-    from pipeline.store import FrameStore
+    from pipeline.store import FrameStore, RenderChangedError
 
     device = pick_device(options.device)
     loaded = loaded or load_models(story, options, device)
@@ -727,16 +735,21 @@ def render_shot(
     engine, describe = make_engine(story, options, device, loaded, store, start_over)
     engine.embed(story.plan.prompt_texts, dict(story.plan.images))
     started = time.perf_counter()
-    frames = render_frames(
-        story.plan.span(*shot),
-        engine,
-        store,
-        describe=describe,
-        on_progress=lambda p: on_progress(
-            Progress("frames", p.frames_done, p.frames_total, p.loss)
-        ),
-        first_frame=shot[0],
-    )
+    try:
+        frames = render_frames(
+            story.plan.span(*shot),
+            engine,
+            store,
+            describe=describe,
+            on_progress=lambda p: on_progress(
+                Progress("frames", p.frames_done, p.frames_total, p.loss)
+            ),
+            first_frame=shot[0],
+        )
+    except RenderChangedError as refused:  # the store advises render's --fresh or -o
+        lines = str(refused).splitlines()
+        what = lines[:-1] if len(lines) > 1 else [lines[0].split(";")[0]]
+        raise RenderChangedError("\n".join([*what, start_over])) from None
     return ShotRendered(shot, folder, describe, engine.settings.record(), frames.records,
                         time.perf_counter() - started)  # fmt: skip
 

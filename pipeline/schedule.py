@@ -24,8 +24,12 @@ JSON_DECIMALS = 6
 # own prompts: the plan's prompts LAG_STEPS optimisation steps later (`lead`), within the shot,
 # with a morph's fraction sharpened to e^p / (e^p + (1 - e)^p), p = SHARPEN (which crosses a
 # half where the plan's does). Measured on the shapes world, the only trained world at hand.
+# Never more than MAX_LEAD frames (the most measured): aimed further, the frame at a keyframe
+# already shows the next one (bench/RESULTS.md). A shot's first frame, made from noise in its
+# `first_steps`, has nothing to catch up: it aims its own steps' worth ahead (Plan.engine_aim).
 LAG_STEPS = 24
 SHARPEN = 4
+MAX_LEAD = 16
 
 
 class Features(Protocol):
@@ -132,26 +136,33 @@ class Plan:
                 seen.setdefault(text)
         return tuple(seen)
 
-    def aim_weights(self, lead: int) -> dict[str, list[float]]:
-        """Each prompt's weight in every frame's aim (for plots beside the plan's weights)."""
-        aims = [dict(self.aim(index, lead)) for index in range(self.n_frames)]
+    def aim_weights(self, settings: dict) -> dict[str, list[float]]:
+        """Each prompt's weight in every frame's aim with these settings (engine_aim), for
+        plots beside the plan's weights."""
+        aims = [dict(self.engine_aim(index, settings)) for index in range(self.n_frames)]
         return {text: [aim.get(text, 0.0) for aim in aims] for text in self.prompt_texts}
 
-    def to_json(self, lead: int | None = None) -> list[dict]:
-        """Every frame's values; with `lead` (a render's manifest), each frame's aim too where
-        it differs from its prompts, so that a resume sees a change that reaches back."""
-        frames = [frame.to_json() for frame in self.frames]
-        if lead is not None:
-            for values in frames:
-                aim = self.aim(values["frame"], lead)
-                if aim != self.frames[values["frame"]].prompts:
-                    values["aim"] = {text: _rounded(weight) for text, weight in aim}
-        return frames
+    def to_json(self) -> list[dict]:
+        return [frame.to_json() for frame in self.frames]
 
     def recorded(self, settings: dict) -> list[dict]:
         """The plan as a render's manifest records it, made with these settings (the
-        manifest's: `steps`, and `cadence` where the engine has one)."""
-        return self.to_json(lead(settings["steps"], settings.get("cadence", 1)))
+        manifest's: `steps`, `first_steps`, and `cadence` where the engine has one): each
+        frame with its aim (engine_aim) where that differs from its prompts."""
+        frames = self.to_json()
+        for values, frame in zip(frames, self.frames, strict=True):
+            aim = self.engine_aim(frame.frame, settings)
+            if aim != frame.prompts:
+                values["aim"] = {text: _rounded(weight) for text, weight in aim}
+        return frames
+
+    def engine_aim(self, index: int, settings: dict) -> tuple[tuple[str, float], ...]:
+        """What the engine optimises frame `index` toward, with these settings (a manifest's,
+        or EngineSettings.record's): the aim a lead of `steps` ahead, or of `first_steps` at a
+        shot's first frame (the plan's first, or a cut), which starts from noise."""
+        first = index == 0 or self.frames[index].cut
+        steps = settings["first_steps"] if first else settings["steps"]
+        return self.aim(index, lead(steps, settings.get("cadence", 1)))
 
     def aim(self, index: int, lead: int) -> tuple[tuple[str, float], ...]:
         """The prompts frame `index` is optimised toward: the sharpened prompts of the frame
@@ -213,8 +224,11 @@ def ease(name: str, u: float) -> float:
 
 def lead(steps: int, cadence: int) -> int:
     """The frames the engine aims ahead (Plan.aim) when it optimises every `cadence`-th frame
-    for `steps` steps: LAG_STEPS steps' worth of frames."""
-    return round(LAG_STEPS * cadence / max(steps, 1))
+    for `steps` steps: LAG_STEPS steps' worth of frames, at most MAX_LEAD (none without
+    steps: nothing is optimised, so nothing lags)."""
+    if steps <= 0:
+        return 0
+    return min(round(LAG_STEPS * cadence / steps), MAX_LEAD)
 
 
 def sharpen(e: float) -> float:

@@ -228,7 +228,10 @@ class FrameStore:
             return None
         settings = old.settings
         if "aim" in manifest.settings and "aim" not in settings:
-            raise self._made_by_an_older_engine()
+            if self.finished_frames(old):
+                raise self._made_by_an_older_engine()
+            self.clear()  # begun by an older engine, but no frame finished: nothing to keep
+            return None
         if "execution" in manifest.settings and (
             "execution" not in settings or not self.finished_frames(old)
         ):

@@ -116,6 +116,35 @@ def test_frames_made_from_a_picture_since_replaced_are_not_continued(tmp_path, t
     assert sorted(p.name for p in stopped.frames_dir.glob("*.png")) == ["000000.png"]
 
 
+def test_a_shot_begun_by_an_older_engine_is_refused_with_the_batchs_way_out(
+    tmp_path, tiny_model_dir
+):
+    # A batch's shot folder keeps frames between attempts; one an older engine began (its
+    # manifest records no aim: issue 36) is not continued, and the advice is the batch's
+    # (which has no --fresh), not render's.
+    import json
+
+    from pipeline.store import RenderChangedError
+
+    story = run.load(write_board(tmp_path))
+    options = run.RenderOptions(output=tmp_path / "out", vqgan="tiny", clip="tiny", encode=False)
+    shot = run.shots(story.plan)[0]
+    stopped = run.render_shot(story, options, (shot[0], shot[0] + 2))
+    manifest_path = stopped.folder / "frames" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["settings"]["aim"]
+    manifest_path.write_text(json.dumps(manifest))
+    folder = run.shot_folder(story, options, shot)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    stopped.folder.rename(folder)
+    with pytest.raises(RenderChangedError) as refused:
+        run.render_shot(story, options, shot)
+    said = str(refused.value)
+    assert "made by an older engine" in said and "--fresh" not in said
+    assert said.endswith(f"delete {folder} and run the batch again")
+    assert len(list((folder / "frames").glob("*.png"))) == 2
+
+
 def test_a_folder_being_rendered_is_not_rendered_twice(tmp_path, tiny_model_dir):
     # Another render (the studio, a second terminal) holds the folder: this one is refused
     # before it touches a frame, and goes ahead once the other is done.

@@ -12,7 +12,7 @@ import soundfile
 
 from pipeline.cli import main
 from pipeline.run import load as load_story
-from pipeline.schedule import LAG_STEPS, SHARPEN, build_plan, ease, lead
+from pipeline.schedule import LAG_STEPS, MAX_LEAD, SHARPEN, build_plan, ease, lead
 from pipeline.storyboard import parse_storyboard
 
 
@@ -145,6 +145,8 @@ def test_the_engine_aims_ahead_within_the_shot_with_the_morph_sharpened():
         and lead(steps=3, cadence=2) == 2 * LAG_STEPS // 3
     )
     assert lead(steps=10, cadence=5) == LAG_STEPS // 2 and lead(steps=LAG_STEPS, cadence=1) == 1
+    assert lead(steps=1, cadence=2) == MAX_LEAD < 2 * LAG_STEPS  # never further: see MAX_LEAD
+    assert lead(steps=0, cadence=5) == 0  # nothing optimised, nothing lags
     mix = {"a cat": 0.75, "a hat": 0.25}
     assert dict(plan.aim(0, 0)) == mix == dict(plan.aim(0, 12))  # still ahead: as it is
     e = 6 / 48  # frame 30: a quarter of a second into the two-second morph
@@ -158,6 +160,11 @@ def test_the_engine_aims_ahead_within_the_shot_with_the_morph_sharpened():
     assert dict(plan.aim(96, 12)) == {"a sea": 1.0}  # the cut's own frame aims within its shot
     assert dict(plan.aim(110, 24)) == {"a sea": 1.0}  # the video's last frame, 119
     assert dict(plan.frames[30].prompts)["a room"] == pytest.approx(e)  # the plan is unchanged
+    # The engine's own: a shot's first frame, made from noise in its first steps, aims by
+    # those (here: 96 steps, not a frame ahead); the others by their steps.
+    settings = {"steps": 3, "first_steps": 96, "cadence": 1}
+    assert plan.engine_aim(96, settings) == plan.aim(96, 0) == plan.frames[96].prompts
+    assert plan.engine_aim(30, settings) == plan.aim(30, 8) != plan.aim(30, 0)
 
 
 def test_cut_marks_the_first_frame_at_or_after_its_time():

@@ -207,7 +207,8 @@ def test_the_plan_is_what_the_cli_plans(studio: Studio):
     # Beside each weight, what the render's engine aims at: the plan some frames ahead.
     lead = view["aim_lead"]
     assert lead == run.aim_lead(story.board) > 0
-    aims = {text: [dict(story.plan.aim(f, lead)).get(text, 0.0) for f in range(24)]
+    settings = run.aim_settings(story.board)
+    aims = {text: [dict(story.plan.engine_aim(f, settings)).get(text, 0.0) for f in range(24)]
             for text in story.plan.prompt_texts}  # fmt: skip
     assert view["aims"] == aims and view["aims"] != view["prompts"]
     assert [k["t"] for k in view["keyframes"]] == [0, 1]

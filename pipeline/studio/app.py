@@ -288,7 +288,7 @@ def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
             text: [dict(fp.prompts).get(text, 0.0) for fp in frames] for text in plan.prompt_texts
         },
         # What the render's engine aims at, a little ahead, so that it shows each on time.
-        "aims": plan.aim_weights(lead),
+        "aims": plan.aim_weights(run.aim_settings(board)),
         "aim_lead": lead,
         "keyframes": [{"t": m.t, "frame": m.frame, "label": m.label} for m in plan.keyframes],
         "beats": list(plan.beat_times),

@@ -268,7 +268,7 @@ function drawPlan(view) {
   });
   const axis = svg("text", { x: left, y: height - 4 }, plot);
   axis.textContent = `time (s), 0 – ${view.duration.toFixed(2)}; dashed: keyframes, red: beats; ` +
-    `dotted: the engine's aim, ${view.aim_lead} frames ahead so that the picture shows each prompt on time`;
+    `dotted: a full render's aim, ${view.aim_lead} frames ahead so that the picture shows each prompt on time`;
   state.cursor = svg("line", { x1: -10, x2: -10, y1: 0, y2: height - 16, stroke: "#c86bff" }, plot);
   plot.onclick = (event) => {
     const box = plot.getBoundingClientRect();
