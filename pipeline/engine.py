@@ -442,12 +442,6 @@ class Engine:
         self.settings = settings
         self.speed = settings.speed
         self.execution = settings.execution
-        # What Plan.engine_aim needs (as a manifest records it).
-        self.aim_settings = {
-            "steps": settings.steps,
-            "first_steps": settings.first_steps,
-            "cadence": settings.speed.cadence,
-        }
         self.device = torch.device(settings.device)
         self.decode = self._decoder()
         codebook = vqgan.codebook
@@ -734,7 +728,7 @@ class Engine:
         else:
             z, held = self.move(previous, camera_path(plan, previous.index, index))
             steps = self.settings.steps
-        aim = plan.engine_aim(index, self.aim_settings)
+        aim = plan.engine_aim(index, self.settings.record())
         result = self.optimise(z, aim, steps, generator, None, pull, held)
         with torch.no_grad():
             image = self.shown(result.z, held)

@@ -725,31 +725,26 @@ def render_shot(
     same random stream per frame, the same anchors, the whole plan's prompts embedded as
     a whole render embeds them."""
     from pipeline.engine import render_frames
-    from pipeline.store import FrameStore, RenderChangedError
+    from pipeline.store import FrameStore
 
     device = pick_device(options.device)
     loaded = loaded or load_models(story, options, device)
     folder = shot_folder(story, options, shot)
-    store = FrameStore(folder)
-    start_over = f"delete {folder} and run the batch again"
+    start_over = f"delete {folder} and run the batch again"  # batch has no --fresh
+    store = FrameStore(folder, start_over)
     engine, describe = make_engine(story, options, device, loaded, store, start_over)
     engine.embed(story.plan.prompt_texts, dict(story.plan.images))
     started = time.perf_counter()
-    try:
-        frames = render_frames(
-            story.plan.span(*shot),
-            engine,
-            store,
-            describe=describe,
-            on_progress=lambda p: on_progress(
-                Progress("frames", p.frames_done, p.frames_total, p.loss)
-            ),
-            first_frame=shot[0],
-        )
-    except RenderChangedError as refused:  # the store advises render's --fresh or -o
-        lines = str(refused).splitlines()
-        what = lines[:-1] if len(lines) > 1 else [lines[0].split(";")[0]]
-        raise RenderChangedError("\n".join([*what, start_over])) from None
+    frames = render_frames(
+        story.plan.span(*shot),
+        engine,
+        store,
+        describe=describe,
+        on_progress=lambda p: on_progress(
+            Progress("frames", p.frames_done, p.frames_total, p.loss)
+        ),
+        first_frame=shot[0],
+    )
     return ShotRendered(shot, folder, describe, engine.settings.record(), frames.records,
                         time.perf_counter() - started)  # fmt: skip
 

@@ -233,8 +233,6 @@ def lead(steps: int, cadence: int) -> int:
 
 def sharpen(e: float) -> float:
     """A morph's fraction as the engine aims at it: sooner past a half, as late before it."""
-    if e in (0.0, 1.0):
-        return e
     return e**SHARPEN / (e**SHARPEN + (1 - e) ** SHARPEN)
 
 

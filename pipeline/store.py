@@ -131,12 +131,20 @@ class Manifest:
 
 
 class FrameStore:
-    """The frames folder of one render."""
+    """The frames folder of one render. `start_over`: how to start it afresh, for the messages
+    that refuse its frames (default: render's --fresh and -o; a batch's shot says its own)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, start_over: str | None = None):
         self.folder = folder
         self.frames_dir = folder / "frames"
         self.manifest_path = self.frames_dir / "manifest.json"
+        self.start_over = start_over
+
+    def _refused(self, what: str, way_out: str, between: str = "\n") -> RenderChangedError:
+        """Frames not continued: what is wrong, then what to do (`start_over`, if given)."""
+        if self.start_over is not None:
+            return RenderChangedError(f"{what}\n{self.start_over}")
+        return RenderChangedError(f"{what}{between}{way_out}")
 
     def frame_path(self, index: int) -> Path:
         return self.frames_dir / f"{index:06d}.png"
@@ -147,9 +155,10 @@ class FrameStore:
         try:
             return Manifest.from_json(json.loads(self.manifest_path.read_text()))
         except (ValueError, KeyError, TypeError) as error:
-            raise RenderChangedError(
-                f"{self.manifest_path} is damaged ({error}); run again with --fresh "
-                "to start this render over"
+            raise self._refused(
+                f"{self.manifest_path} is damaged ({error})",
+                "run again with --fresh to start this render over",
+                between="; ",
             ) from None
 
     def write_manifest(self, manifest: Manifest) -> None:
@@ -220,9 +229,10 @@ class FrameStore:
         old = self.read_manifest()
         if fresh or old is None:
             if not fresh and any(self.frames_dir.glob("*.png")):
-                raise RenderChangedError(
-                    f"{self.frames_dir} holds frames without a manifest; render with --fresh to "
-                    "replace them, or -o to render elsewhere"
+                raise self._refused(
+                    f"{self.frames_dir} holds frames without a manifest",
+                    "render with --fresh to replace them, or -o to render elsewhere",
+                    between="; ",
                 )
             self.clear()
             return None
@@ -240,11 +250,11 @@ class FrameStore:
             settings = {**settings, "execution": manifest.settings["execution"]}
         changes = describe_changes(settings, manifest.settings)
         if changes:
-            raise RenderChangedError(
+            raise self._refused(
                 f"the frames in {self.frames_dir} were rendered with other settings:\n  "
-                + "\n  ".join(changes)
-                + f"\nrun again with --fresh to start {self.folder.name} over (its frames are "
-                "replaced), or render to another folder with -o"
+                + "\n  ".join(changes),
+                f"run again with --fresh to start {self.folder.name} over (its frames are "
+                "replaced), or render to another folder with -o",
             )
         return old
 
@@ -252,23 +262,23 @@ class FrameStore:
         """Frames made before the engine aimed ahead of the plan (issue 36): they are not
         continued (the frames this engine makes would not follow on from them), nor taken
         for this engine's, even when finished."""
-        return RenderChangedError(
+        return self._refused(
             f"the frames in {self.frames_dir} were made by an older engine, one that followed "
             "the storyboard's prompts late; this one aims ahead so that keyframes land on time, "
-            "and does not continue or rewrite an older one's frames\n"
+            "and does not continue or rewrite an older one's frames",
             f"run again with --fresh to start {self.folder.name} over (its frames are replaced), "
-            "render to another folder with -o, or finish it with the feverdream that began it"
+            "render to another folder with -o, or finish it with the feverdream that began it",
         )
 
     def _resume(self, old: Manifest, manifest: Manifest, device: Any) -> dict[str, Any] | None:
         done = self.finished_frames(old)
         changed = first_changed_frame(old.plan, manifest.plan)
         if changed is not None and changed < done:
-            raise RenderChangedError(
+            raise self._refused(
                 f"the storyboard changed at frame {changed}, which is already rendered ({done} "
-                f"frames are done): {describe_frame_change(old.plan, manifest.plan, changed)}\n"
+                f"frames are done): {describe_frame_change(old.plan, manifest.plan, changed)}",
                 f"run again with --fresh to re-render {self.folder.name}, or render to another "
-                "folder with -o"
+                "folder with -o",
             )
         # The latest optimised frame with a saved state: normally the last one finished;
         # after a storyboard grew, possibly a frame that is no longer on the new plan's rhythm.
