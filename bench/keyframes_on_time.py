@@ -6,7 +6,7 @@ morph's midpoint; a switch's or cut's own frame), and the lag in seconds ("never
 green a second after).
 
     .venv/bin/python bench/keyframes_on_time.py [--ends 2,3,4] [--engines classic,fast]
-        [--shape morph|switch|cut] [--steps 3] [--cadence 2] [--lag-steps N] [--sharpen P]
+        [--shape morph|switch|cut] [--steps 3] [--cadence 2] [--bf16] [--lag-steps N] [--sharpen P]
 
 `--lag-steps` and `--sharpen` replace the engine's pipeline.schedule.LAG_STEPS and SHARPEN
 for the run (0 and 1: the plan followed as it is, as the engine did before issue 36, but
@@ -80,10 +80,11 @@ def main() -> None:
     parser.add_argument("--lag-steps", type=int, default=schedule.LAG_STEPS)
     parser.add_argument("--sharpen", type=float, default=schedule.SHARPEN)
     parser.add_argument("--zoom", type=float, default=1.0, help="the camera's zoom a frame")
+    parser.add_argument("--bf16", action="store_true", help="the fast engine's VQGAN in bf16")
     args = parser.parse_args()
     schedule.LAG_STEPS, schedule.SHARPEN = args.lag_steps, args.sharpen
     Engine.step = counted_step
-    engines = {"classic": CLASSIC, "fast": Speed(cadence=args.cadence)}
+    engines = {"classic": CLASSIC, "fast": Speed(cadence=args.cadence, bf16=args.bf16)}
     models = load_models("shapes", "shapes", "cpu")
     print(f"torch kernels: {torch.backends.cpu.get_cpu_capability()}", flush=True)
     for name in args.engines.split(","):
@@ -100,6 +101,7 @@ def main() -> None:
             row = {
                 "engine": name,
                 "cadence": speed.cadence,
+                "bf16": speed.bf16,
                 "steps": args.steps,
                 "lead frames": schedule.lead(args.steps, speed.cadence),
                 "sharpen": args.sharpen,

@@ -24,10 +24,11 @@ JSON_DECIMALS = 6
 # own prompts: the plan's prompts LAG_STEPS optimisation steps later (`lead`), within the shot,
 # with a morph's fraction sharpened to e^p / (e^p + (1 - e)^p), p = SHARPEN (which crosses a
 # half where the plan's does). Measured on the shapes world, the only trained world at hand.
-# Never more than MAX_LEAD frames (the most measured): aimed further, the frame at a keyframe
-# already shows the next one (bench/RESULTS.md). A shot's first frame, made from noise in its
-# `first_steps`, has nothing to catch up: it aims its own steps' worth ahead (Plan.engine_aim).
-LAG_STEPS = 24
+# Never more than MAX_LEAD frames: aimed further (24 frames at the shapes demo's 1.5 steps a
+# frame), the frame at a keyframe already shows the next one (bench/RESULTS.md). A shot's
+# first frame, made from noise in its `first_steps`, has nothing to catch up: it aims its own
+# steps' worth ahead (Plan.engine_aim).
+LAG_STEPS = 36
 SHARPEN = 4
 MAX_LEAD = 16
 
