@@ -17,8 +17,10 @@ from pathlib import Path
 import torch
 
 from pipeline.bench import machine_info
-from pipeline.engine import Engine, EngineSettings, Speed, frame_generator
-from pipeline.models.registry import load_models
+from pipeline.engine import Engine, frame_generator
+from pipeline.models.loading import load_models
+from pipeline.settings import EngineSettings, Speed
+from pipeline.storyboard import parse_size
 
 
 def main() -> None:
@@ -32,7 +34,7 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
 
-    width, height = (int(x) for x in args.size.split("x"))
+    width, height = parse_size(args.size)
     vqgan, clip = load_models(args.vqgan, args.clip, args.device, random_weights=True)
     settings = EngineSettings(width, height, 1, 1, args.cuts, 0.1, 0, args.device)
     prompts = (("a narrow hallway that keeps stretching", 1.0), ("text, watermark", -1.0))

@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 import shapes_checks as checks  # noqa: E402
 
-from pipeline.engine import CLASSIC, Speed  # noqa: E402
-from pipeline.models.registry import load_models  # noqa: E402
+from pipeline.models.loading import load_models  # noqa: E402
 from pipeline.score import score  # noqa: E402
+from pipeline.settings import CLASSIC, Speed  # noqa: E402
 
 FAST = Speed(cadence=5, bf16=False)
 RUNS = {

@@ -296,8 +296,9 @@ def probe_compile(device: str, tiny: bool) -> dict:
     """A render's step plain and compiled, at the anxiety storyboard's canvas and cutouts."""
     import torch
 
-    from pipeline.engine import Engine, EngineSettings, Execution, Speed, frame_generator
-    from pipeline.models.registry import load_models
+    from pipeline.engine import Engine, frame_generator
+    from pipeline.models.loading import load_models
+    from pipeline.settings import EngineSettings, Execution, Speed
 
     if tiny:  # dynamo's tracing and the timing, not inductor's kernels (see the docstring)
         import functools

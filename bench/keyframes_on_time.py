@@ -31,8 +31,9 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 import shapes_checks as checks  # noqa: E402
 
 from pipeline import schedule  # noqa: E402
-from pipeline.engine import CLASSIC, Engine, Speed  # noqa: E402
-from pipeline.models.registry import load_models  # noqa: E402
+from pipeline.engine import Engine  # noqa: E402
+from pipeline.models.loading import load_models  # noqa: E402
+from pipeline.settings import CLASSIC, Speed  # noqa: E402
 
 
 def keyframes(shape: str, end: int, zoom: float = 1.0) -> str:

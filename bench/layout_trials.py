@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 
 from pipeline.bench import machine_info
-from pipeline.engine import Engine, EngineSettings, Execution, Speed, frame_generator
-from pipeline.models.registry import load_models
+from pipeline.engine import Engine, frame_generator
+from pipeline.models.loading import load_models
+from pipeline.settings import EngineSettings, Execution, Speed
+from pipeline.storyboard import parse_size
 
 
 def time_steps(engine: Engine, steps: int) -> list[float]:
@@ -52,7 +54,7 @@ def main() -> None:
     parser.add_argument("--trials", default="plain,channels_last,compile")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
-    width, height = (int(x) for x in args.size.split("x"))
+    width, height = parse_size(args.size)
     rows = {}
     for trial in args.trials.split(","):
         options = set(trial.split("+")) - {"plain"}

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from pipeline.malloc import MALLOC_TUNABLES
+from pipeline.storyboard import parse_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,10 +40,11 @@ def one(
 ) -> dict:
     from pipeline import memory
     from pipeline.bench import machine_info, peak_memory_gib
-    from pipeline.engine import CLASSIC, Engine, EngineSettings, Execution, Speed, frame_generator
-    from pipeline.models.registry import load_models
+    from pipeline.engine import Engine, frame_generator
+    from pipeline.models.loading import load_models
+    from pipeline.settings import CLASSIC, EngineSettings, Execution, Speed
 
-    width, height = (int(x) for x in size.split("x"))
+    width, height = parse_size(size)
     vqgan, clip = load_models(*models, device, True)
     speed = CLASSIC if engine_name == "classic" else Speed.fast(device, 5)
     if fp32:  # the default on a CPU without native bf16 (an AVX2 EPYC)

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from pipeline.bench import machine_info
-from pipeline.engine import CLASSIC, Engine, EngineSettings, Speed, render_frames
-from pipeline.models.registry import load_all
+from pipeline.engine import Engine, render_frames
+from pipeline.models.loading import load_all
 from pipeline.run import load as load_story
+from pipeline.settings import CLASSIC, EngineSettings, Speed
 from pipeline.store import FrameStore
 
 CONFIGS = {

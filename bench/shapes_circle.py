@@ -33,19 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 from shape_reader import read_frame  # noqa: E402
 
-from pipeline.engine import (  # noqa: E402
-    CLASSIC,
-    Engine,
-    EngineSettings,
-    Speed,
-    frame_generator,
-    make_cutouts,
-    render_frames,
-    spherical_distance,
-    to_uint8,
-)
-from pipeline.models.registry import load_models, packaged_dir  # noqa: E402
+from pipeline.engine import Engine, frame_generator, render_frames  # noqa: E402
+from pipeline.guidance import make_cutouts, spherical_distance  # noqa: E402
+from pipeline.models.files import packaged_dir  # noqa: E402
+from pipeline.models.loading import load_models  # noqa: E402
+from pipeline.pictures import to_uint8  # noqa: E402
 from pipeline.run import load as load_story  # noqa: E402
+from pipeline.settings import CLASSIC, EngineSettings, Speed  # noqa: E402
 from pipeline.store import FrameStore  # noqa: E402
 from tools.shapes.build import shapes_files  # noqa: E402
 from tools.shapes.train import _scale_codebook  # noqa: E402

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 import shapes_checks as checks  # noqa: E402
 
-from pipeline.models.registry import load_models  # noqa: E402
+from pipeline.models.loading import load_models  # noqa: E402
 
 # The rhythm each engine's on-time checks run at (checks.ON_TIME_RHYTHMS).
 RHYTHM = {"classic": "classic", "fast": "examples", "fast-bf16": "examples-bf16"}

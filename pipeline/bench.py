@@ -14,17 +14,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from pipeline.engine import (
-    Anchor,
-    Engine,
-    EngineSettings,
-    Execution,
-    Speed,
-    anchor_frames,
-    frame_generator,
-    in_between,
-)
+from pipeline.engine import Anchor, Engine, frame_generator, in_between
 from pipeline.schedule import Plan
+from pipeline.settings import EngineSettings, Execution, Speed
 from pipeline.storyboard import Models, RenderSettings
 
 log = logging.getLogger(__name__)
@@ -214,7 +206,7 @@ def project(
     MP4 encoded after the frames (the sum) and while they are made (on a GPU, where the
     encoder has the CPU to itself: the slower of the two, and then the frames made with the
     last optimised one). `total_seconds` is the way a render on this device encodes."""
-    anchors = anchor_frames(plan, settings.speed.cadence)
+    anchors = plan.optimised_frames(settings.speed.cadence)
     starts = {0} | {fp.frame for fp in plan.frames if fp.cut}
     seconds = 0.0
     for index in anchors:
@@ -344,7 +336,7 @@ def bench_engines(
     Peak memory is the process's high-water mark (on a CPU, its resident size), which never
     falls: an entry's figure is its own only if it uses the most memory so far, so list the
     leaner engines first."""
-    from pipeline.models.registry import load_all
+    from pipeline.models.loading import load_all
 
     render, models = render or RenderSettings(), models or Models()
     clips = ((clip, 1.0),) if clip else models.clips

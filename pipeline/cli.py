@@ -103,7 +103,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         options, speed=_speed(args, device, cadence), compile=_compile_option(args)
     )
     if args.engine == "classic":
-        from pipeline.engine import Execution
+        from pipeline.settings import Execution
 
         options = dataclasses.replace(options, execution=Execution())
     bars: dict[str, tqdm] = {}
@@ -162,7 +162,7 @@ def _speed(args: argparse.Namespace, device: str, cadence: int):
     """The engine's speed options: the fast defaults, or the classic loop, as asked."""
     import dataclasses
 
-    from pipeline.engine import CLASSIC, Speed
+    from pipeline.settings import CLASSIC, Speed
 
     speed = CLASSIC if args.engine == "classic" else Speed.fast(device, cadence)
     if args.precision != "auto":
@@ -178,7 +178,7 @@ def _execution(args: argparse.Namespace, device: str, speed):
     length)."""
     import dataclasses
 
-    from pipeline.engine import Execution
+    from pipeline.settings import Execution
 
     if args.engine == "classic":
         return Execution()
@@ -236,7 +236,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     speeds = {"this render": _speed(args, device, args.cadence or render.cadence)}
     executions = {"this render": _execution(args, device, speeds["this render"])}
     if args.compare:
-        from pipeline.engine import CLASSIC
+        from pipeline.settings import CLASSIC
 
         speeds["classic"] = CLASSIC  # after the default: it keeps the most memory
     # One run per CLIP named (or the storyboard's CLIPs), the same VQGAN and settings.

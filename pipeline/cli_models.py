@@ -17,20 +17,21 @@ def _size_text(size: int | None, present: bool) -> str:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from pipeline.models import registry
+    from pipeline.models.catalogue import RANDOM_WEIGHTS_NOTE, Source
+    from pipeline.models.files import models_dir, status
 
-    print(f"models folder: {registry.models_dir()} (set FEVERDREAM_MODELS to move it)")
+    print(f"models folder: {models_dir()} (set FEVERDREAM_MODELS to move it)")
     for kind, title in (("vqgan", "VQGAN"), ("clip", "CLIP")):
         print(f"\n{title:26} {'size':>10}  {'status':8} notes / path")
-        for row in registry.status(kind):
+        for row in status(kind):
             state = "present" if row.present else "missing"
-            if row.source is registry.Source.BUILT and not row.present:
+            if row.source is Source.BUILT and not row.present:
                 state = "on use"
             print(f"{row.name:26} {_size_text(row.size, row.present):>10}  {state:8} {row.notes}")
             if row.present:
                 for path in row.paths:
                     print(f"{'':46} {path}")
-    print(f"\n{registry.RANDOM_WEIGHTS_NOTE}")
+    print(f"\n{RANDOM_WEIGHTS_NOTE}")
     return 0
 
 
@@ -50,8 +51,11 @@ def cmd_models_download(args: argparse.Namespace) -> int:
 
 
 def cmd_models_path(args: argparse.Namespace) -> int:
-    from pipeline.models.registry import model_paths
+    from pipeline.models.catalogue import find_entry
+    from pipeline.models.files import model_paths
+    from pipeline.models.tiny import ensure_built
 
+    ensure_built(find_entry("vqgan", args.name), find_entry("clip", args.name))
     for path in model_paths(args.name):
         print(path)
     return 0

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from pipeline.engine import Engine, Execution
+    from pipeline.engine import Engine
+    from pipeline.settings import Execution
 
 GIB = 2**30
 # The backward's own buffers (each activation's gradient, convolution workspaces, a

@@ -28,8 +28,9 @@ from pipeline.storyboard import RenderSettings, Storyboard, load_storyboard, par
 
 if TYPE_CHECKING:
     from pipeline.audio import AudioFeatures
-    from pipeline.engine import Execution, FrameProgress, Speed
+    from pipeline.engine import FrameProgress
     from pipeline.render import SoundtrackInfo, SoundtrackSpec
+    from pipeline.settings import Execution, Speed
     from pipeline.store import FrameStore
 
 log = logging.getLogger(__name__)
@@ -453,14 +454,13 @@ def render_lock(folder: Path) -> Iterator[None]:
 def optimised_steps(story: Story, options: RenderOptions) -> dict[int, int]:
     """The frames a render with these options optimises, each with its steps (a shot's
     first frame takes `first_steps`): what its time depends on."""
-    from pipeline.engine import anchor_frames
 
     settings = render_settings(story, options)
     plan = render_plan(story, options)
     cadence = options.speed.cadence if options.speed is not None else settings.cadence
     return {
         index: settings.first_steps if index == 0 or plan.frames[index].cut else settings.steps
-        for index in anchor_frames(plan, cadence)
+        for index in plan.optimised_frames(cadence)
     }
 
 
@@ -500,8 +500,10 @@ def make_engine(
     execution no longer fits, where a fresh start would choose another that does, is refused,
     saying what to do (`start_over`: how to start afresh, for the message)."""
     from pipeline import memory
-    from pipeline.engine import Engine, EngineSettings, Execution, Speed
-    from pipeline.models.registry import digest, file_sha256
+    from pipeline.engine import Engine
+    from pipeline.models.files import file_sha256
+    from pipeline.models.loading import digest
+    from pipeline.settings import EngineSettings, Execution, Speed
     from pipeline.store import RenderChangedError
 
     vqgan, clips = loaded
@@ -566,7 +568,7 @@ def _began_with(
 ) -> tuple[Execution | None, int]:
     """The execution a render in `store` began with, to go on under (None: starting afresh,
     or no frame made, or none recorded), and how many frames it has left to make."""
-    from pipeline.engine import Execution
+    from pipeline.settings import Execution
 
     if options.fresh:
         return None, 0
@@ -856,7 +858,7 @@ def clip_names(story: Story, options: RenderOptions) -> tuple[tuple[str, float],
 def clip_record(names: Sequence[tuple[str, float]], clips: Sequence[tuple[Any, float]]) -> Any:
     """The CLIPs as a render's manifest records them: one CLIP of weight 1 as
     {"name", "sha256"} (as before several were possible), else a list with their weights."""
-    from pipeline.models.registry import digest
+    from pipeline.models.loading import digest
 
     if len(names) == 1 and names[0][1] == 1:
         return {"name": names[0][0], "sha256": digest(clips[0][0])}
@@ -876,7 +878,7 @@ def load_models(
     """The render's VQGAN and (CLIP, weight) pairs on `device`, downloading registry models
     not yet here (`on_bytes(done, total)` follows each file); `on_loading` is told when the
     files are all here and loading begins."""
-    from pipeline.models.registry import load_all
+    from pipeline.models.loading import load_all
 
     vqgan, clips = model_name(story, options), clip_names(story, options)
     if not options.random_weights:
@@ -981,7 +983,7 @@ def score(folder: str | Path, clip: str | None = "render", story: Story | None =
     one the frames were made with) or None (no CLIP loss); `story`, the storyboard, gives
     the files of its image prompts."""
     from pipeline import score as scoring
-    from pipeline.models.registry import load_clip_model
+    from pipeline.models.loading import load_clip_model
 
     images = dict(story.plan.images) if story is not None else None
     if clip is not None:
@@ -1009,7 +1011,7 @@ def build_shapes(into: Path | None = None) -> None:
     import importlib
     import sys
 
-    from pipeline.models.registry import models_dir
+    from pipeline.models.files import models_dir
 
     checkout = Path(__file__).resolve().parents[1]
     if not (checkout / "tools" / "shapes" / "build.py").is_file():

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from pipeline.errors import FeverdreamError
 from pipeline.expressions import AUDIO_VARIABLES
-from pipeline.storyboard import IMAGE_PROMPT, Keyframe, Storyboard, Time, Value
+from pipeline.storyboard import Keyframe, Storyboard, Time, Value, is_picture
 
 JSON_DECIMALS = 6
 
@@ -119,6 +119,18 @@ class Plan:
     beat_times: tuple[float, ...]
     # The pictures its frames name (init images, image prompts) → their checked paths.
     images: tuple[tuple[str, Path], ...] = ()
+
+    def optimised_frames(self, cadence: int) -> list[int]:
+        """The frames the engine optimises: every `cadence`-th frame from the start and from
+        each cut, and the last frame before each cut and of the video, so every other frame
+        lies between two optimised frames of the same shot."""
+        starts = [0] + [fp.frame for fp in self.frames if fp.cut]
+        ends = starts[1:] + [self.n_frames]
+        optimised: set[int] = set()
+        for start, end in zip(starts, ends, strict=True):
+            optimised.update(range(start, end, cadence))
+            optimised.add(end - 1)
+        return sorted(optimised)
 
     def image(self, name: str) -> Path:
         """The file of a picture a frame names (an init image, or an `image: PATH` prompt)."""
@@ -397,7 +409,7 @@ def _track(board, times, t, env, pick, *, default: float, evaluate=_plain) -> fl
 
 
 def _full_text(text: str, style: str | None) -> str:
-    if text.startswith(IMAGE_PROMPT):  # a picture: the style is words, for words
+    if is_picture(text):  # a picture: the style is words, for words
         return text
     return f"{text}, {style.strip()}" if style else text
 

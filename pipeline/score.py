@@ -24,15 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.engine import frame_generator, frame_motion, make_cutouts, spherical_distance, warp_by
+from pipeline.camera import frame_motion, warp_by
+from pipeline.colour import rgb_to_lab
+from pipeline.engine import frame_generator
 from pipeline.errors import FeverdreamError
-from pipeline.models.registry import file_sha256
+from pipeline.guidance import make_cutouts, spherical_distance
+from pipeline.models.files import file_sha256
 from pipeline.schedule import FramePlan
 from pipeline.store import FrameStore, Manifest
-from pipeline.storyboard import IMAGE_PROMPT
+from pipeline.storyboard import is_picture
 
 # What each figure is, in what unit, and which way is better: printed under the figures.
 MEANINGS = {
@@ -226,15 +228,11 @@ def steering_pictures(
     manifest = manifest_of(folder)
     done = FrameStore(folder).finished_frames(manifest)
     named = sorted({text for frame in manifest.plan[:done] for text in frame["prompts"]
-                    if text.startswith(IMAGE_PROMPT)})  # fmt: skip
+                    if is_picture(text)})  # fmt: skip
     if not named:
         return {}, {}
     if images is None:
-        only = all(
-            text.startswith(IMAGE_PROMPT)
-            for frame in manifest.plan[:done]
-            for text in frame["prompts"]
-        )
+        only = all(is_picture(text) for frame in manifest.plan[:done] for text in frame["prompts"])
         raise FeverdreamError(
             f"{folder} was steered by {'pictures only' if only else 'pictures as well as words'} "
             f"({', '.join(named)}), and the CLIP loss needs them: give the storyboard it was "
@@ -278,29 +276,12 @@ def colour_drift(frames: Sequence[np.ndarray], plan: Sequence[FramePlan]) -> lis
     values: list[float | None] = []
     reference = None
     for index, frame in enumerate(frames):
-        mean = srgb_to_lab(frame / 255).reshape(-1, 3).mean(axis=0)
+        pixels = torch.from_numpy(frame).to(torch.float64).div(255).permute(2, 0, 1)[None]
+        mean = rgb_to_lab(pixels).mean(dim=(0, 2, 3)).numpy()
         if index == 0 or plan[index].cut:
             reference = mean
         values.append(float(np.linalg.norm(mean - reference)))
     return values
-
-
-def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB in [0, 1] (..., 3) → CIE Lab (D65)."""
-    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    xyz = linear @ _RGB_TO_XYZ.T / _WHITE
-    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
-    return np.stack(
-        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
-        axis=-1,
-    )
-
-
-_RGB_TO_XYZ = np.array(
-    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750],
-     [0.0193339, 0.1191920, 0.9503041]]
-)  # fmt: skip
-_WHITE = np.array([0.95047, 1.0, 1.08883])
 
 
 @torch.no_grad()
@@ -317,14 +298,15 @@ def clip_losses(
     with the frame's random stream; with several CLIPs, given as (model, weight) pairs, their
     weighted sum). An image prompt is embedded as the engine embeds it, from its file in
     `images`; one not there is left out (None for a frame with nothing left)."""
-    from pipeline.engine import fit_picture, guides
+    from pipeline.guidance import guides, picture_embedding
+    from pipeline.pictures import fit_picture
 
     images = images or {}
     listening = guides(clip)
     values: list[float | None] = []
     for index, (frame, frame_plan) in enumerate(zip(frames, plan, strict=True)):
         prompts = [(text, weight) for text, weight in frame_plan.prompts
-                   if not text.startswith(IMAGE_PROMPT) or text in images]  # fmt: skip
+                   if not is_picture(text) or text in images]  # fmt: skip
         if not prompts:
             values.append(None)
             continue
@@ -337,15 +319,10 @@ def clip_losses(
             for text, _ in prompts:
                 if text in embeddings:
                     continue
-                if text.startswith(IMAGE_PROMPT):
-                    # As Engine.embed_picture: fitted to the canvas, cut out with the
-                    # render's seed, the cutouts' unit vectors averaged.
+                if is_picture(text):  # as the engine embeds it
                     height, width = frame.shape[:2]
                     picture = fit_picture(images[text], width, height, torch.device("cpu"))
-                    views = make_cutouts(picture, cuts, model.input_resolution,
-                                         torch.Generator().manual_seed(seed))  # fmt: skip
-                    vectors = F.normalize(model.encode_image(views).float(), dim=-1)
-                    embeddings[text] = F.normalize(vectors.mean(dim=0), dim=-1)
+                    embeddings[text] = picture_embedding(model, picture, cuts, seed)
                 else:
                     embeddings[text] = model.encode_text([text])[0]
             targets = torch.stack([embeddings[text] for text, _ in prompts])

@@ -517,21 +517,21 @@ def _clips(ctx: _Context, node: yaml.Node) -> tuple[tuple[str, float], ...]:
 def _model_name(ctx: _Context, node: yaml.Node, key: str, kind: str) -> str:
     """A model as written: a registry name, or a file (beside the storyboard, or a path)
     that is there. Checked now, so that a typo fails before any model loads."""
-    from pipeline.models import registry
+    from pipeline.models.catalogue import find_entry, looks_like_path, unknown_name_error
 
     name = _text(ctx, node, key).strip()
-    if registry.find_entry(kind, name) is not None:
+    if find_entry(kind, name) is not None:
         return name
     beside, given = ctx.base / name, Path(name).expanduser()
     if beside.is_file() or given.is_file():
         return name
-    if registry.looks_like_path(name):
+    if looks_like_path(name):
         raise ctx.error(
             node,
             key,
             f"{name} not found (paths are relative to the storyboard's folder, {ctx.base})",
         )
-    raise ctx.error(node, key, str(registry.unknown_name_error(name, kind)))
+    raise ctx.error(node, key, str(unknown_name_error(name, kind)))
 
 
 def _audio(ctx: _Context, node: yaml.Node, base: Path, fps: int) -> Soundtrack:
@@ -581,6 +581,12 @@ def _image(ctx: _Context, node: yaml.Node, key: str, written: str) -> Path:
             node, key, f"{path} is not a picture that can be read ({error}); save it as PNG or JPEG"
         ) from None
     return path
+
+
+def is_picture(prompt: str) -> bool:
+    """Whether a prompt, as a loaded storyboard holds it, names a picture (`image: PATH`, its
+    file in `Storyboard.images`) rather than words. The prefix is known here only."""
+    return prompt.startswith(IMAGE_PROMPT)
 
 
 def _prompt_text(ctx: _Context, node: yaml.Node, key: str) -> str:

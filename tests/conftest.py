@@ -79,7 +79,7 @@ def tiny_model_dir(_tiny_model_files, _isolated_dirs):
 @pytest.fixture(scope="session")
 def shapes_model_files():
     """The shapes world's reference models, as the package ships them."""
-    from pipeline.models.registry import packaged_dir
+    from pipeline.models.files import packaged_dir
     from tools.shapes.build import shapes_files
 
     return shapes_files(packaged_dir())
@@ -88,7 +88,7 @@ def shapes_model_files():
 @pytest.fixture(scope="session")
 def shapes_models():
     """The shapes VQGAN and CLIP, loaded once by name through the real loaders."""
-    from pipeline.models.registry import load_models
+    from pipeline.models.loading import load_models
 
     return load_models("shapes", "shapes", "cpu")
 

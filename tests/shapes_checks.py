@@ -15,16 +15,9 @@ from camera_reader import Move, read_move
 from PIL import Image
 from shape_reader import read_frame
 
-from pipeline.engine import (
-    CLASSIC,
-    Engine,
-    EngineSettings,
-    Speed,
-    anchor_frames,
-    bf16_helps,
-    render_frames,
-)
+from pipeline.engine import Engine, render_frames
 from pipeline.run import load as load_story
+from pipeline.settings import CLASSIC, EngineSettings, Speed, bf16_helps
 from pipeline.store import FrameStore
 
 # The fast paths a render takes with cadence 2 (frames made between), with the
@@ -245,7 +238,7 @@ def camera(models, folder: Path, move: str, options: Speed) -> tuple[Move, list[
         """
     board = storyboard(1, "1s", keyframes)
     frames = render(models, folder, board, options, read=lambda pixels: pixels)
-    anchors = anchor_frames(load_story(str(folder / "board.yaml"))[2], options.cadence)
+    anchors = load_story(str(folder / "board.yaml"))[2].optimised_frames(options.cadence)
     moves = []
     for a, b in zip(anchors, anchors[1:], strict=False):
         found, gap = read_move(frames[a], frames[b]), b - a

@@ -13,9 +13,10 @@ from torch import nn
 
 from pipeline import bench
 from pipeline.cli import main
-from pipeline.engine import AIM, CLASSIC, Engine, EngineSettings, anchor_frames
-from pipeline.models.registry import load_models
+from pipeline.engine import Engine
+from pipeline.models.loading import load_models
 from pipeline.run import load as load_story
+from pipeline.settings import AIM, CLASSIC, EngineSettings
 
 # Far above anything the tiny models' parts take here, and far above the timing noise.
 DELAY = 0.3
@@ -96,7 +97,7 @@ def test_bench_compares_the_classic_loop_and_projects_a_storyboard(tiny_model_di
     for result, cadence in ((classic, 1), (fast, 3)):
         projection = result["extra"]["projection"]
         assert projection["frames"] == plan.n_frames
-        assert projection["optimised_frames"] == len(anchor_frames(plan, cadence))
+        assert projection["optimised_frames"] == len(plan.optimised_frames(cadence))
         # Encoding while the frames are made overlaps the two; on a CPU it encodes after.
         engine, encoding = projection["engine_seconds"], projection["encode_seconds"]
         assert projection["total_seconds"] == projection["total_seconds_encoding_after"]

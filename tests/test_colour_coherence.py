@@ -8,8 +8,9 @@ import shapes_checks as checks
 import torch
 
 from pipeline import run
-from pipeline.engine import Speed, lab_to_rgb, match_colours, rgb_to_lab
+from pipeline.colour import lab_to_rgb, match_colours, rgb_to_lab
 from pipeline.score import score
+from pipeline.settings import Speed
 
 
 def picture(seed: int) -> torch.Tensor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.engine import make_cutouts, spherical_distance, warp
+from pipeline.camera import motion, warp_by
+from pipeline.guidance import make_cutouts, spherical_distance
 
 H, W = 128, 72
 
@@ -26,13 +27,13 @@ def centroid(image: torch.Tensor) -> tuple[float, float]:
 
 def test_still_camera_leaves_the_image_alone():
     image = torch.rand(1, 3, H, W)
-    assert torch.allclose(warp(image, 1.0, 0.0, 0.0, 0.0), image, atol=1e-5)
+    assert torch.allclose(warp_by(image, motion(1.0, 0.0, 0.0, 0.0)), image, atol=1e-5)
 
 
 def test_zoom_in_magnifies_the_centre():
     # A dot 20 px right of centre moves outwards by the zoom factor and grows.
     image = dot_image(W // 2 + 20, H // 2, radius=4)
-    zoomed = warp(image, 1.5, 0.0, 0.0, 0.0)
+    zoomed = warp_by(image, motion(1.5, 0.0, 0.0, 0.0))
     x, y = centroid(zoomed)
     assert abs(x - (W / 2 + 20 * 1.5)) < 1.5
     assert abs(y - H / 2) < 1.0
@@ -42,7 +43,7 @@ def test_zoom_in_magnifies_the_centre():
 def test_zoom_out_shrinks_towards_the_centre():
     # Reflected borders fill the edges with mirrored copies, so look where the dot should be.
     image = dot_image(W // 2, H // 2 - 30, radius=4)
-    zoomed = warp(image, 0.5, 0.0, 0.0, 0.0)[0, 0]
+    zoomed = warp_by(image, motion(0.5, 0.0, 0.0, 0.0))[0, 0]
     assert zoomed[H // 2 - 15, W // 2] > 0.5
     assert zoomed[H // 2 - 30, W // 2] < 0.1
 
@@ -50,7 +51,7 @@ def test_zoom_out_shrinks_towards_the_centre():
 def test_rotate_turns_counter_clockwise():
     # A dot right of centre, turned 90° counter-clockwise, ends up above the centre.
     image = dot_image(W // 2 + 20, H // 2)
-    turned = warp(image, 1.0, 90.0, 0.0, 0.0)[0, 0]
+    turned = warp_by(image, motion(1.0, 90.0, 0.0, 0.0))[0, 0]
     assert turned[H // 2 - 20, W // 2] > 0.5
     assert turned[H // 2, W // 2 + 20] < 0.1
     assert turned[H // 2 + 20, W // 2] < 0.1  # not clockwise
@@ -58,7 +59,7 @@ def test_rotate_turns_counter_clockwise():
 
 def test_pan_moves_right_and_down():
     image = dot_image(W // 2, H // 2)
-    x, y = centroid(warp(image, 1.0, 0.0, 5.0, -8.0))
+    x, y = centroid(warp_by(image, motion(1.0, 0.0, 5.0, -8.0)))
     assert abs(x - (W / 2 + 5)) < 0.6
     assert abs(y - (H / 2 - 8)) < 0.6
 
@@ -104,25 +105,25 @@ def plan_with(frames: list[dict]):
 
 
 def test_cadence_optimises_every_kth_frame_and_the_frames_around_cuts():
-    from pipeline.engine import anchor_frames
 
     plan = plan_with([{} for _ in range(5)] + [{"cut": True}] + [{} for _ in range(6)])
-    assert anchor_frames(plan, 1) == list(range(12))
-    assert anchor_frames(plan, 3) == [0, 3, 4, 5, 8, 11]
+    assert plan.optimised_frames(1) == list(range(12))
+    assert plan.optimised_frames(3) == [0, 3, 4, 5, 8, 11]
 
 
 def test_the_camera_path_is_the_frames_moves_in_turn():
-    from pipeline.engine import camera_path, warp_by
+    from pipeline.camera import camera_path
 
     plan = plan_with([{}, {"zoom": 1.1, "rotate": 5}, {"pan_x": 3.0, "rotate": -2}])
     image = dot_image(W // 2 + 10, H // 2 - 12, radius=5)
-    step_by_step = warp(warp(image, 1.1, 5, 0, 0), 1.0, -2, 3.0, 0)
+    step_by_step = warp_by(warp_by(image, motion(1.1, 5, 0, 0)), motion(1.0, -2, 3.0, 0))
     at_once = warp_by(image, camera_path(plan, 0, 2))
     assert centroid(at_once) == pytest.approx(centroid(step_by_step), abs=0.3)
 
 
 def test_in_between_frames_follow_the_known_motion_from_both_sides():
-    from pipeline.engine import Anchor, camera_path, in_between, warp_by
+    from pipeline.camera import camera_path, warp_by
+    from pipeline.engine import Anchor, in_between
 
     plan = plan_with([{"pan_x": 4.0} for _ in range(4)])
     a_image = dot_image(W // 2, H // 2)

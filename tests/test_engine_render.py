@@ -16,8 +16,9 @@ import pytest
 import torch
 from small_disk import on_a_small_disk
 
-from pipeline.engine import CLASSIC, Engine, EngineSettings, Speed
-from pipeline.models.registry import load_models
+from pipeline.engine import Engine
+from pipeline.models.loading import load_models
+from pipeline.settings import CLASSIC, EngineSettings, Speed
 
 BOARD = """\
 title: engine test
@@ -57,7 +58,7 @@ def engine_for(models, speed: Speed = CLASSIC, **overrides) -> Engine:
 
 def similarity(engine: Engine, z: torch.Tensor, text: str) -> float:
     """How close CLIP finds the decoded frame (as a whole, letterboxed view) and the text."""
-    from pipeline.engine import make_cutouts
+    from pipeline.guidance import make_cutouts
 
     engine.embed([text])
     with torch.no_grad():
@@ -306,7 +307,7 @@ def test_a_held_camera_moves_the_shown_picture_and_encodes_it_moved_past_its_cel
     # the engine holds the camera's move: each frame's picture is encoded again unmoved and
     # shown moved by the camera so far, until the move takes a corner `camera_hold` cells
     # away; then the moved picture is encoded, as every frame of the classic loop is.
-    from pipeline.engine import camera_path, reach, warp_by
+    from pipeline.camera import camera_path, reach, warp_by
     from pipeline.run import load as load_story
 
     path = tmp_path / "board.yaml"

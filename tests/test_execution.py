@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from pipeline import memory, run
-from pipeline.engine import Engine, EngineSettings, Execution, frame_generator
-from pipeline.models.registry import load_models
+from pipeline.engine import Engine, frame_generator
+from pipeline.models.loading import load_models
+from pipeline.settings import EngineSettings, Execution
 from pipeline.store import RenderChangedError
 
 PROMPTS = (("a red circle", 1.0), ("a blue square", -0.5))
@@ -73,7 +74,7 @@ def test_the_lean_decoder_is_tamings_decoder_keeping_a_quarter(tiny_models):
 def test_the_lean_decoder_under_bf16_autocast_is_tamings(tiny_models):
     """The VQGAN's bf16 choice (Speed.bf16: autocast around it) through the lean pass: the
     convolutions' own backward sees bf16 gradients and fp32 weights."""
-    from pipeline.engine import Speed
+    from pipeline.settings import Speed
 
     bf16 = Speed(bf16=True)
     classic = engine_for(tiny_models, Execution(), speed=bf16)

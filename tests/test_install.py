@@ -22,7 +22,7 @@ from colab_env import (
 
 from pipeline import examples
 from pipeline.check import probe_video
-from pipeline.models.registry import SHAPES, find_entry
+from pipeline.models.catalogue import SHAPES, find_entry
 from pipeline.storyboard import files_named
 
 

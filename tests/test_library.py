@@ -12,8 +12,8 @@ from test_render_pipeline import write_board
 from pipeline import audio, run
 from pipeline import render as video
 from pipeline.check import probe_video
-from pipeline.engine import Speed
 from pipeline.errors import FeverdreamError
+from pipeline.settings import Speed
 
 
 def test_a_render_reports_progress_stops_when_asked_and_continues(tmp_path, tiny_model_dir, capsys):

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from pipeline.cli import main
-from pipeline.models import registry
-from pipeline.models.tiny import tiny_files
+from pipeline.models.catalogue import CLIPS, VQGANS, tiny_files
+from pipeline.models.files import models_dir
 
 
 def test_an_unknown_model_name_exits_non_zero_with_suggestions():
@@ -26,9 +26,9 @@ def test_an_unknown_model_name_exits_non_zero_with_suggestions():
 def test_list_shows_every_model_and_labels_the_noise_makers(capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    for name in [*registry.VQGANS, *registry.CLIPS]:
+    for name in [*VQGANS, *CLIPS]:
         assert f"\n{name} " in out
-    assert str(registry.models_dir()) in out
+    assert str(models_dir()) in out
     tiny_rows = [line for line in out.splitlines() if line.startswith("tiny ")]
     assert len(tiny_rows) == 2 and all("abstract noise, not art" in row for row in tiny_rows)
     assert "--random-weights" in out and out.count("abstract noise, not art") == 3
@@ -38,7 +38,7 @@ def test_path_of_a_model_not_downloaded_says_how_to_get_it(capsys):
     assert main(["models", "path", "ViT-B/32"]) == 1
     err = capsys.readouterr().err
     assert "feverdream models download ViT-B/32" in err
-    assert registry.CLIPS["ViT-B/32"].file.url in err
+    assert CLIPS["ViT-B/32"].file.url in err
 
 
 def test_path_of_tiny_gives_its_three_files(tiny_model_dir, capsys):

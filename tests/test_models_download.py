@@ -16,9 +16,9 @@ from small_disk import on_a_small_disk
 
 from pipeline.cli import main
 from pipeline.errors import ModelError
-from pipeline.models import registry
+from pipeline.models.catalogue import CLIPS, VQGANS, ModelFile, Source, VQGANEntry
 from pipeline.models.download import download, fetch
-from pipeline.models.registry import ModelFile
+from pipeline.models.files import models_dir, recorded_sha256, resolve_vqgan
 
 DATA = bytes(range(256)) * 400  # 100 KiB, so that reads come in several chunks
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -100,7 +100,7 @@ def test_a_whole_download_is_verified_renamed_and_recorded(server, tmp_path):
     assert fetch(ModelFile("model.ckpt", server.url("/model.ckpt"), sha256=SHA), dest) == SHA
     assert dest.read_bytes() == DATA
     assert not Path(f"{dest}.part").exists()
-    assert registry.recorded_sha256(dest) == SHA
+    assert recorded_sha256(dest) == SHA
     # Present and recorded: checked, not fetched again.
     fetch(ModelFile("model.ckpt", server.url("/model.ckpt")), dest)
     assert len(server.requests) == 1
@@ -126,7 +126,7 @@ def test_a_dropped_connection_keeps_the_part_and_the_next_run_resumes(server, tm
     fetch(file, dest)
     assert server.requests[-1] == ("/model.ckpt", f"bytes={kept}-")
     assert dest.read_bytes() == DATA
-    assert registry.recorded_sha256(dest) == SHA
+    assert recorded_sha256(dest) == SHA
 
 
 def test_a_server_that_ignores_ranges_gets_a_fresh_start(server, tmp_path):
@@ -319,23 +319,23 @@ def test_when_every_address_fails_one_message_names_each_and_the_manual_route(se
 
 
 @pytest.fixture
-def test_entry(server, monkeypatch) -> registry.VQGANEntry:
+def test_entry(server, monkeypatch) -> VQGANEntry:
     """A registry VQGAN whose files come from the test server."""
-    entry = registry.VQGANEntry(
+    entry = VQGANEntry(
         name="test_vqgan",
         config=ModelFile("test_vqgan.yaml", server.url("/model.yaml")),
         checkpoint=ModelFile("test_vqgan.ckpt", server.url("/model.ckpt"), 102_400),
-        architecture=registry.VQGANS["vqgan_imagenet_f16_1024"].architecture,
+        architecture=VQGANS["vqgan_imagenet_f16_1024"].architecture,
     )
-    monkeypatch.setitem(registry.VQGANS, entry.name, entry)
+    monkeypatch.setitem(VQGANS, entry.name, entry)
     return entry
 
 
 def test_download_by_name_fills_the_models_folder(test_entry):
     paths = download("test_vqgan")
-    folder = registry.models_dir()
+    folder = models_dir()
     assert paths == [folder / "test_vqgan.yaml", folder / "test_vqgan.ckpt"]
-    ckpt, config, sha256 = registry.resolve_vqgan("test_vqgan")
+    ckpt, config, sha256 = resolve_vqgan("test_vqgan")
     assert (ckpt, config, sha256) == (paths[1], paths[0], SHA)
 
 
@@ -347,14 +347,14 @@ def test_the_models_cli_downloads_lists_and_locates(test_entry, capsys):
     assert "test_vqgan.ckpt" in out and "unknown model 'no_such_model'" in err
     assert main(["models", "path", "test_vqgan"]) == 0
     assert capsys.readouterr().out.split() == [
-        str(registry.models_dir() / "test_vqgan.ckpt"),
-        str(registry.models_dir() / "test_vqgan.yaml"),
+        str(models_dir() / "test_vqgan.ckpt"),
+        str(models_dir() / "test_vqgan.yaml"),
     ]
     assert main(["models", "list"]) == 0
     listing = capsys.readouterr().out
     (row,) = [line for line in listing.splitlines() if line.startswith("test_vqgan")]
     assert "present" in row
-    assert str(registry.models_dir() / "test_vqgan.ckpt") in listing
+    assert str(models_dir() / "test_vqgan.ckpt") in listing
 
 
 def test_a_render_fetches_the_registry_models_it_names_first(test_entry, tmp_path, capsys):
@@ -366,7 +366,7 @@ def test_a_render_fetches_the_registry_models_it_names_first(test_entry, tmp_pat
     code = main(["render", str(board), "-o", str(tmp_path / "out")])
     # The served bytes are no checkpoint: the render fetched them, then refused to load them.
     assert code == 1
-    assert (registry.models_dir() / "test_vqgan.ckpt").is_file()
+    assert (models_dir() / "test_vqgan.ckpt").is_file()
     err = capsys.readouterr().err
     assert "test_vqgan.ckpt" in err and "models download" not in err
     assert not (tmp_path / "out" / "frames").exists()
@@ -374,8 +374,8 @@ def test_a_render_fetches_the_registry_models_it_names_first(test_entry, tmp_pat
 
 def test_models_md_cites_every_address_and_hash_the_registry_uses():
     text = (Path(__file__).resolve().parents[1] / "MODELS.md").read_text()
-    for entry in [*registry.VQGANS.values(), *registry.CLIPS.values()]:
-        if entry.source is not registry.Source.DOWNLOAD:
+    for entry in [*VQGANS.values(), *CLIPS.values()]:
+        if entry.source is not Source.DOWNLOAD:
             continue
         for file in entry.files:
             assert file.urls, f"{entry.name}: {file.filename} has no address"
@@ -391,7 +391,7 @@ import sys
 from pathlib import Path
 from pipeline.errors import FeverdreamError
 from pipeline.models.download import fetch
-from pipeline.models.registry import ModelFile
+from pipeline.models.catalogue import ModelFile
 try:
     print(fetch(ModelFile("model.ckpt", sys.argv[1], sha256=sys.argv[2]), Path(sys.argv[3])))
 except FeverdreamError as error:

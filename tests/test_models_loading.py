@@ -15,11 +15,13 @@ import torch
 import yaml
 
 from pipeline.errors import ModelError
-from pipeline.models import registry
 from pipeline.models.architectures import TINY_CLIP, TINY_VQGAN, VQGANConfig
+from pipeline.models.catalogue import CLIPS, VQGANS, Source, tiny_files
 from pipeline.models.checkpoint import Checkpoint, Opaque
 from pipeline.models.clip import CLIPModel, build_clip, load_clip, random_clip
-from pipeline.models.tiny import CLIP_SEED, VQGAN_SEED, tiny_files
+from pipeline.models.files import file_sha256, models_dir, resolve_clip, resolve_vqgan
+from pipeline.models.loading import load_models
+from pipeline.models.tiny import CLIP_SEED, VQGAN_SEED
 from pipeline.models.vqgan import VQGAN, load_vqgan, random_vqgan, save_vqgan
 
 
@@ -92,7 +94,7 @@ def test_clip_saved_as_a_plain_state_dict_loads_too(tmp_path):
     torch.save(clip.model.state_dict(), path)
     loaded = load_clip(path)
     assert_same_weights(loaded.model, clip.model)
-    assert loaded.checksums == {"clip.pt": registry.file_sha256(path)}
+    assert loaded.checksums == {"clip.pt": file_sha256(path)}
 
 
 def test_vqgan_tensor_conventions():
@@ -419,7 +421,7 @@ def test_a_clip_file_is_not_a_vqgan(tiny_model_dir, saved_small):
 
 def test_load_models_tiny_warns_it_is_noise(tiny_model_dir, caplog):
     with caplog.at_level(logging.WARNING):
-        vqgan, clip = registry.load_models("tiny", "tiny", "cpu")
+        vqgan, clip = load_models("tiny", "tiny", "cpu")
     assert "abstract noise, not art" in caplog.text
     assert isinstance(vqgan, VQGAN) and isinstance(clip, CLIPModel)
     files = tiny_files(tiny_model_dir)
@@ -429,17 +431,17 @@ def test_load_models_tiny_warns_it_is_noise(tiny_model_dir, caplog):
 
 def test_random_weights_need_no_files(caplog):
     with caplog.at_level(logging.WARNING):
-        vqgan, clip = registry.load_models("tiny", "tiny", "cpu", random_weights=True)
+        vqgan, clip = load_models("tiny", "tiny", "cpu", random_weights=True)
     assert "--random-weights" in caplog.text and vqgan.checksums == {} == clip.checksums
-    assert not any(registry.models_dir().glob("*"))
+    assert not any(models_dir().glob("*"))
 
 
 def test_every_registry_architecture_builds():
     """The full-size shapes of every downloaded model, built on the meta device (no memory,
     no compute); every model the registry knows, built or shipped too, at its resolution."""
-    downloaded = registry.Source.DOWNLOAD
+    downloaded = Source.DOWNLOAD
     with torch.device("meta"):
-        for entry in registry.VQGANS.values():
+        for entry in VQGANS.values():
             vqgan = VQGAN(entry.architecture)
             if entry.source is not downloaded:
                 continue
@@ -447,11 +449,11 @@ def test_every_registry_architecture_builds():
             state = vqgan.state_dict()
             assert state["encoder.conv_in.weight"].shape == (128, 3, 3, 3)
             assert state["decoder.conv_out.weight"].shape == (3, 128, 3, 3)
-        assert VQGAN(registry.VQGANS["vqgan_imagenet_f16_16384"].architecture).downsample == 16
-        assert VQGAN(registry.VQGANS["vqgan_gumbel_f8_8192"].architecture).downsample == 8
+        assert VQGAN(VQGANS["vqgan_imagenet_f16_16384"].architecture).downsample == 16
+        assert VQGAN(VQGANS["vqgan_gumbel_f8_8192"].architecture).downsample == 8
         import open_clip
 
-        for entry in registry.CLIPS.values():
+        for entry in CLIPS.values():
             config = entry.architecture
             model = build_clip(
                 open_clip.get_model_config(config) if isinstance(config, str) else config
@@ -465,26 +467,26 @@ def test_every_registry_architecture_builds():
 
 def test_a_checkpoint_path_finds_its_config_beside_it(saved_small):
     ckpt, config = saved_small
-    assert registry.resolve_vqgan(str(ckpt)) == (ckpt, config, None)
-    assert registry.resolve_vqgan(str(config))[:2] == (ckpt, config)
+    assert resolve_vqgan(str(ckpt)) == (ckpt, config, None)
+    assert resolve_vqgan(str(config))[:2] == (ckpt, config)
     Path(f"{ckpt}.sha256").write_text(f"{'a' * 64}  small.ckpt\n")
-    assert registry.resolve_vqgan(ckpt)[2] == "a" * 64
+    assert resolve_vqgan(ckpt)[2] == "a" * 64
     config.unlink()
     with pytest.raises(ModelError, match="config .*small.yaml does not exist"):
-        registry.resolve_vqgan(str(ckpt))
+        resolve_vqgan(str(ckpt))
 
 
 def test_names_that_are_not_known_get_suggestions():
     with pytest.raises(ModelError, match="Did you mean vqgan_imagenet_f16_16384"):
-        registry.resolve_vqgan("vqgan_imagenet_f16_16385")
+        resolve_vqgan("vqgan_imagenet_f16_16385")
     with pytest.raises(ModelError, match="unknown CLIP model 'ViT-B/33'. Did you mean ViT-B/32"):
-        registry.resolve_clip("ViT-B/33")
+        resolve_clip("ViT-B/33")
 
 
 def test_a_missing_download_says_how_to_get_it():
     with pytest.raises(ModelError) as caught:
-        registry.resolve_clip("vit-b-32")
+        resolve_clip("vit-b-32")
     message = str(caught.value)
     assert "feverdream models download ViT-B/32" in message
-    assert registry.CLIPS["ViT-B/32"].file.url in message
-    assert str(registry.models_dir() / "ViT-B-32.pt") in message
+    assert CLIPS["ViT-B/32"].file.url in message
+    assert str(models_dir() / "ViT-B-32.pt") in message

@@ -10,9 +10,10 @@ from real_checkpoints import write_openai_clip, write_taming_vqgan
 from test_models_loading import small_config
 
 from pipeline.cli import main
-from pipeline.models import registry
 from pipeline.models.architectures import TINY_CLIP
+from pipeline.models.catalogue import CLIPS, SHAPES_FILES
 from pipeline.models.clip import random_clip
+from pipeline.models.files import models_dir
 from pipeline.models.vqgan import random_vqgan
 
 
@@ -35,7 +36,7 @@ def test_files_of_ones_own_are_usable_and_said_to_be_unknown(by_hand, capsys):
 
 def test_verifying_an_unknown_file_writes_nothing_into_the_models_folder(by_hand):
     assert main(["models", "verify", str(by_hand[1])]) == 0
-    assert not any(registry.models_dir().glob("tiny*"))
+    assert not any(models_dir().glob("tiny*"))
 
 
 def test_a_yaml_without_its_checkpoint_says_what_is_missing(tmp_path, capsys):
@@ -48,7 +49,7 @@ def test_a_yaml_without_its_checkpoint_says_what_is_missing(tmp_path, capsys):
 def test_the_packaged_shapes_models_match_their_committed_hashes(capsys):
     assert main(["models", "verify", "shapes"]) == 0
     out = capsys.readouterr().out
-    ckpt_hash = registry.SHAPES_FILES["shapes-vqgan.ckpt"]
+    ckpt_hash = SHAPES_FILES["shapes-vqgan.ckpt"]
     assert f"{ckpt_hash}: matches the published hash of shapes" in out
     assert "VQGAN f8, 256 codes; loads" in out
 
@@ -57,7 +58,7 @@ def test_a_file_saved_under_a_known_name_is_checked_against_that_model(by_hand, 
     # Saved where vqgan_imagenet_f16_16384 belongs, but it is another architecture; saved as
     # OpenAI's ViT-B-32.pt, but not the file OpenAI published.
     ckpt, clip = by_hand
-    folder = registry.models_dir()
+    folder = models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(ckpt, folder / "vqgan_imagenet_f16_16384.ckpt")
     shutil.copy(ckpt.with_suffix(".yaml"), folder / "vqgan_imagenet_f16_16384.yaml")
@@ -66,7 +67,7 @@ def test_a_file_saved_under_a_known_name_is_checked_against_that_model(by_hand, 
     out = capsys.readouterr().out
     assert "registry   vqgan_imagenet_f16_16384" in out
     assert "describes another architecture than vqgan_imagenet_f16_16384's" in out
-    published = registry.CLIPS["ViT-B/32"].file.sha256
+    published = CLIPS["ViT-B/32"].file.sha256
     assert f"is not the published hash of ViT-B/32 ({published})" in out
     assert out.count("not usable as it is") == 2
 

@@ -15,9 +15,11 @@ from safetensors.torch import save_file
 from test_models_loading import assert_same_weights
 
 from pipeline.errors import ModelError
-from pipeline.models import registry
 from pipeline.models.architectures import INCEPTION_MEAN, OPENAI, TINY_CLIP, CLIPVariant
+from pipeline.models.catalogue import CLIPS
 from pipeline.models.clip import build_clip, config_from_state_dict, load_clip, random_clip
+from pipeline.models.files import file_sha256
+from pipeline.models.loading import load_clip_model
 
 LAION = ("ViT-B-32-laion2b", "ViT-L-14-laion2b")
 GELU = CLIPVariant(quick_gelu=False)
@@ -62,7 +64,7 @@ def test_a_damaged_safetensors_file_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("name", LAION)
 def test_the_registry_runs_each_as_open_clip_says_it_was_trained(name):
-    entry = registry.CLIPS[name]
+    entry = CLIPS[name]
     tag = {"ViT-B-32-laion2b": "laion2b_s34b_b79k", "ViT-L-14-laion2b": "laion2b_s32b_b82k"}
     published = open_clip.get_pretrained_cfg(entry.architecture, tag[name])
     assert published["hf_hub"].strip("/") in entry.file.url
@@ -78,7 +80,7 @@ def test_the_registry_runs_each_as_open_clip_says_it_was_trained(name):
 def test_the_full_size_layout_is_what_the_loader_reads(name, tmp_path):
     """open_clip's own model of the architecture (whose state dict the published file is),
     on the meta device: the loader infers the same architecture from its tensor shapes."""
-    entry = registry.CLIPS[name]
+    entry = CLIPS[name]
     with torch.device("meta"):
         reference = open_clip.create_model(entry.architecture, device="meta")
         shapes = {key: value for key, value in reference.state_dict().items()}
@@ -93,10 +95,10 @@ def test_the_full_size_layout_is_what_the_loader_reads(name, tmp_path):
 @pytest.mark.parametrize("name", LAION)
 def test_a_file_that_is_not_the_published_one_is_refused_by_name(name, tmp_path, monkeypatch):
     monkeypatch.setenv("FEVERDREAM_MODELS", str(tmp_path))
-    entry = registry.CLIPS[name]
+    entry = CLIPS[name]
     write(random_clip(TINY_CLIP, seed=8, variant=GELU), tmp_path / entry.file.filename)
     with pytest.raises(ModelError, match=f"but {entry.file.sha256} was expected"):
-        registry.load_clip_model(name)
+        load_clip_model(name)
 
 
 @pytest.mark.parametrize("name", LAION)
@@ -106,12 +108,12 @@ def test_by_name_a_file_with_the_published_hash_loads_as_its_entry_says(
     """The registry's whole path (models folder, hash, format, variant), with a tiny file in
     place of the 0.6-1.7 GB one: only the hash the entry expects is the tiny file's."""
     monkeypatch.setenv("FEVERDREAM_MODELS", str(tmp_path))
-    entry = registry.CLIPS[name]
+    entry = CLIPS[name]
     clip = random_clip(TINY_CLIP, seed=8, variant=entry.variant)
     path = write(clip, tmp_path / entry.file.filename)
-    tiny_file = dataclasses.replace(entry.file, sha256=registry.file_sha256(path))
-    monkeypatch.setitem(registry.CLIPS, name, dataclasses.replace(entry, file=tiny_file))
-    loaded = registry.load_clip_model(name)
+    tiny_file = dataclasses.replace(entry.file, sha256=file_sha256(path))
+    monkeypatch.setitem(CLIPS, name, dataclasses.replace(entry, file=tiny_file))
+    loaded = load_clip_model(name)
     assert tuple(loaded.mean.flatten().tolist()) == pytest.approx(entry.variant.mean)
     for got, want in zip(outputs(loaded), outputs(clip), strict=True):
         torch.testing.assert_close(got, want)

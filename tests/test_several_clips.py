@@ -18,9 +18,10 @@ from test_storyboard_errors import assert_error
 
 from pipeline import run
 from pipeline.cli import main
-from pipeline.engine import CLASSIC, Engine, EngineSettings, frame_generator, render_frames
+from pipeline.engine import Engine, frame_generator, render_frames
 from pipeline.models.architectures import TINY_CLIP
 from pipeline.models.clip import random_clip, save_clip_torchscript
+from pipeline.settings import CLASSIC, EngineSettings
 from pipeline.store import FrameStore
 from pipeline.storyboard import load_storyboard
 

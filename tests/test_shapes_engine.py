@@ -124,11 +124,12 @@ def test_the_camera_reader_reads_exact_moves(shapes_models):
 
     from camera_reader import read_move
 
-    from pipeline.engine import to_uint8, warp
+    from pipeline.camera import motion, warp_by
+    from pipeline.pictures import to_uint8
     from tools.shapes.world import draw, random_scene
 
     picture = draw([random_scene(random.Random(5))], 144, 256)
     for zoom, dx, dy in ((1.03, 0, 0), (1.1, 0, 0), (1, 2, 0), (1, 0, -8), (1, 0, 0)):
-        found = read_move(to_uint8(picture), to_uint8(warp(picture, zoom, 0, dx, dy)))
+        found = read_move(to_uint8(picture), to_uint8(warp_by(picture, motion(zoom, 0, dx, dy))))
         assert abs(found.zoom - zoom) < 0.005, (zoom, dx, dy, found)
         assert abs(found.dx - dx) < 0.5 and abs(found.dy - dy) < 0.5, (zoom, dx, dy, found)

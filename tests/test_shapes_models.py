@@ -13,11 +13,12 @@ import torch
 from shape_reader import HUES, read_frame
 
 from pipeline.cli import main
-from pipeline.engine import make_cutouts
 from pipeline.errors import ModelError
-from pipeline.models import registry
+from pipeline.guidance import make_cutouts
+from pipeline.models.catalogue import SHAPES_FILES, SHAPES_NOTES
 from pipeline.models.clip import CLIPModel, load_clip
-from pipeline.models.registry import file_sha256, load_models
+from pipeline.models.files import file_sha256, models_dir, packaged_dir
+from pipeline.models.loading import load_models
 from pipeline.models.vqgan import VQGAN, load_vqgan
 from tools.shapes import build
 from tools.shapes.world import PALETTE, attribute_descriptions, draw, random_scene
@@ -54,12 +55,12 @@ def test_shapes_loads_by_name_from_the_package_through_the_real_loaders(shapes_m
     assert vqgan.downsample == 8 and vqgan.config.n_embed <= 1024
     files = shapes_model_files
     # The hashes the registry carries are the committed files' and were checked on loading.
-    assert vqgan.checksums[files.vqgan_ckpt.name] == registry.SHAPES_FILES[files.vqgan_ckpt.name]
+    assert vqgan.checksums[files.vqgan_ckpt.name] == SHAPES_FILES[files.vqgan_ckpt.name]
     assert vqgan.checksums[files.vqgan_config.name] == file_sha256(files.vqgan_config)
-    assert clip.checksums[files.clip.name] == registry.SHAPES_FILES[files.clip.name]
+    assert clip.checksums[files.clip.name] == SHAPES_FILES[files.clip.name]
     assert clip.context_length <= 77 and clip.model.vocab_size == 49408
     # Nothing was trained or written into the models folder.
-    assert not registry.models_dir().exists()
+    assert not models_dir().exists()
 
 
 def test_the_committed_models_are_a_few_megabytes(shapes_model_files):
@@ -81,7 +82,7 @@ def test_models_list_says_what_shapes_knows(capsys):
     assert main(["models", "list"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("shapes ")]
     assert len(rows) == 2
-    assert all(registry.SHAPES_NOTES in row and "present" in row for row in rows)
+    assert all(SHAPES_NOTES in row and "present" in row for row in rows)
 
 
 def test_the_vqgan_reconstructs_the_world(shapes_models):
@@ -157,7 +158,7 @@ def test_a_rebuild_is_deterministic_loads_and_is_compared_with_the_reference(tmp
     # Two steps are far from the reference; the reference is no distance from itself.
     far = build.compare_with_reference(first)
     assert all(d is not None and not d.identical and d.relative > 0.1 for d in far.values()), far
-    reference = build.weights(build.shapes_files(registry.packaged_dir()))
+    reference = build.weights(build.shapes_files(packaged_dir()))
     distance = build.distance(reference["CLIP"], reference["CLIP"])
     assert distance is not None and distance.identical
 
@@ -165,6 +166,6 @@ def test_a_rebuild_is_deterministic_loads_and_is_compared_with_the_reference(tmp
 def test_models_path_shapes_names_the_package_s_files_and_trains_nothing(capsys):
     assert main(["models", "path", "shapes"]) == 0
     paths = [Path(line) for line in capsys.readouterr().out.split()]
-    files = build.shapes_files(registry.packaged_dir())
+    files = build.shapes_files(packaged_dir())
     assert paths == [files.vqgan_ckpt, files.vqgan_config, files.clip]
-    assert not registry.models_dir().exists()
+    assert not models_dir().exists()

@@ -22,7 +22,8 @@ import pytest
 import shapes_checks as checks
 from PIL import Image, ImageDraw
 
-from pipeline.engine import CLASSIC, fit_picture
+from pipeline.pictures import fit_picture
+from pipeline.settings import CLASSIC
 
 CIRCLE_AT = (0.35, 0.3)
 

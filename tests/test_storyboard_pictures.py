@@ -140,7 +140,7 @@ def test_a_path_too_long_for_the_filesystem_is_a_storyboard_error(pictures, caps
 def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
     import torch
 
-    from pipeline.engine import fit_picture
+    from pipeline.pictures import fit_picture
 
     stored = Image.new("RGB", (160, 90), (0, 0, 0))  # stored landscape, left half red
     stored.paste((220, 30, 30), (0, 0, 80, 90))

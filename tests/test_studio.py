@@ -20,7 +20,7 @@ from test_render_pipeline import write_board
 
 from pipeline import run
 from pipeline.cli import main
-from pipeline.models.registry import models_dir
+from pipeline.models.files import models_dir
 from pipeline.studio import Studio
 from pipeline.studio.estimate import say_seconds, steps_left
 from pipeline.tiktok.config import Settings

@@ -30,7 +30,7 @@ def frame_hashes(storyboard: Path, engine: str, frames: str, scratch: Path) -> l
     models = "shapes" if storyboard.stem in SHAPES else "tiny"
     out = scratch / f"{storyboard.stem}-{engine}"
     command = [
-        sys.executable, "-m", "pipeline.cli", "render", str(storyboard), "-o", str(out),
+        sys.executable, "-m", "pipeline", "render", str(storyboard), "-o", str(out),
         "--preview", "--frames", frames, "--models", models, "--engine", engine,
         "--precision", "fp32", "--device", "cpu", "--encode", "after",
     ]  # fmt: skip

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import ModelError
-from pipeline.models.registry import file_sha256
+from pipeline.models.files import file_sha256
 
 # The storage classes a pickle names, by the dtype of the elements they hold.
 _STORAGE_DTYPES = {

@@ -17,19 +17,16 @@ import httpx
 from tqdm import tqdm
 
 from pipeline.errors import DiskFullError, ModelError, is_disk_full, size
-from pipeline.models.registry import (
-    Entry,
-    ModelFile,
-    Source,
+from pipeline.models.catalogue import Entry, ModelFile, Source, find_entry, unknown_name_error
+from pipeline.models.files import (
     entry_paths,
     file_sha256,
-    find_entry,
     model_paths,
     models_dir,
     record_sha256,
     recorded_sha256,
-    unknown_name_error,
 )
+from pipeline.models.tiny import ensure_built
 from pipeline.store import free_space
 
 log = logging.getLogger(__name__)
@@ -335,6 +332,7 @@ def download(name: str) -> list[Path]:
     if not entries:
         raise unknown_name_error(name)
     if entries[0].source is not Source.DOWNLOAD:
+        ensure_built(*entries)
         return model_paths(name)
     return download_entry(entries[0])
 

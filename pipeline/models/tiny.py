@@ -10,44 +10,34 @@ every time on the same torch version. They produce abstract noise, not art.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.models.architectures import TINY_CLIP, TINY_VQGAN
+from pipeline.models.catalogue import Entry, Source, TinyFiles, tiny_files
+from pipeline.models.clip import random_clip, save_clip_torchscript
+from pipeline.models.files import models_dir
+from pipeline.models.vqgan import random_vqgan, save_vqgan
 
 log = logging.getLogger(__name__)
 
-# Bump when an architecture or seed changes, so that stale files in a cache are not reused.
-VERSION = 2
 VQGAN_SEED = 1312
 CLIP_SEED = 1313
 
 
-@dataclass(frozen=True)
-class TinyFiles:
-    vqgan_ckpt: Path
-    vqgan_config: Path
-    clip: Path
-
-
-def tiny_files(directory: Path) -> TinyFiles:
-    stem = f"tiny-v{VERSION}"
-    return TinyFiles(
-        directory / f"{stem}.ckpt", directory / f"{stem}.yaml", directory / f"{stem}-clip.pt"
-    )
+def ensure_built(*entries: Entry | None) -> None:
+    """Write the files of those entries that are built on first use (`tiny`) into the
+    models folder, if they are not there yet."""
+    if any(entry is not None and entry.source is Source.BUILT for entry in entries):
+        ensure_tiny(models_dir())
 
 
 def ensure_tiny(directory: Path) -> TinyFiles:
     """The tiny models' files in `directory`, written there first if they are not yet."""
     files = tiny_files(directory)
     if not (files.vqgan_ckpt.is_file() and files.vqgan_config.is_file()):
-        from pipeline.models.vqgan import random_vqgan, save_vqgan
-
         log.info("writing the tiny VQGAN to %s", files.vqgan_ckpt)
         save_vqgan(random_vqgan(TINY_VQGAN, VQGAN_SEED), files.vqgan_ckpt, files.vqgan_config)
     if not files.clip.is_file():
-        from pipeline.models.clip import random_clip, save_clip_torchscript
-
         log.info("writing the tiny CLIP to %s", files.clip)
         save_clip_torchscript(random_clip(TINY_CLIP, CLIP_SEED), files.clip)
     return files

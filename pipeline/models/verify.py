@@ -12,19 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import ModelError
-from pipeline.models import registry
-from pipeline.models.registry import (
+from pipeline.models.catalogue import (
     CLIPS,
     VQGANS,
     CLIPEntry,
     Entry,
     Source,
     VQGANEntry,
-    entry_paths,
-    file_sha256,
     find_entry,
-    recorded_sha256,
+    unknown_name_error,
 )
+from pipeline.models.files import entry_paths, file_sha256, models_dir, recorded_sha256
+from pipeline.models.tiny import ensure_built
 
 
 @dataclass
@@ -49,6 +48,7 @@ def verify(name_or_path: str) -> list[Verdict]:
     """Check a registry model's files in the models folder, or a file given by path."""
     entry = find_entry("vqgan", name_or_path) or find_entry("clip", name_or_path)
     if entry is not None:
+        ensure_built(entry)
         missing = [path for path in entry_paths(entry) if not path.is_file()]
         if missing:
             raise ModelError(
@@ -59,7 +59,7 @@ def verify(name_or_path: str) -> list[Verdict]:
     path = Path(name_or_path).expanduser()
     if not path.is_file():
         if os.sep not in name_or_path and not path.suffix:
-            raise registry.unknown_name_error(name_or_path)
+            raise unknown_name_error(name_or_path)
         raise ModelError(f"{path} does not exist")
     return [_verify_file(path, None)]
 
@@ -110,7 +110,7 @@ def _entry_by_hash(kind: str, sha256: str) -> Entry | None:
 def _where(entry: Entry) -> tuple[Path, ...]:
     """An entry's paths, without building the tiny models just to compare hashes."""
     if entry.source is Source.BUILT:
-        return tuple(registry.models_dir() / file.filename for file in entry.files)
+        return tuple(models_dir() / file.filename for file in entry.files)
     return entry_paths(entry)
 
 

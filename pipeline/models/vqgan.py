@@ -44,7 +44,7 @@ from pipeline.models.checkpoint import (
     state_dict_refs,
     verify_sha256,
 )
-from pipeline.models.registry import file_sha256
+from pipeline.models.files import file_sha256
 from pipeline.store import atomic_write
 
 log = logging.getLogger(__name__)

@@ -248,7 +248,7 @@ class Refused(FeverdreamError):
 def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
     """What the page plots: every frame's motion and prompt weights, keyframes, beats, the
     soundtrack's loudness per frame, and the time a preview and a render would take."""
-    from pipeline.models.registry import models_dir
+    from pipeline.models.files import models_dir
 
     plan, board = story.plan, story.board
     frames = plan.frames

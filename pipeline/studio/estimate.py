@@ -140,22 +140,20 @@ class NeededModel:
 
 def needed_models(story: run.Story, options: run.RenderOptions) -> list[NeededModel]:
     """The models a render with these options reads, as the registry knows them."""
-    from pipeline.models import registry
+    from pipeline.models.catalogue import find_entry
+    from pipeline.models.files import entry_paths
 
     named = [("vqgan", run.model_name(story, options))]
     named += [("clip", name) for name, _ in run.clip_names(story, options)]
     needed = []
     for kind, name in dict.fromkeys(named):
-        entry = registry.find_entry(kind, name)
+        entry = find_entry(kind, name)
         if entry is None:  # a file the storyboard names
             paths: tuple[Path, ...] = (Path(name).expanduser(),)
             source, stated = "file", None
         else:
             source = entry.source.value
-            if entry.source is registry.Source.BUILT:  # located, not built, by a plan's view
-                paths = tuple(registry.models_dir() / file.filename for file in entry.files)
-            else:
-                paths = registry.entry_paths(entry)
+            paths = entry_paths(entry)  # located, not built, by a plan's view
             sizes = [file.approx_bytes for file in entry.files if file.approx_bytes]
             stated = sum(sizes) if sizes else None
         present = all(path.is_file() for path in paths)

@@ -11,7 +11,7 @@ in the last bits from machine to machine; the report says by how much, not just 
     feverdream models build shapes [-o DIR]        (or: python -m tools.shapes.build [DIR])
 
 To make a new build the reference: copy its three files into pipeline/assets/models/, put
-their SHA-256 (printed here) into SHAPES_FILES in pipeline/models/registry.py, and measure
+their SHA-256 (printed here) into SHAPES_FILES in pipeline/models/catalogue.py, and measure
 the checks of tests/test_shapes_engine.py on it again.
 """
 
@@ -65,7 +65,7 @@ def build_shapes(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from pipeline.models.registry import file_sha256, record_sha256
+    from pipeline.models.files import file_sha256, record_sha256
     from tools.shapes.train import CLIPHardening, CLIPTraining, VQGANTraining
 
     files = shapes_files(directory)
@@ -189,7 +189,7 @@ def distance(new: dict[str, torch.Tensor], old: dict[str, torch.Tensor]) -> Dist
 
 def compare_with_reference(files: ShapesFiles) -> dict[str, Distance | None]:
     """How far the models in `files` are from the reference build the package ships."""
-    from pipeline.models.registry import packaged_dir
+    from pipeline.models.files import packaged_dir
 
     reference = weights(shapes_files(packaged_dir()))
     built = weights(files)
@@ -197,7 +197,7 @@ def compare_with_reference(files: ShapesFiles) -> dict[str, Distance | None]:
 
 
 def main(directory: Path) -> None:
-    from pipeline.models.registry import file_sha256
+    from pipeline.models.files import file_sha256
 
     print(f"training the shapes models into {directory} (about 30 minutes on two cores)")
     files = build_shapes(directory)

@@ -28,10 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.engine import Engine, EngineSettings, make_cutouts, spherical_distance
+from pipeline.engine import Engine
+from pipeline.guidance import make_cutouts, spherical_distance
 from pipeline.models.architectures import SHAPES_CLIP, SHAPES_VQGAN
 from pipeline.models.clip import CLIP_MEAN, CLIP_STD, CLIPModel, build_clip
 from pipeline.models.vqgan import VQGAN
+from pipeline.settings import EngineSettings
 from tools.shapes import world
 from tools.shapes.world import (
     Description,

@@ -1,31 +1,21 @@
-"""The known models: names, files, where each comes from, hashes; where they live; loading by name.
+"""The known models: their names, files, where each comes from and its hash.
 
-A storyboard's `models:` names a registry entry (`vqgan_imagenet_f16_16384`, `ViT-B/32`,
-`shapes`, `tiny`) or gives file paths. Each entry says how its files are obtained (`Source`):
-downloaded into the models folder (the environment variable FEVERDREAM_MODELS, else the user
-cache (platformdirs) `feverdream/models`), written there on first use (`tiny`), or shipped in
-the package (`shapes`, the project's own trained reference). A downloaded file has a
-`<file>.sha256` beside it recording the hash of what was fetched; later loads check the file
-against it, or against the hash the entry carries (OpenAI's published one; the shapes files').
+A storyboard's `models:` names an entry (`vqgan_imagenet_f16_16384`, `ViT-B/32`, `shapes`,
+`tiny`) or gives file paths. Each entry says how its files are obtained (`Source`):
+downloaded into the models folder, written there on first use (`tiny`), or shipped in the
+package (`shapes`, the project's own trained reference). Where the files are on this machine
+is `pipeline.models.files`; loading them, `pipeline.models.loading`.
 """
 
 from __future__ import annotations
 
 import difflib
 import enum
-import hashlib
-import logging
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import platformdirs
+from typing import Any
 
 from pipeline.errors import ModelError
-from pipeline.models import tiny
 from pipeline.models.architectures import (
     GUMBEL_F8_8192,
     IMAGENET_F16_1024,
@@ -40,15 +30,6 @@ from pipeline.models.architectures import (
     CLIPVariant,
     VQGANConfig,
 )
-from pipeline.store import atomic_write
-
-if TYPE_CHECKING:
-    import torch
-
-    from pipeline.models.clip import CLIPModel
-    from pipeline.models.vqgan import VQGAN
-
-log = logging.getLogger(__name__)
 
 TINY = "tiny"
 SHAPES = "shapes"
@@ -57,7 +38,6 @@ RANDOM_WEIGHTS_NOTE = (
     "--random-weights (render flag): the named models' full-size architectures with random "
     "weights, no files needed, for benchmarks; " + NOISE
 )
-RANDOM_SEED = 0
 MB = 1_000_000
 
 
@@ -430,7 +410,26 @@ def _packaged(filename: str) -> ModelFile:
     return ModelFile(filename, sha256=SHAPES_FILES[filename])
 
 
-_tiny = tiny.tiny_files(Path())
+# The tiny models' files: bump TINY_VERSION when an architecture or seed changes, so that stale
+# files in a cache are not reused.
+TINY_VERSION = 2
+
+
+@dataclass(frozen=True)
+class TinyFiles:
+    vqgan_ckpt: Path
+    vqgan_config: Path
+    clip: Path
+
+
+def tiny_files(directory: Path) -> TinyFiles:
+    stem = f"tiny-v{TINY_VERSION}"
+    return TinyFiles(
+        directory / f"{stem}.ckpt", directory / f"{stem}.yaml", directory / f"{stem}-clip.pt"
+    )
+
+
+_tiny = tiny_files(Path())
 VQGANS[TINY] = VQGANEntry(
     TINY,
     ModelFile(_tiny.vqgan_config.name),
@@ -457,34 +456,21 @@ CLIPS[SHAPES] = CLIPEntry(
 )
 
 
-def packaged_dir() -> Path:
-    """Where the package's own model files are (the shapes world's)."""
-    return Path(str(resources.files("pipeline") / "assets" / "models"))
-
-
-def models_dir() -> Path:
-    """Where downloaded (and tiny) model files live."""
-    override = os.environ.get("FEVERDREAM_MODELS")
-    if override:
-        return Path(override).expanduser()
-    return Path(platformdirs.user_cache_dir("feverdream")) / "models"
-
-
 def _key(name: str) -> str:
     """Spellings of one name that should find the same entry: `ViT-B/32`, `vit-b-32`."""
     return name.strip().lower().replace("/", "-").replace("@", "-").removesuffix(".pt")
 
 
-def _table(kind: str) -> dict[str, Entry]:
+def entries(kind: str) -> dict[str, Entry]:
     return dict(VQGANS) if kind == "vqgan" else dict(CLIPS)
 
 
 def find_entry(kind: str, name: str) -> Entry | None:
-    """The registry entry of this kind ("vqgan" or "clip") that `name` names, if any."""
-    table = _table(kind)
-    if name in table:
-        return table[name]
-    for entry in table.values():
+    """The entry of this kind ("vqgan" or "clip") that `name` names, if any."""
+    known = entries(kind)
+    if name in known:
+        return known[name]
+    for entry in known.values():
         if _key(name) in (_key(entry.name), _key(entry.files[-1].filename)):
             return entry
     return None
@@ -492,7 +478,7 @@ def find_entry(kind: str, name: str) -> Entry | None:
 
 def known_names(kind: str | None = None) -> list[str]:
     kinds = [kind] if kind else ["vqgan", "clip"]
-    return list(dict.fromkeys(name for k in kinds for name in _table(k)))
+    return list(dict.fromkeys(name for k in kinds for name in entries(k)))
 
 
 def unknown_name_error(name: str, kind: str | None = None) -> ModelError:
@@ -507,267 +493,7 @@ def unknown_name_error(name: str, kind: str | None = None) -> ModelError:
     )
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def recorded_sha256(path: Path) -> str | None:
-    """The hash recorded in `<file>.sha256` when the file was downloaded, if any."""
-    record = Path(f"{path}.sha256")
-    if not record.is_file():
-        return None
-    words = record.read_text().split()
-    return words[0].lower() if words else None
-
-
-def record_sha256(path: Path, sha256: str) -> None:
-    """Write `<file>.sha256`, which later loads check the file against."""
-    atomic_write(Path(f"{path}.sha256"), lambda tmp: tmp.write_text(f"{sha256}  {path.name}\n"))
-
-
-def expected_sha256(file: ModelFile, path: Path) -> str | None:
-    return file.sha256 or recorded_sha256(path)
-
-
-def _missing_error(entry: Entry, file: ModelFile, path: Path) -> ModelError:
-    if entry.source is Source.PACKAGED:
-        return ModelError(
-            f"{path} is missing from the installed package: reinstall feverdream "
-            "(`make setup` in a checkout, or pip install again)"
-        )
-    return ModelError(
-        f"{entry.name} is not downloaded ({path} is missing). Run "
-        f"`feverdream models download {entry.name}`, or fetch {' or '.join(file.urls)} by "
-        f"hand and save it as {path}."
-    )
-
-
 def looks_like_path(name: str) -> bool:
     """Whether a model's name is meant as a file (it is one, or ends like one)."""
     endings = (".ckpt", ".yaml", ".pt", ".pth", ".bin", ".safetensors")
     return Path(name).expanduser().exists() or name.endswith(endings)
-
-
-def entry_paths(entry: Entry) -> tuple[Path, ...]:
-    """Where an entry's files are on this machine, in the order of `entry.files`: the
-    package's own folder, or the models folder (built tiny files are written first). A
-    downloaded model's files may not be there yet."""
-    if entry.source is Source.PACKAGED:
-        return tuple(packaged_dir() / file.filename for file in entry.files)
-    folder = models_dir()
-    if entry.source is Source.BUILT:
-        tiny.ensure_tiny(folder)
-    return tuple(folder / file.filename for file in entry.files)
-
-
-def _present(entry: Entry) -> tuple[Path, ...]:
-    """The entry's files, which must all be there."""
-    paths = entry_paths(entry)
-    for file, path in zip(entry.files, paths, strict=True):
-        if not path.is_file():
-            raise _missing_error(entry, file, path)
-    return paths
-
-
-def resolve_vqgan(
-    name_or_path: str | os.PathLike[str], config: str | os.PathLike[str] | None = None
-) -> tuple[Path, Path, str | None]:
-    """(checkpoint, model.yaml, expected SHA-256 or None) for a registry name or a file path.
-
-    A path names the .ckpt (its .yaml of the same stem beside it) or the .yaml (its .ckpt
-    beside it); `config` names the yaml explicitly. Raises ModelError for an unknown name or a
-    registry model that is not downloaded.
-    """
-    name = os.fspath(name_or_path)
-    entry = find_entry("vqgan", name)
-    if isinstance(entry, VQGANEntry):
-        yaml, ckpt = _present(entry)
-        return ckpt, yaml, expected_sha256(entry.checkpoint, ckpt)
-    if not looks_like_path(name):
-        raise unknown_name_error(name, "vqgan")
-    path = Path(name).expanduser()
-    ckpt = path.with_suffix(".ckpt") if path.suffix == ".yaml" else path
-    yaml = Path(config).expanduser() if config is not None else ckpt.with_suffix(".yaml")
-    for what, file in (("checkpoint", ckpt), ("config", yaml)):
-        if not file.is_file():
-            raise ModelError(
-                f"the VQGAN {what} {file} does not exist (a checkpoint needs its model.yaml "
-                "beside it, with the same name but .yaml)"
-            )
-    return ckpt, yaml, recorded_sha256(ckpt)
-
-
-def resolve_clip(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
-    """(the .pt file, expected SHA-256 or None) for a registry name or a file path."""
-    name = os.fspath(name_or_path)
-    entry = find_entry("clip", name)
-    if isinstance(entry, CLIPEntry):
-        (path,) = _present(entry)
-        return path, expected_sha256(entry.file, path)
-    if not looks_like_path(name):
-        raise unknown_name_error(name, "clip")
-    path = Path(name).expanduser()
-    if not path.is_file():
-        raise ModelError(f"the CLIP file {path} does not exist")
-    return path, recorded_sha256(path)
-
-
-def model_paths(name: str) -> list[Path]:
-    """The files of a registry model (a VQGAN's checkpoint and yaml, a CLIP's file, or both
-    for a name that is both), which must be present."""
-    paths: list[Path] = []
-    if find_entry("vqgan", name):
-        paths += resolve_vqgan(name)[:2]
-    if find_entry("clip", name):
-        paths.append(resolve_clip(name)[0])
-    if not paths:
-        raise unknown_name_error(name)
-    return paths
-
-
-@dataclass(frozen=True)
-class ModelStatus:
-    """One row of `feverdream models list`."""
-
-    name: str
-    present: bool
-    paths: tuple[Path, ...]
-    size: int | None  # bytes on disk when present, else the stated size when known
-    notes: str
-    source: Source
-
-
-def status(kind: str) -> list[ModelStatus]:
-    """What is known of this kind ("vqgan" or "clip"), and what is on this machine."""
-    rows = []
-    for entry in _table(kind).values():
-        if entry.source is Source.BUILT:
-            paths = tuple(models_dir() / file.filename for file in entry.files)  # not built here
-        else:
-            paths = entry_paths(entry)
-        present = all(path.is_file() for path in paths)
-        if present:
-            size = sum(path.stat().st_size for path in paths)
-        else:
-            stated = [file.approx_bytes for file in entry.files if file.approx_bytes]
-            size = sum(stated) if stated else None
-        rows.append(ModelStatus(entry.name, present, paths, size, entry.notes, entry.source))
-    return rows
-
-
-def _random_vqgan(name: str) -> VQGAN:
-    from pipeline.models.vqgan import random_vqgan
-
-    entry = find_entry("vqgan", name)
-    if not isinstance(entry, VQGANEntry):
-        raise unknown_name_error(name, "vqgan")
-    return random_vqgan(entry.architecture, RANDOM_SEED)
-
-
-def _random_clip(name: str) -> CLIPModel:
-    from pipeline.models.clip import random_clip
-
-    entry = find_entry("clip", name)
-    if not isinstance(entry, CLIPEntry):
-        raise unknown_name_error(name, "clip")
-    config = entry.architecture
-    if isinstance(config, str):
-        import open_clip
-
-        config = open_clip.get_model_config(config)
-    return random_clip(config, RANDOM_SEED, entry.variant)
-
-
-def _downloaded(entry: Entry | None) -> bool:
-    return entry is not None and entry.source is Source.DOWNLOAD
-
-
-def _warn_random(random_weights: bool, names: Sequence[str]) -> None:
-    if random_weights or TINY in names:
-        log.warning(
-            "%s: these models have random weights and make abstract noise, not art",
-            "--random-weights" if random_weights else "tiny",
-        )
-
-
-def load_models(
-    vqgan: str,
-    clip: str,
-    device: str | torch.device = "cpu",
-    random_weights: bool = False,
-    vqgan_config: str | os.PathLike[str] | None = None,
-) -> tuple[VQGAN, CLIPModel]:
-    """The VQGAN and CLIP a render uses, on `device`, in eval mode with gradients off.
-
-    Names are registry names or file paths (see resolve_vqgan / resolve_clip).
-    With `random_weights`, the named registry models' full-size architectures are built with
-    random weights from a fixed seed, and no file is read. Each model's `checksums` maps the
-    files it was loaded from to their SHA-256 (empty for random weights), for render.json.
-    """
-    vqgan_model, ((clip_model, _),) = load_all(
-        vqgan, ((clip, 1.0),), device, random_weights, vqgan_config
-    )
-    return vqgan_model, clip_model
-
-
-def load_all(
-    vqgan: str,
-    clips: Sequence[tuple[str, float]],
-    device: str | torch.device = "cpu",
-    random_weights: bool = False,
-    vqgan_config: str | os.PathLike[str] | None = None,
-) -> tuple[VQGAN, list[tuple[CLIPModel, float]]]:
-    """The VQGAN and each (CLIP, weight) a render uses, as `load_models` loads them; every
-    file is found before any is read, and a CLIP named twice is loaded once."""
-    names = list(dict.fromkeys(name for name, _ in clips))
-    _warn_random(random_weights, [vqgan, *names])
-    if random_weights:
-        vqgan_model = _random_vqgan(vqgan)
-        loaded = {name: _random_clip(name) for name in names}
-    else:
-        from pipeline.models.clip import load_clip
-        from pipeline.models.vqgan import load_vqgan
-
-        ckpt, config, vqgan_sha = resolve_vqgan(vqgan, vqgan_config)
-        found = {name: resolve_clip(name) for name in names}
-        # Downloaded models' names go into error messages as `feverdream models download NAME`.
-        vqgan_model = load_vqgan(
-            ckpt, config, vqgan_sha, vqgan if _downloaded(find_entry("vqgan", vqgan)) else ""
-        )
-        loaded = {}
-        for name, (path, sha256) in found.items():
-            entry = find_entry("clip", name)
-            shown = name if _downloaded(entry) else ""
-            loaded[name] = load_clip(path, sha256, shown, _variant(entry))
-    entry = find_entry("vqgan", vqgan)
-    if isinstance(entry, VQGANEntry):
-        vqgan_model.camera_hold = entry.camera_hold
-    models = {name: model.to(device) for name, model in loaded.items()}
-    return vqgan_model.to(device), [(models[name], weight) for name, weight in clips]
-
-
-def _variant(entry: Entry | None) -> CLIPVariant:
-    """How a CLIP is run: as its entry says, else as OpenAI's (a file given by path)."""
-    return entry.variant if isinstance(entry, CLIPEntry) else OPENAI
-
-
-def load_clip_model(name: str, device: str | torch.device = "cpu") -> CLIPModel:
-    """One CLIP, by registry name or file path, as `load_models` loads it."""
-    from pipeline.models.clip import load_clip
-
-    path, sha256 = resolve_clip(name)
-    entry = find_entry("clip", name)
-    shown = name if _downloaded(entry) else ""
-    return load_clip(path, sha256, shown, _variant(entry)).to(device)
-
-
-def digest(model: VQGAN | CLIPModel) -> str:
-    """What a loaded model was made from, for a render's records: the SHA-256 of its files,
-    or "random weights" when no file was read."""
-    if not model.checksums:
-        return "random weights"
-    return ", ".join(sorted(set(model.checksums.values())))
