@@ -8,14 +8,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import FeverdreamError
+from pipeline.errors import DiskFullError, FeverdreamError
+from pipeline.store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -125,22 +125,6 @@ def analyse(path: Path, fps: float, offset: float = 0.0) -> AudioFeatures:
     log.debug("analysed %s in %.2fs", path, time.perf_counter() - started)
     _write_cache(cache_file, key, features)
     return features
-
-
-def track_duration(path: Path) -> float:
-    """The track's length in seconds, read from the file's header without decoding it."""
-    import soundfile
-
-    path = Path(path)
-    _check_file(path)
-    try:
-        info = soundfile.info(str(path))
-    except (RuntimeError, OSError) as error:
-        raise _undecodable(path, error) from error
-    return float(info.duration)
-
-
-# --- decoding ------------------------------------------------------------------------------
 
 
 def _check_file(path: Path) -> None:
@@ -293,11 +277,9 @@ def _cache_dir() -> Path:
 
 
 def _cache_key(path: Path, fps: float, offset: float) -> str:
-    content = hashlib.sha256()
     with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            content.update(block)
-    inputs = f"{content.hexdigest()}|fps={float(fps)!r}|offset={float(offset)!r}"
+        content = hashlib.file_digest(file, "sha256").hexdigest()
+    inputs = f"{content}|fps={float(fps)!r}|offset={float(offset)!r}"
     return hashlib.sha256(f"{inputs}|v{ANALYSIS_VERSION}".encode()).hexdigest()[:32]
 
 
@@ -334,16 +316,8 @@ def _write_cache(cache_file: Path, key: str, features: AudioFeatures) -> None:
     """Write atomically, so a crash or a parallel run never leaves half a file."""
     text = json.dumps({"key": key, "features": asdict(features)}, separators=(",", ":"))
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w") as file:
-                file.write(text)
-            os.replace(temp_name, cache_file)
-        except BaseException:
-            os.unlink(temp_name)
-            raise
-    except OSError as error:
+        atomic_write(cache_file, lambda tmp: tmp.write_text(text))
+    except (OSError, DiskFullError) as error:
         # The analysis itself succeeded; a read-only cache only costs time next run.
         log.warning("could not cache the audio analysis in %s: %s", cache_file.parent, error)
 

@@ -218,10 +218,15 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str) -> tuple[int, int]:
-    width, _, height = text.lower().partition("x")
-    if not (width.isdigit() and height.isdigit()) or int(width) % 16 or int(height) % 16:
+    from pipeline.storyboard import parse_size
+
+    try:
+        width, height = parse_size(text)
+    except ValueError:
+        width = height = 1
+    if width % 16 or height % 16:
         raise argparse.ArgumentTypeError(f"{text}: give WIDTHxHEIGHT, multiples of 16")
-    return int(width), int(height)
+    return width, height
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -417,38 +417,36 @@ class Encoder:
 def render_lock(folder: Path) -> Iterator[None]:
     """One render of a folder at a time, across processes and threads (the studio, the
     command line, a notebook): two writing the same frames and video would spoil both. The
-    lock is RENDER_FOLDER/.lock, held with flock while the render runs and removed after."""
-    import fcntl
+    lock is RENDER_FOLDER/.lock (filelock's flock), held while the render runs and removed
+    before it is let go, so that nothing is left behind (one who opened the old file then
+    finds it gone, as filelock checks, and tries the new one)."""
     import os
+
+    from filelock import FileLock, Timeout
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"
-    while True:
-        file = open(path, "a+", encoding="utf-8")  # closed below, or at the end
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            file.seek(0)
-            holder = file.read().strip() or "another render"
-            file.close()
-            raise FeverdreamError(
-                f"{folder} is being rendered now ({holder}); wait for that render to finish or "
-                "stop it (Ctrl-C, or Stop in the studio), then run this again"
-            ) from None
-        # A render that just finished removes the file: a lock on it would lock nothing.
-        if path.exists() and os.stat(path).st_ino == os.fstat(file.fileno()).st_ino:
-            break
-        file.close()
+    lock = FileLock(path)
     try:
-        try:  # who holds it, for the message above (unbuffered: on a full disk, not said)
-            os.ftruncate(file.fileno(), 0)
-            os.pwrite(file.fileno(), f"process {os.getpid()}".encode(), 0)
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            holder = path.read_text(encoding="utf-8").strip()
         except OSError:
-            pass
+            holder = ""
+        raise FeverdreamError(
+            f"{folder} is being rendered now ({holder or 'another render'}); wait for that "
+            "render to finish or stop it (Ctrl-C, or Stop in the studio), then run this again"
+        ) from None
+    try:  # who holds it, for the message above (on a full disk, not said)
+        path.write_text(f"process {os.getpid()}", encoding="utf-8")
+    except OSError:
+        pass
+    try:
         yield
     finally:
         path.unlink(missing_ok=True)
-        file.close()  # and with it the lock
+        lock.release()
 
 
 def optimised_steps(story: Story, options: RenderOptions) -> dict[int, int]:

@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import stamina
+
+# TikTok's retries and status polls (pipeline/tiktok, through stamina) without their waits, and
+# with the attempts the code asks for (a status poll, which asks for no limit, at most 1000).
+stamina.set_testing(True, attempts=1000, cap=True)
 
 # `make test` runs the suite in one pytest-xdist worker per core; each computes on one thread
 # (before torch is imported), as do the processes it starts: two processes on two threads each

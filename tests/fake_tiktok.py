@@ -235,13 +235,12 @@ class FakeTikTok:
                 grant.expires_at = self.now() - 1
 
     def environ(self) -> dict[str, str]:
-        """The environment that points feverdream at this fake, with tiny waits."""
+        """The environment that points feverdream at this fake."""
         return {
             "TIKTOK_CLIENT_KEY": self.client_key,
             "TIKTOK_CLIENT_SECRET": self.client_secret,
             "FEVERDREAM_TIKTOK_API": self.base_url,
             "FEVERDREAM_TIKTOK_AUTHORIZE": f"{self.base_url}/v2/auth/authorize/",
-            "FEVERDREAM_TIKTOK_POLL_SCALE": "0.001",
         }
 
     def requests_to(self, path: str) -> list[Recorded]:

@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from pipeline import audio
-from pipeline.audio import FEATURES, AudioError, analyse, track_duration
+from pipeline.audio import FEATURES, AudioError, analyse
 
 SR = 22050
 REPO = Path(__file__).resolve().parent.parent
@@ -122,11 +122,6 @@ def test_flac_ogg_and_mp3_decode_like_the_wav(clicks_wav: Path, tmp_path: Path, 
     assert features.duration == pytest.approx(8.0, abs=0.1)
     assert len(features.beat_times) >= len(CLICKS) - 2
     assert nearest_click_error(features.beat_times, CLICKS) < 0.05
-    assert track_duration(encoded) == pytest.approx(8.0, abs=0.1)
-
-
-def test_track_duration_reads_the_length(clicks_wav: Path):
-    assert track_duration(clicks_wav) == pytest.approx(8.0)
 
 
 def test_a_second_analysis_reads_the_cache_instead_of_decoding(
@@ -153,18 +148,16 @@ def test_a_corrupt_cache_file_is_ignored_and_rewritten(clicks_wav: Path):
 
 
 def test_a_missing_file_says_so(tmp_path: Path):
-    for check in (lambda p: analyse(p, fps=30), track_duration):
-        with pytest.raises(AudioError, match=r"nowhere\.wav: not found"):
-            check(tmp_path / "nowhere.wav")
+    with pytest.raises(AudioError, match=r"nowhere\.wav: not found"):
+        analyse(tmp_path / "nowhere.wav", fps=30)
 
 
 def test_random_bytes_named_wav_cannot_be_decoded(tmp_path: Path):
     path = tmp_path / "noise.wav"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
 
-    for check in (lambda p: analyse(p, fps=30), track_duration):
-        with pytest.raises(AudioError, match="cannot decode.*wav, mp3, flac or ogg"):
-            check(path)
+    with pytest.raises(AudioError, match="cannot decode.*wav, mp3, flac or ogg"):
+        analyse(path, fps=30)
 
 
 def test_an_empty_file_is_an_error(tmp_path: Path):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 
 import httpx
+import stamina
 
 from pipeline.tiktok.auth import Session
 from pipeline.tiktok.errors import TikTokError, unreachable
@@ -110,7 +110,6 @@ class TikTokClient:
     """Calls the v2 API as the session's user, refreshing an expired token once per call."""
 
     session: Session
-    time_scale: float = 1.0
 
     @property
     def http(self) -> httpx.Client:
@@ -138,16 +137,17 @@ class TikTokClient:
         return PublishStatus.from_data(data)
 
     def _init(self, path: str, payload: dict) -> PublishTask:
-        for attempt in range(INIT_ATTEMPTS):
-            try:
+        for attempt in stamina.retry_context(
+            on=_init_failed_inside_tiktok,
+            attempts=INIT_ATTEMPTS,
+            timeout=None,
+            wait_initial=RETRY_BACKOFF_S,
+            wait_jitter=0,
+        ):
+            with attempt:
+                if attempt.num > 1:
+                    log.warning("TikTok failed to start the upload; trying again (%d)", attempt.num)
                 data = self._call("POST", path, payload)
-                break
-            except TikTokError as error:
-                server_fault = error.code == "internal_error" or (error.status or 0) >= 500
-                if not server_fault or attempt == INIT_ATTEMPTS - 1:
-                    raise
-                log.warning("TikTok failed to start the upload (%s); retrying", error.code)
-                time.sleep(RETRY_BACKOFF_S * 2**attempt * self.time_scale)
         publish_id = data.get("publish_id")
         if not publish_id:
             raise TikTokError("bad_response", "the init answer holds no publish_id")
@@ -181,3 +181,10 @@ class TikTokClient:
                     raise
                 refreshed = True
                 self.session.refresh()
+
+
+def _init_failed_inside_tiktok(error: Exception) -> bool:
+    """Whether an init is worth another try: TikTok's own fault, not the request's."""
+    return isinstance(error, TikTokError) and (
+        error.code == "internal_error" or (error.status or 0) >= 500
+    )

@@ -106,7 +106,7 @@ def whoami(*, say: Say = log.info) -> str:
     """Say who is logged in and what the login allows."""
     settings = Settings.from_env()
     with _http() as http:
-        client = TikTokClient(Session.load(http, settings), settings.time_scale)
+        client = TikTokClient(Session.load(http, settings))
         name = _display_name(client)
     say(f"Logged in to TikTok as {name}.")
     say(f"permissions: {', '.join(sorted(client.session.token.scopes))}")
@@ -131,7 +131,7 @@ def account() -> Account:
     if TokenStore(settings.token_path).load() is None:
         return Account(logged_in=False)
     with _http() as http:
-        client = TikTokClient(Session.load(http, settings), settings.time_scale)
+        client = TikTokClient(Session.load(http, settings))
         name = _display_name(client)
         scopes = tuple(sorted(client.session.token.scopes))
         options = client.creator_info().privacy_options if "video.publish" in scopes else ()
@@ -211,7 +211,7 @@ def post_video(
         session = Session.load(http, settings)
         _require_scope(session.token, mode)
         _preflight(path, MAX_API_DURATION_S)
-        client = TikTokClient(session, settings.time_scale)
+        client = TikTokClient(session)
         plan = plan_chunks(path.stat().st_size)
         if mode == "direct":
             creator = client.creator_info()
@@ -231,7 +231,7 @@ def post_video(
         else:
             creator = None
             init = partial(client.init_inbox, plan.source_info())
-        publish_id = _upload(http, init, path, plan, settings.time_scale, say)
+        publish_id = _upload(http, init, path, plan, say)
         if not wait:
             say(f"Uploaded. TikTok is processing it: `feverdream tiktok status {publish_id}`.")
             return PostResult(publish_id, "")
@@ -443,16 +443,15 @@ def _upload(
     init: Callable[[], PublishTask],
     path: Path,
     plan: ChunkPlan,
-    time_scale: float,
     say: Say,
 ) -> str:
     """Init and upload; when TikTok drops the upload URL (403 expired, 404, 416) start once more
     with a new init, since an upload cannot be resumed."""
     try:
-        return _init_and_upload(http, init, path, plan, time_scale, say)
+        return _init_and_upload(http, init, path, plan, say)
     except UploadRejected as error:
         say(f"TikTok dropped the upload ({error.code}); starting over.")
-        return _init_and_upload(http, init, path, plan, time_scale, say)
+        return _init_and_upload(http, init, path, plan, say)
 
 
 def _init_and_upload(
@@ -460,7 +459,6 @@ def _init_and_upload(
     init: Callable[[], PublishTask],
     path: Path,
     plan: ChunkPlan,
-    time_scale: float,
     say: Say,
 ) -> str:
     task = init()
@@ -468,9 +466,7 @@ def _init_and_upload(
     with tqdm(
         total=plan.video_size, unit="B", unit_scale=True, desc="upload", disable=None, leave=False
     ) as bar:
-        upload_file(
-            http, task.upload_url, path, plan, time_scale=time_scale, on_progress=bar.update
-        )
+        upload_file(http, task.upload_url, path, plan, on_progress=bar.update)
     return task.publish_id
 
 
@@ -503,9 +499,7 @@ def post_status(publish_id: str, *, say: Say = log.info) -> PublishStatus:
     """Ask TikTok where a post stands and say it, with what to do if it failed."""
     settings = Settings.from_env()
     with _http() as http:
-        status = TikTokClient(Session.load(http, settings), settings.time_scale).fetch_status(
-            publish_id
-        )
+        status = TikTokClient(Session.load(http, settings)).fetch_status(publish_id)
     say(f"{publish_id}: {status.status}")
     if status.fail_reason:
         say(f"fail_reason: {status.fail_reason}: {explain(status.fail_reason)}")

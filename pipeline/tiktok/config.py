@@ -55,24 +55,14 @@ class Settings:
     api_base: str
     authorize_url: str
     home: Path
-    # Multiplies every wait (status polls, retry backoff) so tests need not sleep for seconds.
-    time_scale: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
         home = os.environ.get("FEVERDREAM_HOME") or platformdirs.user_config_dir("feverdream")
-        scale = os.environ.get("FEVERDREAM_TIKTOK_POLL_SCALE", "1")
-        try:
-            time_scale = float(scale)
-        except ValueError:
-            raise FeverdreamError(
-                f"FEVERDREAM_TIKTOK_POLL_SCALE={scale!r} is not a number"
-            ) from None
         return cls(
             api_base=os.environ.get("FEVERDREAM_TIKTOK_API", DEFAULT_API).rstrip("/"),
             authorize_url=os.environ.get("FEVERDREAM_TIKTOK_AUTHORIZE", DEFAULT_AUTHORIZE),
             home=Path(home),
-            time_scale=max(time_scale, 0.0),
         )
 
     @property

@@ -4,12 +4,12 @@ with Content-Range, and polling the post's status until it settles."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import stamina
 
 from pipeline.errors import FeverdreamError
 from pipeline.tiktok.client import PublishStatus, TikTokClient
@@ -101,13 +101,16 @@ def _read_range(path: Path, first: int, last: int) -> Iterator[bytes]:
             yield block
 
 
+class _ChunkFailed(TikTokError):
+    """A chunk TikTok failed on (5xx, 429): worth sending again."""
+
+
 def upload_file(
     http: httpx.Client,
     upload_url: str,
     path: Path,
     plan: ChunkPlan,
     *,
-    time_scale: float = 1.0,
     on_progress: Callable[[int], None] | None = None,
 ) -> None:
     """PUT the file's chunks to `upload_url` (used verbatim) in order; a chunk TikTok fails on
@@ -120,33 +123,55 @@ def upload_file(
             "Content-Length": str(last - first + 1),
             "Content-Range": f"bytes {first}-{last}/{plan.video_size}",
         }
-        for attempt in range(CHUNK_ATTEMPTS):
-            final = attempt == CHUNK_ATTEMPTS - 1
-            try:
-                response = http.put(
-                    upload_url,
-                    content=_read_range(path, first, last),
-                    headers=headers,
-                    timeout=CHUNK_TIMEOUT,
-                )
-            except httpx.TransportError as error:
-                if final:
-                    raise unreachable("TikTok's upload server", error) from None
-                log.warning("chunk %d/%d: %s; sending it again", index + 1, plan.count, error)
-            else:
-                status = response.status_code
-                if status in (200, 201, 206):
-                    break
-                if status in (403, 404, 416):
-                    raise UploadRejected(
-                        f"upload_http_{status}", response.text[:200], status=status
-                    )
-                if not (status >= 500 or status == 429) or final:
-                    raise TikTokError(f"upload_http_{status}", response.text[:200], status=status)
-                log.warning("chunk %d/%d: HTTP %d; sending it again", index + 1, plan.count, status)
-            time.sleep(CHUNK_BACKOFF_S * 2**attempt * time_scale)
+        try:
+            for attempt in stamina.retry_context(
+                on=(httpx.TransportError, _ChunkFailed),
+                attempts=CHUNK_ATTEMPTS,
+                timeout=None,
+                wait_initial=CHUNK_BACKOFF_S,
+                wait_jitter=0,
+            ):
+                with attempt:
+                    if attempt.num > 1:
+                        log.warning("chunk %d/%d: sending it again", index + 1, plan.count)
+                    _put_chunk(http, upload_url, _read_range(path, first, last), headers)
+        except httpx.TransportError as error:
+            raise unreachable("TikTok's upload server", error) from None
         if on_progress:
             on_progress(last - first + 1)
+
+
+def _put_chunk(http: httpx.Client, upload_url: str, content: Iterator[bytes], headers) -> None:
+    """One PUT of one chunk; what TikTok answered, as an error unless it took the chunk."""
+    response = http.put(upload_url, content=content, headers=headers, timeout=CHUNK_TIMEOUT)
+    status = response.status_code
+    if status in (200, 201, 206):
+        return
+    if status in (403, 404, 416):
+        raise UploadRejected(f"upload_http_{status}", response.text[:200], status=status)
+    if status >= 500 or status == 429:
+        log.warning("TikTok's upload server answered HTTP %d", status)
+        raise _ChunkFailed(f"upload_http_{status}", response.text[:200], status=status)
+    raise TikTokError(f"upload_http_{status}", response.text[:200], status=status)
+
+
+class _StillProcessing(Exception):
+    """The post has not settled yet: poll again."""
+
+
+def _passing(error: Exception) -> bool:
+    """A refusal of a status check that passes: the rate limit, or TikTok's own fault."""
+    return isinstance(error, TikTokError) and (
+        error.code in ("rate_limit_exceeded", "internal_error") or (error.status or 0) >= 500
+    )
+
+
+def _poll_again(error: Exception) -> bool:
+    """Whether to ask for the status again: still processing, or a refusal that passes."""
+    if _passing(error):
+        log.warning("status check failed (%s); waiting longer", getattr(error, "code", ""))
+        return True
+    return isinstance(error, _StillProcessing)
 
 
 def wait_for_status(
@@ -158,31 +183,31 @@ def wait_for_status(
 ) -> PublishStatus:
     """Poll until the post succeeds (`SEND_TO_USER_INBOX` ends a draft: publishing it is the
     user's move in the app) or fails; an unknown status counts as still processing."""
-    scale = client.time_scale
-    deadline = time.monotonic() + POLL_DEADLINE_S * scale
-    delay = POLL_FIRST_S
     seen = ""
-    while True:
-        time.sleep(delay * scale)
-        try:
-            status = client.fetch_status(publish_id)
-        except TikTokError as error:
-            if error.code not in ("rate_limit_exceeded", "internal_error") and not (
-                error.status and error.status >= 500
-            ):
-                raise
-            log.warning("status check failed (%s); waiting longer", error.code)
-            status = None
-        if status is not None:
-            if status.status != seen and on_change:
-                on_change(status)
-            seen = status.status
-            if status.status in SUCCESS_STATES[mode] or status.status == "FAILED":
+    try:
+        for attempt in stamina.retry_context(
+            on=_poll_again,
+            attempts=None,
+            timeout=POLL_DEADLINE_S,
+            wait_initial=POLL_FIRST_S,
+            wait_max=POLL_MAX_S,
+            wait_exp_base=1.5,
+            wait_jitter=0,
+        ):
+            with attempt:
+                status = client.fetch_status(publish_id)
+                if status.status != seen and on_change:
+                    on_change(status)
+                seen = status.status
+                if status.status not in SUCCESS_STATES[mode] and status.status != "FAILED":
+                    raise _StillProcessing(seen)
                 return status
-        if time.monotonic() > deadline:
-            raise FeverdreamError(
-                f"TikTok is still processing the video ({seen or 'no status yet'}) after "
-                f"{POLL_DEADLINE_S / 60:.0f} minutes: check later with "
-                f"`feverdream tiktok status {publish_id}`"
-            )
-        delay = min(delay * 1.5, POLL_MAX_S)
+    except (_StillProcessing, TikTokError) as error:
+        if isinstance(error, TikTokError) and not _passing(error):
+            raise
+        raise FeverdreamError(
+            f"TikTok is still processing the video ({seen or 'no status yet'}) after "
+            f"{POLL_DEADLINE_S / 60:.0f} minutes: check later with "
+            f"`feverdream tiktok status {publish_id}`"
+        ) from None
+    raise AssertionError("stamina ends a retry by returning or raising")

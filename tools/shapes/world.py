@@ -140,10 +140,6 @@ def random_description(scene: Scene, rng: random.Random) -> Description:
             return Description(**said)
 
 
-def full_description(scene: Scene) -> Description:
-    return Description(scene.colour, scene.shape, scene.size, scene.position, scene.background)
-
-
 def attribute_descriptions() -> list[list[Description]]:
     """For each attribute, a one-attribute text per value: ["red", "orange", ...], ["a circle",
     ...], ["a small shape", "a large shape"], ["a shape in the centre", ...], ...; the sets
