@@ -413,22 +413,27 @@ class Encoder:
             self.video = None
 
 
+RETRY_LOCK_S = 0.25  # how long a render waits for a folder's lock (see render_lock)
+
+
 @contextmanager
 def render_lock(folder: Path) -> Iterator[None]:
     """One render of a folder at a time, across processes and threads (the studio, the
     command line, a notebook): two writing the same frames and video would spoil both. The
     lock is RENDER_FOLDER/.lock (filelock's flock), held while the render runs and removed
-    before it is let go, so that nothing is left behind (one who opened the old file then
-    finds it gone, as filelock checks, and tries the new one)."""
+    before it is let go, so that nothing is left behind. One who opened the old file just then
+    finds it gone once it is let go (filelock checks) and tries the path again, within
+    RETRY_LOCK_S; while a render holds the folder, the next is refused."""
     import os
 
     from filelock import FileLock, Timeout
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"
-    lock = FileLock(path)
+    # No soft fallback: where the disk has no flock, its marker file would be this one.
+    lock = FileLock(path, fallback_to_soft=False)
     try:
-        lock.acquire(timeout=0)
+        lock.acquire(timeout=RETRY_LOCK_S)
     except Timeout:
         try:
             holder = path.read_text(encoding="utf-8").strip()

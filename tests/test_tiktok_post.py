@@ -349,6 +349,23 @@ def test_status_polling_rides_out_a_rate_limit(fake: FakeTikTok, video: Path, ca
     assert "SEND_TO_USER_INBOX" in capsys.readouterr().out
 
 
+def test_polls_and_resends_say_only_what_went_wrong(
+    fake: FakeTikTok, big_video: Path, caplog: pytest.LogCaptureFixture
+):
+    # Polling is a loop of retries underneath (stamina): a post still processing is not a
+    # warning, and a chunk sent again is said once, in our own words.
+    fake.knobs.processing_polls = 3
+    fake.knobs.chunk_errors = {1: [503]}
+    caplog.set_level(logging.INFO)
+    assert main(["tiktok", "post", str(big_video)]) == 0
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.name.startswith("stamina")], caplog.text
+    assert [r.getMessage() for r in warnings] == [
+        "TikTok's upload server answered HTTP 503",
+        "chunk 2/7: sending it again",
+    ]
+
+
 def test_a_20_fps_file_is_refused_before_any_request(fake: FakeTikTok, tmp_path: Path, capsys):
     slow = make_video(tmp_path / "slow.mp4", fps=20)
     assert main(["tiktok", "post", str(slow)]) == 1

@@ -14,6 +14,9 @@ from pipeline.tiktok.auth import Session
 from pipeline.tiktok.errors import TikTokError, unreachable
 
 log = logging.getLogger(__name__)
+# stamina logs every retry it schedules at WARNING. A status poll is not a failure, and a
+# resend or a retried init says so in its own words here: its lines would only repeat them.
+logging.getLogger("stamina").setLevel(logging.ERROR)
 
 USER_FIELDS = "open_id,union_id,avatar_url,display_name"
 # Retrying an init that failed inside TikTok leaves an orphan publish_id behind and counts
