@@ -1,4 +1,4 @@
-"""The command line's `models` verbs: list, download, path, build; pipeline/cli.py adds
+"""The command line's `models` verbs: list, download, path, verify; pipeline/cli.py adds
 them to its parser."""
 
 from __future__ import annotations
@@ -61,15 +61,6 @@ def cmd_models_path(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models_build(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from pipeline import run
-
-    run.build_shapes(Path(args.output) if args.output else None)
-    return 0
-
-
 def cmd_models_verify(args: argparse.Namespace) -> int:
     from pipeline.models.verify import verify
 
@@ -95,14 +86,14 @@ def cmd_models_verify(args: argparse.Namespace) -> int:
 
 
 def add_verbs(sub: argparse._SubParsersAction) -> None:
-    """models list|download|path|verify|build."""
+    """models list|download|path|verify."""
     models = sub.add_parser(
         "models",
         help="list, download and locate VQGAN and CLIP checkpoints",
         description="Model files live in the models folder: FEVERDREAM_MODELS, else your "
         "user cache. `tiny` needs no download (random weights: abstract noise, not art); "
-        "`shapes`, trained by feverdream on drawn shapes, ships with the package, and "
-        "`models build shapes` trains it again from its recipe.",
+        "`shapes`, trained by feverdream on drawn shapes, ships with the package (`make "
+        "shapes` in a checkout trains it again from its recipe).",
     )
     # Without an action: this group's help, not an argparse error.
     verbs = models.add_subparsers(dest="models_verb", metavar="ACTION")
@@ -127,14 +118,3 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         "targets", nargs="+", metavar="NAME|PATH", help="a registry name or a .ckpt/.yaml/.pt file"
     )
     p.set_defaults(func=cmd_models_verify)
-
-    p = verbs.add_parser(
-        "build",
-        help="train the `shapes` models again from their recipe (about 30 min on a 2-core CPU) "
-        "and say how far they are from the ones the package ships",
-    )
-    p.add_argument("name", choices=["shapes"], help="the models feverdream trains itself")
-    p.add_argument(
-        "-o", "--output", metavar="DIR", help="where to write them (default: MODELS/shapes-build)"
-    )
-    p.set_defaults(func=cmd_models_build)

@@ -1005,25 +1005,3 @@ def score(folder: str | Path, clip: str | None = "render", story: Story | None =
     elif clip is not None:
         model = load_clip_model(clip)
     return scoring.score(folder, model, images=images)
-
-
-def build_shapes(into: Path | None = None) -> None:
-    """Train the shapes models again from their recipe (tools/shapes/, about 30 min on two
-    CPU cores) into `into` (default MODELS/shapes-build), and report how far they are from
-    the ones the package ships."""
-    import importlib
-    import sys
-
-    from pipeline.models.files import models_dir
-
-    checkout = Path(__file__).resolve().parents[1]
-    if not (checkout / "tools" / "shapes" / "build.py").is_file():
-        raise FeverdreamError(
-            "the shapes recipe is not installed with the package: it lives in the source "
-            "checkout (tools/shapes/); run `feverdream models build shapes` from a clone of "
-            "the repository with feverdream installed from it (`make setup`)"
-        )
-    if str(checkout) not in sys.path:
-        sys.path.insert(0, str(checkout))
-    recipe = importlib.import_module("tools.shapes.build")
-    recipe.main(into or models_dir() / "shapes-build")

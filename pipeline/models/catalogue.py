@@ -392,7 +392,7 @@ CLIPS.update(
 
 
 # The shapes world's reference models, trained by the project (tools/shapes/) and committed
-# with the package; these hashes are checked at every load. `feverdream models build shapes`
+# with the package; these hashes are checked at every load. `make shapes` (in a checkout)
 # trains them again from the recipe and says how far the new weights are from these.
 SHAPES_NOTES = (
     "trained by feverdream on drawn shapes (tools/shapes/): knows colours, shapes, sizes and "

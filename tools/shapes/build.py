@@ -8,7 +8,7 @@ CLIP's second stage goes on against the engine with that VQGAN (about thirty min
 cores). torch picks other kernels on other CPUs, so the same recipe trains weights that differ
 in the last bits from machine to machine; the report says by how much, not just whether.
 
-    feverdream models build shapes [-o DIR]        (or: python -m tools.shapes.build [DIR])
+    make shapes [OUT=DIR]        (or, in a checkout: python -m tools.shapes.build [DIR])
 
 To make a new build the reference: copy its three files into pipeline/assets/models/, put
 their SHA-256 (printed here) into SHAPES_FILES in pipeline/models/catalogue.py, and measure
@@ -214,4 +214,4 @@ def main(directory: Path) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("shapes-build"))
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("outputs/shapes-build"))
