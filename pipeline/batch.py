@@ -25,6 +25,7 @@ from typing import Any
 
 from pipeline import run
 from pipeline.errors import FeverdreamError
+from pipeline.record import ModelsUsed
 
 log = logging.getLogger(__name__)
 
@@ -304,16 +305,13 @@ def _same_models(job: Job, settings: dict[str, Any]) -> bool:
     """Whether recorded models (a manifest's or render.json's) are the ones this batch
     names, by name and weight, and random or not as this batch asks."""
     assert job.story is not None and job.options is not None
-    recorded = settings.get("models", {})
-    clips = recorded.get("clip")
-    clips = [{**clips, "weight": 1.0}] if isinstance(clips, dict) else clips or []
-    vqgan = recorded.get("vqgan", {})
-    names = [(vqgan.get("name"), None)] + [(c.get("name"), c.get("weight")) for c in clips]
+    recorded = ModelsUsed.from_json(settings.get("models"))
+    if recorded is None:
+        return False
     wanted = [(run.model_name(job.story, job.options), None)]
     wanted += [(name, weight) for name, weight in run.clip_names(job.story, job.options)]
-    digests = [vqgan.get("sha256"), *(c.get("sha256") for c in clips)]
-    random = [digest == "random weights" for digest in digests]
-    return names == wanted and all(r == job.options.random_weights for r in random)
+    random = job.options.random_weights
+    return recorded.names() == wanted and all(r == random for r in recorded.random)
 
 
 def _gathered(job: Job) -> bool:

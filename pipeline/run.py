@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline.errors import DiskFullError, FeverdreamError
+from pipeline.record import ModelsUsed, ModelUsed
 from pipeline.schedule import Plan, build_plan, lead
 from pipeline.storyboard import RenderSettings, Storyboard, load_storyboard, parse_storyboard
 
@@ -556,10 +557,13 @@ def make_engine(
         (log.info if fitted.fits else log.warning)("memory: %s", fitted.describe())
         if fitted.execution != engine.execution:
             engine = Engine(vqgan, clips, replace(engine.settings, execution=fitted.execution))
-    models: dict[str, Any] = {
-        "vqgan": {"name": model_name(story, options), "sha256": digest(vqgan)},
-        "clip": clip_record(clip_names(story, options), clips),
-    }
+    models = ModelsUsed(
+        ModelUsed(model_name(story, options), digest(vqgan)),
+        tuple(
+            ModelUsed(name, digest(model), weight)
+            for (name, weight), (model, _) in zip(clip_names(story, options), clips, strict=True)
+        ),
+    ).to_json()
     # The pictures by content, so that frames made from a picture since replaced are never
     # continued as if nothing had changed.
     pictures = {name: file_sha256(path) for name, path in story.plan.images}
@@ -858,19 +862,6 @@ def clip_names(story: Story, options: RenderOptions) -> tuple[tuple[str, float],
     return tuple((story.board.model(name), weight) for name, weight in story.board.models.clips)
 
 
-def clip_record(names: Sequence[tuple[str, float]], clips: Sequence[tuple[Any, float]]) -> Any:
-    """The CLIPs as a render's manifest records them: one CLIP of weight 1 as
-    {"name", "sha256"} (as before several were possible), else a list with their weights."""
-    from pipeline.models.loading import digest
-
-    if len(names) == 1 and names[0][1] == 1:
-        return {"name": names[0][0], "sha256": digest(clips[0][0])}
-    return [
-        {"name": name, "sha256": digest(model), "weight": weight}
-        for (name, weight), (model, _) in zip(names, clips, strict=True)
-    ]
-
-
 def load_models(
     story: Story,
     options: RenderOptions,
@@ -995,13 +986,11 @@ def score(folder: str | Path, clip: str | None = "render", story: Story | None =
     model: Any = None
     if clip == "render":
         manifest = scoring.manifest_of(Path(folder))
-        recorded = manifest.settings.get("models", {}).get("clip")
-        if isinstance(recorded, dict):
-            recorded = [{**recorded, "weight": 1.0}]
-        if not recorded or any("name" not in entry for entry in recorded):
+        recorded = ModelsUsed.from_json(manifest.settings.get("models"))
+        if recorded is None:
             raise FeverdreamError(f"{folder}: no CLIP recorded for these frames; name one")
-        loaded = {name: load_clip_model(name) for name in {e["name"] for e in recorded}}
-        model = [(loaded[entry["name"]], float(entry["weight"])) for entry in recorded]
+        loaded = {name: load_clip_model(name) for name in {c.name for c in recorded.clips}}
+        model = [(loaded[clip.name], clip.weight) for clip in recorded.clips]
     elif clip is not None:
         model = load_clip_model(clip)
     return scoring.score(folder, model, images=images)

@@ -18,6 +18,7 @@ from pipeline.models.catalogue import (
     unknown_name_error,
 )
 from pipeline.models.files import resolve_clip, resolve_vqgan
+from pipeline.record import RANDOM_WEIGHTS
 
 if TYPE_CHECKING:
     import torch
@@ -144,5 +145,5 @@ def digest(model: VQGAN | CLIPModel) -> str:
     """What a loaded model was made from, for a render's records: the SHA-256 of its files,
     or "random weights" when no file was read."""
     if not model.checksums:
-        return "random weights"
+        return RANDOM_WEIGHTS
     return ", ".join(sorted(set(model.checksums.values())))
