@@ -284,7 +284,7 @@ def _conflict(job: Job) -> str | None:
                 "delete them) and run the batch again"
             )
         return None
-    if "aim" not in manifest.settings:
+    if not manifest.aims_ahead:
         return (
             f"{store.frames_dir} holds frames made by an older engine (one that followed the "
             "storyboard's prompts late): move that folder away (or delete it) and run the "

@@ -121,6 +121,12 @@ class Manifest:
             },
         }
 
+    @property
+    def aims_ahead(self) -> bool:
+        """Whether its frames were made by an engine that aims ahead of the plan (issue 36):
+        an older one's are neither continued nor gathered with this one's."""
+        return "aim" in self.settings
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         records = {
@@ -237,7 +243,7 @@ class FrameStore:
             self.clear()
             return None
         settings = old.settings
-        if "aim" in manifest.settings and "aim" not in settings:
+        if manifest.aims_ahead and not old.aims_ahead:
             if self.finished_frames(old):
                 raise self._made_by_an_older_engine()
             self.clear()  # begun by an older engine, but no frame finished: nothing to keep

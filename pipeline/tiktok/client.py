@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import stamina
@@ -140,13 +141,7 @@ class TikTokClient:
         return PublishStatus.from_data(data)
 
     def _init(self, path: str, payload: dict) -> PublishTask:
-        for attempt in stamina.retry_context(
-            on=_init_failed_inside_tiktok,
-            attempts=INIT_ATTEMPTS,
-            timeout=None,
-            wait_initial=RETRY_BACKOFF_S,
-            wait_jitter=0,
-        ):
+        for attempt in retries(_init_failed_inside_tiktok, INIT_ATTEMPTS, RETRY_BACKOFF_S):
             with attempt:
                 if attempt.num > 1:
                     log.warning("TikTok failed to start the upload; trying again (%d)", attempt.num)
@@ -190,4 +185,19 @@ def _init_failed_inside_tiktok(error: Exception) -> bool:
     """Whether an init is worth another try: TikTok's own fault, not the request's."""
     return isinstance(error, TikTokError) and (
         error.code == "internal_error" or (error.status or 0) >= 500
+    )
+
+
+def retries(on: Any, attempts: int, first_wait_s: float) -> Any:
+    """How a call to TikTok is tried again (stamina's retry_context, whose test mode drops the
+    waits): `attempts` tries while `on` (exception types, or a predicate) says so, the first
+    wait `first_wait_s` and each next one twice the last, with no jitter and no deadline but
+    the attempts."""
+    return stamina.retry_context(
+        on=on,
+        attempts=attempts,
+        timeout=None,
+        wait_initial=first_wait_s,
+        wait_max=first_wait_s * 2**attempts,
+        wait_jitter=0,
     )

@@ -12,7 +12,7 @@ import httpx
 import stamina
 
 from pipeline.errors import FeverdreamError
-from pipeline.tiktok.client import PublishStatus, TikTokClient
+from pipeline.tiktok.client import PublishStatus, TikTokClient, retries
 from pipeline.tiktok.errors import TikTokError, unreachable
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,8 @@ def upload_file(
             "Content-Range": f"bytes {first}-{last}/{plan.video_size}",
         }
         try:
-            for attempt in stamina.retry_context(
-                on=(httpx.TransportError, _ChunkFailed),
-                attempts=CHUNK_ATTEMPTS,
-                timeout=None,
-                wait_initial=CHUNK_BACKOFF_S,
-                wait_jitter=0,
-            ):
+            failed = (httpx.TransportError, _ChunkFailed)
+            for attempt in retries(failed, CHUNK_ATTEMPTS, CHUNK_BACKOFF_S):
                 with attempt:
                     if attempt.num > 1:
                         log.warning("chunk %d/%d: sending it again", index + 1, plan.count)
