@@ -22,7 +22,7 @@ from pipeline.models.catalogue import (
     find_entry,
     unknown_name_error,
 )
-from pipeline.models.files import entry_paths, file_sha256, models_dir, recorded_sha256
+from pipeline.models.files import entry_paths, file_sha256, recorded_sha256
 from pipeline.models.tiny import ensure_built
 
 
@@ -101,17 +101,10 @@ def _verify_file(path: Path, named: Entry | None) -> Verdict:
 
 def _entry_by_hash(kind: str, sha256: str) -> Entry | None:
     for entry in (VQGANS if kind == "vqgan" else CLIPS).values():
-        for file, path in zip(entry.files, _where(entry), strict=True):
+        for file, path in zip(entry.files, entry_paths(entry), strict=True):  # never builds
             if sha256 in (file.sha256, recorded_sha256(path)):
                 return entry
     return None
-
-
-def _where(entry: Entry) -> tuple[Path, ...]:
-    """An entry's paths, without building the tiny models just to compare hashes."""
-    if entry.source is Source.BUILT:
-        return tuple(models_dir() / file.filename for file in entry.files)
-    return entry_paths(entry)
 
 
 def _entry_by_filename(kind: str, filename: str) -> Entry | None:
