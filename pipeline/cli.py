@@ -222,10 +222,10 @@ def _size(text: str) -> tuple[int, int]:
 
     try:
         width, height = parse_size(text)
+        if width % 16 or height % 16:
+            raise ValueError
     except ValueError:
-        width = height = 1
-    if width % 16 or height % 16:
-        raise argparse.ArgumentTypeError(f"{text}: give WIDTHxHEIGHT, multiples of 16")
+        raise argparse.ArgumentTypeError(f"{text}: give WIDTHxHEIGHT, multiples of 16") from None
     return width, height
 
 
