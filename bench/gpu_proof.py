@@ -279,7 +279,7 @@ def compile_pays(proof: Proof) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"the compile probe failed:\n{tail(done.stderr)}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    from pipeline.run import COMPILE_MIN_STEPS
+    from pipeline.rendering import COMPILE_MIN_STEPS
 
     pays = figures["pays_after_steps"]
     proof.say(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.malloc import MALLOC_TUNABLES
+from pipeline.cli_malloc import MALLOC_TUNABLES
 from pipeline.storyboard import parse_size
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,6 @@ from typing import Any
 
 from pipeline import run
 from pipeline.errors import FeverdreamError
-from pipeline.record import ModelsUsed
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +61,7 @@ class Job:
     done: dict[tuple[int, int], run.ShotRendered] = field(default_factory=dict)
     error: str | None = None
     skipped: bool = False  # rendered and encoded by an earlier batch
+    gathered: bool = False  # every frame made by an earlier batch: only the video is left
     video: Path | None = None
     posted: Any = None
     started: float = field(default_factory=time.perf_counter)
@@ -85,42 +85,16 @@ class BatchProgress:
     per_storyboard: dict[str, tuple[int, int]]
 
 
-def _finished(job: Job, options: run.RenderOptions) -> bool:
-    """Whether an earlier batch (or render) left this storyboard's video and records."""
-    import json
-
-    assert job.story is not None
-    folder = run.render_folder(job.story, options)
-    record = folder / "render.json"
-    video = folder / f"{job.story.board.name}.mp4"
-    if not (record.is_file() and video.is_file()):
-        return False
-    try:
-        recorded = json.loads(record.read_text())
-    except ValueError:
-        return False
-    return recorded.get("storyboard_sha256") == job.story.board.sha256 and _same_models(
-        job, recorded
-    )
-
-
 def _frames_made(job: Job) -> int:
     """Frames of this storyboard on disk: those of finished shots, and those the shots
     still rendering have recorded in their manifests."""
-    from pipeline.store import FrameStore
-
     assert job.story is not None and job.options is not None
-    count = 0
-    for shot in job.shots:
-        if shot in job.done:
-            count += shot[1] - shot[0]
-            continue
-        try:
-            manifest = FrameStore(run.shot_folder(job.story, job.options, shot)).read_manifest()
-        except FeverdreamError:
-            manifest = None
-        count += len(manifest.records) if manifest else 0
-    return count
+    return sum(
+        shot[1] - shot[0]
+        if shot in job.done
+        else run.shot_frames_done(job.story, job.options, shot)
+        for shot in job.shots
+    )
 
 
 def _connect(cluster: str | None, threads: int) -> Any:
@@ -187,12 +161,7 @@ class _ShotWorker:
         if key not in self.models:
             self.models.clear()  # one set of models in memory at a time
             self.models[key] = run.load_models(story, options, device)
-        if sharing > 1:
-            from pipeline import memory
-
-            whole = options.memory or memory.free_bytes(device)
-            options = _with(options, memory=whole // sharing)
-        return run.render_shot(story, options, shot, self.models[key])
+        return run.render_shot(story, options, shot, self.models[key], sharing=sharing)
 
 
 def batch(
@@ -224,7 +193,7 @@ def batch(
     for job in jobs:
         try:
             job.story = run.load(job.path)
-            run._soundtrack(job.story, options)  # a bad soundtrack fails now, not after frames
+            run.soundtrack(job.story, options)  # a bad soundtrack fails now, not after frames
         except FeverdreamError as error:
             job.error = str(error)
             continue
@@ -239,12 +208,10 @@ def batch(
         output = (options.output or Path("outputs")).resolve() / name
         job.options = _with(options, output=output, encode=False)
         job.shots = run.shots(job.story.plan)
-        if _finished(job, job.options):
-            job.skipped = True
-        else:
-            job.error = _conflict(job)
+        held = run.folder_holds(job.story, job.options)
+        job.skipped, job.error, job.gathered = held.finished, held.conflict, held.gathered
     todo = [job for job in jobs if job.error is None and not job.skipped]
-    gathered = [job for job in todo if _gathered(job)]
+    gathered = [job for job in todo if job.gathered]
     for job in gathered:  # an earlier batch rendered every frame, then stopped: encode only
         _finish(job, post)
     todo = [job for job in todo if job not in gathered]
@@ -266,80 +233,14 @@ def batch(
     return jobs
 
 
-def _conflict(job: Job) -> str | None:
-    """Why this storyboard's render folder cannot take the batch's frames, if it cannot:
-    frames made another way (other settings, another storyboard), or without a manifest."""
-    from pipeline.store import FrameStore
-
-    assert job.story is not None and job.options is not None
-    store = FrameStore(run.render_folder(job.story, job.options))
-    try:
-        manifest = store.read_manifest()
-    except FeverdreamError as error:
-        return str(error)
-    if manifest is None:
-        if any(store.frames_dir.glob("*.png")):
-            return (
-                f"{store.frames_dir} holds frames without a manifest: move them away (or "
-                "delete them) and run the batch again"
-            )
-        return None
-    if not manifest.aims_ahead:
-        return (
-            f"{store.frames_dir} holds frames made by an older engine (one that followed the "
-            "storyboard's prompts late): move that folder away (or delete it) and run the "
-            "batch again, or render to another folder with -o"
-        )
-    if manifest.plan != job.story.plan.recorded(manifest.settings) or not _same_models(
-        job, manifest.settings
-    ):
-        return (
-            f"{store.frames_dir} holds frames rendered from another version of this "
-            "storyboard or with other models: move that folder away (or delete it) and run "
-            "the batch again, or render to another folder with -o"
-        )
-    return None
-
-
-def _same_models(job: Job, settings: dict[str, Any]) -> bool:
-    """Whether recorded models (a manifest's or render.json's) are the ones this batch
-    names, by name and weight, and random or not as this batch asks."""
-    assert job.story is not None and job.options is not None
-    recorded = ModelsUsed.from_json(settings.get("models"))
-    if recorded is None:
-        return False
-    wanted = [(run.model_name(job.story, job.options), None)]
-    wanted += [(name, weight) for name, weight in run.clip_names(job.story, job.options)]
-    random = job.options.random_weights
-    return recorded.names() == wanted and all(r == random for r in recorded.random)
-
-
-def _gathered(job: Job) -> bool:
-    """Whether every frame is already in the render folder (gathered by an earlier batch,
-    or made by `feverdream render`), with nothing left but to encode."""
-    from pipeline.store import FrameStore
-
-    assert job.story is not None and job.options is not None
-    store = FrameStore(run.render_folder(job.story, job.options))
-    manifest = store.read_manifest()
-    return manifest is not None and store.finished_frames(manifest) == job.frames_total
-
-
 def _download_first(jobs: list[Job]) -> None:
     """Fetch the models every storyboard names once, here, before any worker starts: two
     workers of one machine must not download the same file into its models folder at once.
     A storyboard whose models cannot be had fails now, with the download's message."""
-    from pipeline.models.download import ensure_downloaded
-
     for job in jobs:
         assert job.story is not None and job.options is not None
-        if job.options.random_weights:
-            continue
-        names = [run.model_name(job.story, job.options)]
-        names += [name for name, _ in run.clip_names(job.story, job.options)]
         try:
-            for name in dict.fromkeys(names):
-                ensure_downloaded(name)
+            run.download_models(job.story, job.options)
         except FeverdreamError as error:
             job.error = str(error)
 
@@ -444,16 +345,8 @@ def _message(error: Exception) -> str:
 def _finish(job: Job, post) -> None:
     assert job.story is not None and job.options is not None
     try:
-        if job.done:
-            parts = [job.done[shot] for shot in job.shots]
-            gathered = run.gather(job.story, job.options, parts)
-            records = {part.shot[0] + i: r for part in parts for i, r in part.records.items()}
-            models = parts[0].describe["models"]
-        else:  # every frame was gathered before
-            gathered, records, models = run.gathered(job.story, job.options)
-        result = run.encode(job.story, job.options, gathered, models, records)
-        job.video = result.video
-        run.clear_shots(job.story, job.options)
+        # Without shots done here, every frame was gathered by an earlier batch.
+        job.video = run.finish(job.story, job.options, list(job.done.values())).video
         if post is not None:
             job.posted = post(job)
     except FeverdreamError as error:

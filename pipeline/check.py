@@ -134,6 +134,24 @@ def probe_video(path: Path) -> VideoInfo:
         )
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What `checked` found: the file's summary, and what TikTok would reject (empty: none)."""
+
+    summary: str
+    problems: list[str]
+
+    @property
+    def accepted(self) -> bool:
+        return not self.problems
+
+
+def checked(path: Path, max_duration_s: float | None = None) -> Checked:
+    """Would TikTok accept this video file? Its summary, and what to change if not."""
+    info = probe_video(path)
+    return Checked(info.summary(), find_problems(info, max_duration_s))
+
+
 def check_video(path: Path, max_duration_s: float | None = None) -> list[str]:
     """TikTok's objections to the file, each saying what to change; empty when it is accepted.
 

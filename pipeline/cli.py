@@ -32,20 +32,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import json
 
     from pipeline import run
-    from pipeline.schedule import format_table
 
-    board, _, plan = run.load(args.storyboard)
+    story = run.load(args.storyboard)
+    board, plan = story.board, story.plan
     if args.json:
         print(json.dumps(plan.to_json(), ensure_ascii=False, indent=1))
     else:
         print(f"{board.title}: {plan.duration:.2f}s, {board.fps} fps, {plan.n_frames} frames")
-        print(format_table(plan, every_frame=args.frames))
+        print(run.plan_table(story, every_frame=args.frames))
     if args.plot:
-        from pathlib import Path
-
-        from pipeline.plot import plot_plan
-
-        plot_plan(plan, Path(args.plot), title=board.title, aim=run.aim_settings(board))
+        run.plot(story, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
@@ -75,14 +71,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pipeline import run
-    from pipeline.store import FrameStore
 
     story = run.load(args.storyboard)
     span = _frame_range(args.frames, story.plan.n_frames)
     if args.post:
-        from pipeline import tiktok
-
-        tiktok.check_can_post(
+        run.check_can_post(
             args.post, caption=story.board.caption or "", **cli_tiktok.post_options(args)
         )
     device = run.pick_device(args.device, option="--device")
@@ -103,9 +96,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         options, speed=_speed(args, device, cadence), compile=_compile_option(args)
     )
     if args.engine == "classic":
-        from pipeline.settings import Execution
-
-        options = dataclasses.replace(options, execution=Execution())
+        options = dataclasses.replace(options, execution=run.execution("classic"))
     bars: dict[str, tqdm] = {}
     now = {"stage": "", "stop asked": False}
 
@@ -116,7 +107,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             for bar in bars.values():
                 bar.close()
             if progress.stage == "encoding":
-                frames_dir = FrameStore(run.render_folder(story, options)).frames_dir
+                frames_dir = run.frames_folder(story, options)
                 print(f"frames: {frames_dir} ({progress.total} frame{'s' * (progress.total != 1)})")
             bars[progress.stage] = tqdm(
                 total=progress.total or None,
@@ -160,29 +151,18 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def _speed(args: argparse.Namespace, device: str, cadence: int):
     """The engine's speed options: the fast defaults, or the classic loop, as asked."""
-    import dataclasses
+    from pipeline import run
 
-    from pipeline.settings import CLASSIC, Speed
-
-    speed = CLASSIC if args.engine == "classic" else Speed.fast(device, cadence)
-    if args.precision != "auto":
-        speed = dataclasses.replace(speed, bf16=args.precision == "bf16")
-    if args.latent_warp:
-        speed = dataclasses.replace(speed, latent_warp=True)
-    return speed
+    return run.speed(args.engine, device, cadence, args.precision, args.latent_warp)
 
 
 def _execution(args: argparse.Namespace, device: str, speed):
     """How the bench's engine computes: as a render's (Execution.fast, or the classic loop's
     with --engine classic), compiled only with --compile on (a render decides from its
     length)."""
-    import dataclasses
+    from pipeline import run
 
-    from pipeline.settings import Execution
-
-    if args.engine == "classic":
-        return Execution()
-    return dataclasses.replace(Execution.fast(device, speed), compile=args.compile == "on")
+    return run.execution(args.engine, device, speed, compile=args.compile == "on")
 
 
 def _compile_option(args: argparse.Namespace) -> bool | None:
@@ -218,10 +198,10 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str) -> tuple[int, int]:
-    from pipeline.storyboard import parse_size
+    from pipeline import run
 
     try:
-        width, height = parse_size(text)
+        width, height = run.parse_size(text)
         if width % 16 or height % 16:
             raise ValueError
     except ValueError:
@@ -232,28 +212,22 @@ def _size(text: str) -> tuple[int, int]:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline import bench, run
-    from pipeline.storyboard import Models, RenderSettings
+    from pipeline import run
 
     device = run.pick_device(args.device, option="--device")
     story = run.load(args.storyboard) if args.storyboard else None
-    render = story.board.render if story else RenderSettings()
-    speeds = {"this render": _speed(args, device, args.cadence or render.cadence)}
+    cadence = args.cadence or (story.board.render.cadence if story else 1)
+    speeds = {"this render": _speed(args, device, cadence)}
     executions = {"this render": _execution(args, device, speeds["this render"])}
     if args.compare:
-        from pipeline.settings import CLASSIC
-
-        speeds["classic"] = CLASSIC  # after the default: it keeps the most memory
+        speeds["classic"] = run.speed("classic")  # after the default: it keeps the most memory
     # One run per CLIP named (or the storyboard's CLIPs), the same VQGAN and settings.
     measured = {}
     for clip in args.clip or [None]:
-        measured[clip] = bench.bench_engines(
+        measured[clip] = run.bench(
+            story,
             speeds,
             device,
-            render,
-            story.board.models if story else Models(),
-            plan=story.plan if story else None,
-            video=((story.board.width, story.board.height), story.board.fps) if story else None,
             size=args.size,
             steps=args.steps,
             cuts=args.cuts,
@@ -282,11 +256,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _print_bench(args: argparse.Namespace, results: dict, prefix: str) -> None:
-    from pipeline import bench
+    from pipeline import run
 
     for label, result in sorted(results.items(), key=lambda item: item[0] != "classic"):
         print(f"== {prefix}{label}")
-        print(bench.describe(result))
+        print(run.describe_bench(result))
         if "projection" in result.extra:
             p = result.extra["projection"]
             print(
@@ -426,18 +400,15 @@ def _add_check_verb(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_examples(args: argparse.Namespace) -> int:
-    from pipeline import examples
+    from pipeline import run
 
-    copied = examples.copy_to(args.folder)
+    copied = run.copy_examples(args.folder)
     for path in copied.kept:
         print(f"kept your {path} (it differs from the example; remove it to get the example back)")
-    from pipeline.storyboard import load_storyboard
-
     folder = copied.folder / "storyboards"
     print(f"{len(copied.written)} files written; the example storyboards are in {folder}:")
-    for path in examples.storyboards().values():
-        models = load_storyboard(path).models
-        own = {models.vqgan, *(name for name, _ in models.clips)} == {"shapes"}
+    for path in run.example_storyboards().values():
+        own = set(run.models_named(path)) == {"shapes"}
         note = "  (the shapes models: nothing to download)" if own else ""
         print(f"  feverdream render {folder / path.name}{note}")
     print(f"or all of them in the browser: feverdream studio {folder}")
@@ -486,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if argv is None and args.verb in ("render", "bench", "batch"):
-        from pipeline.malloc import restart_with_tuning
+        from pipeline.cli_malloc import restart_with_tuning
 
         restart_with_tuning()
     # Our own modules log at INFO; libraries only when something is wrong.

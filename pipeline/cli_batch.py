@@ -54,9 +54,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         return 2
     post = None
     if args.post:
-        from pipeline import tiktok
-
-        tiktok.check_can_post(args.post, caption="", **cli_tiktok.post_options(args))
+        run.check_can_post(args.post, caption="", **cli_tiktok.post_options(args))
 
         def post(job: batch.Job) -> int:
             caption = job.story.board.caption or "" if job.story else ""

@@ -17,31 +17,28 @@ def _size_text(size: int | None, present: bool) -> str:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from pipeline.models.catalogue import RANDOM_WEIGHTS_NOTE, Source
-    from pipeline.models.files import models_dir, status
+    from pipeline import run
 
-    print(f"models folder: {models_dir()} (set FEVERDREAM_MODELS to move it)")
+    print(f"models folder: {run.models_folder()} (set FEVERDREAM_MODELS to move it)")
     for kind, title in (("vqgan", "VQGAN"), ("clip", "CLIP")):
         print(f"\n{title:26} {'size':>10}  {'status':8} notes / path")
-        for row in status(kind):
-            state = "present" if row.present else "missing"
-            if row.source is Source.BUILT and not row.present:
-                state = "on use"
-            print(f"{row.name:26} {_size_text(row.size, row.present):>10}  {state:8} {row.notes}")
+        for row in run.models_status(kind):
+            size = _size_text(row.size, row.present)
+            print(f"{row.name:26} {size:>10}  {row.state:8} {row.notes}")
             if row.present:
                 for path in row.paths:
                     print(f"{'':46} {path}")
-    print(f"\n{RANDOM_WEIGHTS_NOTE}")
+    print(f"\n{run.RANDOM_WEIGHTS_NOTE}")
     return 0
 
 
 def cmd_models_download(args: argparse.Namespace) -> int:
-    from pipeline.models.download import download
+    from pipeline import run
 
     failed = 0
     for name in args.names:
         try:
-            for path in download(name):
+            for path in run.download_model(name):
                 print(path)
         except FeverdreamError as error:
             # Go on with the other names; one dead link should not block the rest.
@@ -51,23 +48,20 @@ def cmd_models_download(args: argparse.Namespace) -> int:
 
 
 def cmd_models_path(args: argparse.Namespace) -> int:
-    from pipeline.models.catalogue import find_entry
-    from pipeline.models.files import model_paths
-    from pipeline.models.tiny import ensure_built
+    from pipeline import run
 
-    ensure_built(find_entry("vqgan", args.name), find_entry("clip", args.name))
-    for path in model_paths(args.name):
+    for path in run.model_paths(args.name):
         print(path)
     return 0
 
 
 def cmd_models_verify(args: argparse.Namespace) -> int:
-    from pipeline.models.verify import verify
+    from pipeline import run
 
     failed = 0
     for target in args.targets:
         try:
-            verdicts = verify(target)
+            verdicts = run.verify_model(target)
         except FeverdreamError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1

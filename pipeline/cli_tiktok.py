@@ -12,9 +12,9 @@ def _tiktok_say(line: str) -> None:
 
 
 def cmd_tiktok_login(args: argparse.Namespace) -> int:
-    from pipeline import tiktok
+    from pipeline import run
 
-    tiktok.login(
+    run.login(
         port=args.port,
         open_browser=not args.no_browser,
         paste=args.paste,
@@ -25,22 +25,22 @@ def cmd_tiktok_login(args: argparse.Namespace) -> int:
 
 
 def cmd_tiktok_whoami(args: argparse.Namespace) -> int:
-    from pipeline import tiktok
+    from pipeline import run
 
-    tiktok.whoami(say=_tiktok_say)
+    run.whoami(say=_tiktok_say)
     return 0
 
 
 def cmd_tiktok_logout(args: argparse.Namespace) -> int:
-    from pipeline import tiktok
+    from pipeline import run
 
-    tiktok.logout(say=_tiktok_say)
+    run.logout(say=_tiktok_say)
     return 0
 
 
 def post_options(args: argparse.Namespace) -> dict:
-    """The options `add_post_options` declared, as keywords of `tiktok.post_video` and
-    `tiktok.check_can_post` (which `render --post` calls before rendering)."""
+    """The options `add_post_options` declared, as keywords of `run.post` and
+    `run.check_can_post` (which `render --post` calls before rendering)."""
     return {
         "privacy": args.privacy,
         "disable_comment": args.disable_comment,
@@ -54,11 +54,11 @@ def post_options(args: argparse.Namespace) -> dict:
 def post(args: argparse.Namespace, video: str, mode: str, caption: str) -> int:
     """Post `video` as `mode` ("draft" or "direct"); the `tiktok post` verb and
     `render --post` both end here."""
-    from pipeline import tiktok
+    from pipeline import run
 
-    tiktok.post_video(
+    run.post(
         video,
-        mode=mode,
+        mode,
         caption=caption,
         wait=not args.no_wait,
         say=_tiktok_say,
@@ -72,9 +72,9 @@ def cmd_tiktok_post(args: argparse.Namespace) -> int:
 
 
 def cmd_tiktok_status(args: argparse.Namespace) -> int:
-    from pipeline import tiktok
+    from pipeline import run
 
-    status = tiktok.post_status(args.publish_id, say=_tiktok_say)
+    status = run.post_status(args.publish_id, say=_tiktok_say)
     return 1 if status.status == "FAILED" else 0
 
 

@@ -37,6 +37,7 @@ from pipeline.guidance import (
     make_cutouts,
     picture_embedding,
 )
+from pipeline.latents import Latents
 from pipeline.pictures import fit_picture, to_uint8
 from pipeline.schedule import Plan
 from pipeline.settings import EngineSettings
@@ -83,63 +84,20 @@ class Optimised(NamedTuple):
     adam: dict[str, torch.Tensor] | None  # Adam's moments after the last step
 
 
-class Engine:
-    """VQGAN + CLIP, loaded once, and the operations a frame is made of."""
+class Engine(Latents):
+    """VQGAN + CLIP, loaded once, and the operations a frame is made of: the VQGAN side
+    (latents.py), CLIP's guidance, the frame's steps."""
 
     def __init__(self, vqgan, clip, settings: EngineSettings):
         """`clip`: one CLIP model, or (CLIP model, weight) pairs whose losses are summed."""
-        self.vqgan = vqgan
         self.guides = guides(clip)
         self.clip = self.guides[0].model  # the first CLIP (the only one, usually)
         if settings.camera_hold is None:
             settings = replace(settings, camera_hold=getattr(vqgan, "camera_hold", 0))
-        self.settings = settings
-        self.speed = settings.speed
-        self.execution = settings.execution
-        self.device = torch.device(settings.device)
-        self.decode = self._decoder()
-        codebook = vqgan.codebook
-        # Latents are kept inside the codebook's range, per channel.
-        self.z_min = codebook.min(dim=0).values[None, :, None, None]
-        self.z_max = codebook.max(dim=0).values[None, :, None, None]
-        self.latent_shape = (
-            codebook.shape[1],
-            settings.height // vqgan.downsample,
-            settings.width // vqgan.downsample,
-        )
+        super().__init__(vqgan, settings, [guide.model for guide in self.guides])
         self.images: dict[str, Path] = {}  # the pictures `image: PATH` prompts name
         # The first frame of the shot being made, whose colours the others are matched to.
         self.reference: torch.Tensor | None = None
-
-    def _decoder(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The VQGAN's decode as this engine's execution asks: the models laid out in memory
-        (the engine owns their layout: a classic engine on the same models lays them back),
-        the lean pass, checkpointing, compilation."""
-        layout = torch.channels_last if self.execution.channels_last else torch.contiguous_format
-        for model in (self.vqgan, *(guide.model for guide in self.guides)):
-            if isinstance(model, torch.nn.Module):
-                model.to(memory_format=layout)
-        lean, checkpoint = self.execution.lean_decoder, self.execution.checkpoint
-        vqgan = self.vqgan
-
-        def decode(z_q: torch.Tensor) -> torch.Tensor:
-            return vqgan.decode(z_q, lean=lean, checkpoint=checkpoint)
-
-        if self.execution.compile:
-            return torch.compile(decode, dynamic=False)
-        return decode
-
-    def layout(self, image: torch.Tensor) -> torch.Tensor:
-        """`image` in the memory layout the models are in."""
-        if self.execution.channels_last and image.dim() == 4:
-            return image.contiguous(memory_format=torch.channels_last)
-        return image
-
-    def vqgan_precision(self):
-        """The context the VQGAN runs in: bf16 autocast when the speed options ask for it.
-        Only around the VQGAN: the nearest-code search and CLIP stay in fp32, where bf16
-        gained nothing and would blur the distances the loss is made of."""
-        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.speed.bf16)
 
     @property
     def embeddings(self) -> dict[str, torch.Tensor]:
@@ -173,27 +131,6 @@ class Engine:
     def start_from(self, path: Path) -> torch.Tensor:
         """The latents of a picture a shot starts from, fitted to the canvas."""
         return self.image_to_latent(fit_picture(path, *self.canvas, self.device))
-
-    def random_latent(self, generator: torch.Generator) -> torch.Tensor:
-        codebook = self.vqgan.codebook
-        channels, rows, cols = self.latent_shape
-        indices = torch.randint(
-            codebook.shape[0], (rows * cols,), generator=generator, device=generator.device
-        )
-        z = codebook[indices.to(codebook.device)].reshape(1, rows, cols, channels)
-        return z.permute(0, 3, 1, 2).contiguous()
-
-    @torch.no_grad()
-    def image_to_latent(self, image: torch.Tensor) -> torch.Tensor:
-        with self.vqgan_precision():
-            return self.vqgan.encode(self.layout(image * 2 - 1)).float().contiguous()
-
-    def latent_to_image(self, z: torch.Tensor) -> torch.Tensor:
-        """Decode latents (quantised with a straight-through gradient) to an image in [0, 1]."""
-        z_q = self.layout(self.vqgan.quantize_st(z))
-        with self.vqgan_precision():
-            image = self.decode(z_q)
-        return image.float().add(1).div(2).clamp(0, 1).contiguous()
 
     def shown(self, z: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
         """The picture a frame shows: its latents decoded, moved by the held camera."""

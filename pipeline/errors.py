@@ -37,6 +37,16 @@ class ModelError(FeverdreamError):
     """A model that cannot be found, fetched or loaded: unknown name, missing, corrupt, bad hash."""
 
 
+class RenderChangedError(FeverdreamError):
+    """The frames on disk were made from different settings than this render asks for."""
+
+    exit_code = 2
+
+
+class NotLoggedIn(FeverdreamError):
+    """No usable TikTok login on this machine."""
+
+
 class DiskFullError(FeverdreamError):
     """A write that found its disk full (or the user's quota spent). What was written before
     it is whole, so the same command goes on from there once there is room; the message

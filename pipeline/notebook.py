@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import run
-from pipeline.errors import FeverdreamError
+from pipeline.errors import FeverdreamError, NotLoggedIn
 
 Say = Callable[[str], None]
 
@@ -31,18 +31,16 @@ def storyboard(
     """The storyboard to render: the pasted `text`, written to FOLDER/pasted.yaml (so the
     soundtrack and pictures it names are looked for beside it), else the named example, copied
     with the others, their pictures and soundtracks into FOLDER/feverdream-examples/."""
-    from pipeline import examples
-
     if text.strip():
         path = Path(folder) / "pasted.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         # The form's STORYBOARD = """ ends its line: the text's first line is the next one.
         path.write_text(text.removeprefix("\n"), encoding="utf-8")
         return path
-    found = examples.storyboards()
+    found = run.example_storyboards()
     if example not in found:
         raise Stop(f"no example named {example!r}: choose one of {', '.join(found)}")
-    copied = examples.copy_to(Path(folder) / "feverdream-examples")
+    copied = run.copy_examples(Path(folder) / "feverdream-examples")
     for path in copied.kept:
         say(f"kept your edited {path} (remove it to get the example back)")
     return copied.folder / "storyboards" / found[example].name
@@ -52,13 +50,11 @@ def check(path: str | Path, say: Say = print) -> run.Story:
     """Validate as `feverdream validate` does: the storyboard, its soundtrack, its plan. Files
     it names that are not there yet (a pasted storyboard's soundtrack or pictures) are listed
     first, each with the folder to upload it to."""
-    from pipeline.storyboard import files_named
-
     path = Path(path)
     if not path.is_file():
         raise Stop(f"{path} is not here: upload it, or paste the storyboard into STORYBOARD")
     missing: dict[Path, list[str]] = {}  # file → the keys that name it
-    for key, written in files_named(path.read_bytes(), path):
+    for key, written in run.files_named(path.read_bytes(), path):
         target = (path.parent / written).resolve()
         if not target.is_file():
             missing.setdefault(target, []).append(key)
@@ -83,8 +79,6 @@ def fetch_models(story: run.Story, models: str = "", say: Say = print) -> None:
     CLI's --models), with a progress bar per file; a dead link falls through to a mirror."""
     from tqdm.auto import tqdm
 
-    from pipeline.models.download import ensure_downloaded
-
     options = _options(models)
     names = [run.model_name(story, options), *(n for n, _ in run.clip_names(story, options))]
     for name in dict.fromkeys(names):
@@ -95,7 +89,7 @@ def fetch_models(story: run.Story, models: str = "", say: Say = print) -> None:
             bar.update(done - bar.n)
 
         try:
-            ensure_downloaded(name, on_bytes)
+            run.fetch_model(name, on_bytes)
         except FeverdreamError as error:
             raise Stop(str(error)) from None
         finally:
@@ -162,8 +156,6 @@ def post_draft(video: str | Path, say: Say = print, ask: Callable[[str], str] = 
     you post). With no login saved here, log in first without a browser on this machine: open
     the printed link on any device, then paste back the address TikTok sent that browser to.
     The TikTok app's key and secret come from the environment or, on Colab, its Secrets."""
-    from pipeline.tiktok.auth import NotLoggedIn
-
     _colab_secrets()
     try:
         if not run.logged_in():

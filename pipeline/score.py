@@ -21,6 +21,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -356,3 +357,27 @@ def score(folder: str | Path, clip=None, *, images: Mapping[str, Path] | None = 
         fps=fps,
         left_out=left_out,
     )
+
+
+def score_render(
+    folder: Path, clip: str | None = "render", images: Mapping[str, Path] | None = None
+) -> Score:
+    """`score` with a CLIP by name: `clip` is a CLIP's name or path, "render" (the ones the
+    frames were made with, by their recorded weights) or None (no CLIP loss); `images`, the
+    storyboard's picture prompts by name, the files of its image prompts."""
+    from pipeline.models.loading import load_clip_model
+    from pipeline.record import ModelsUsed
+
+    if clip is not None:
+        # Before any CLIP loads (or downloads): pictures the loss needs and cannot have.
+        steering_pictures(folder, images)
+    model: Any = None
+    if clip == "render":
+        recorded = ModelsUsed.from_json(manifest_of(folder).settings.get("models"))
+        if recorded is None:
+            raise FeverdreamError(f"{folder}: no CLIP recorded for these frames; name one")
+        loaded = {name: load_clip_model(name) for name in {c.name for c in recorded.clips}}
+        model = [(loaded[c.name], c.weight) for c in recorded.clips]
+    elif clip is not None:
+        model = load_clip_model(clip)
+    return score(folder, model, images=images)

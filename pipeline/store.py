@@ -24,17 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import DiskFullError, FeverdreamError, is_disk_full
+from pipeline.errors import DiskFullError, FeverdreamError, RenderChangedError, is_disk_full
 
 MANIFEST_VERSION = 1
 
 log = logging.getLogger(__name__)
-
-
-class RenderChangedError(FeverdreamError):
-    """The frames on disk were made from different settings than this render asks for."""
-
-    exit_code = 2
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = None) -> None:
@@ -93,6 +87,45 @@ def _umask() -> int:
 
 def atomic_write_json(path: Path, data: Any, mode: int | None = None) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"), mode)
+
+
+RETRY_LOCK_S = 0.25  # how long a render waits for a folder's lock (see render_lock)
+
+
+@contextmanager
+def render_lock(folder: Path) -> Iterator[None]:
+    """One render of a folder at a time, across processes and threads (the studio, the
+    command line, a notebook): two writing the same frames and video would spoil both. The
+    lock is RENDER_FOLDER/.lock (filelock's flock), held while the render runs and removed
+    before it is let go, so that nothing is left behind. One who opened the old file just then
+    finds it gone once it is let go (filelock checks) and tries the path again, within
+    RETRY_LOCK_S; while a render holds the folder, the next is refused."""
+    from filelock import FileLock, Timeout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    # No soft fallback: where the disk has no flock, its marker file would be this one.
+    lock = FileLock(path, fallback_to_soft=False)
+    try:
+        lock.acquire(timeout=RETRY_LOCK_S)
+    except Timeout:
+        try:
+            holder = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            holder = ""
+        raise FeverdreamError(
+            f"{folder} is being rendered now ({holder or 'another render'}); wait for that "
+            "render to finish or stop it (Ctrl-C, or Stop in the studio), then run this again"
+        ) from None
+    try:  # who holds it, for the message above (on a full disk, not said)
+        path.write_text(f"process {os.getpid()}", encoding="utf-8")
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        lock.release()
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pytest
 import torch
 from test_tiktok_post import fake, sha256  # noqa: F401 (a fixture, and its helper)
 
-from pipeline import batch, memory, run
+from pipeline import batch, memory, rendering, run, shots
 from pipeline.cli import main
 from pipeline.store import FrameStore
 
@@ -103,7 +103,7 @@ def test_a_batch_renders_the_same_frames_as_render_posts_each_and_reports_a_bad_
     # each checkpoint the decoder.
     story = run.load(boards / "cut.yaml")
     options = run.RenderOptions(device="cpu")
-    engine, _ = run.make_engine(story, options, "cpu", run.load_models(story, options, "cpu"))
+    engine, _ = rendering.make_engine(story, options, "cpu", run.load_models(story, options, "cpu"))
     one_step = memory.fits(engine, free=2**40).need
     limit = int(2 * one_step / memory.HEADROOM) - 2
     assert memory.fits(engine, free=limit).fits
@@ -157,7 +157,7 @@ def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
 
     def kill_when_frames_appear(ray, actors):
         pids = ray.get([actor.pid.remote() for actor in actors])
-        shot = run.shot_folder(story, run.RenderOptions(output=tmp_path / "out" / "long"),
+        shot = shots.shot_folder(story, run.RenderOptions(output=tmp_path / "out" / "long"),
                                (0, 8))  # fmt: skip
 
         def watch():

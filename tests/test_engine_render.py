@@ -367,7 +367,7 @@ def test_a_render_resumed_while_the_camera_is_held_makes_the_same_frames(tmp_pat
 
 
 def test_a_pipeline_py_in_the_working_folder_does_not_take_over_a_render(tmp_path, tiny_model_dir):
-    # `render` starts again with glibc's malloc tuning (pipeline/malloc.py); that restart must
+    # `render` starts again with glibc's malloc tuning (pipeline/cli_malloc.py); that restart must
     # run feverdream, not a module of the user's that happens to be called pipeline.
     work = tmp_path / "work"
     work.mkdir()

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pipeline import memory, run
+from pipeline import memory, rendering, run
 from pipeline.engine import Engine, frame_generator
 from pipeline.models.loading import load_models
 from pipeline.settings import EngineSettings, Execution
@@ -181,9 +181,10 @@ def test_the_execution_is_fitted_to_the_free_memory(tiny_models):
 
 
 def test_compile_is_chosen_by_the_render_length_and_never_on_a_cpu():
-    assert run.compile_pays("cpu", 10**6) == (False, pytest.approx(run.compile_pays("cpu", 1)[1]))
-    assert not run.compile_pays("cuda", run.COMPILE_MIN_STEPS - 1)[0]
-    assert run.compile_pays("cuda", run.COMPILE_MIN_STEPS)[0]
+    never = rendering.compile_pays("cpu", 1)[1]
+    assert rendering.compile_pays("cpu", 10**6) == (False, pytest.approx(never))
+    assert not rendering.compile_pays("cuda", rendering.COMPILE_MIN_STEPS - 1)[0]
+    assert rendering.compile_pays("cuda", rendering.COMPILE_MIN_STEPS)[0]
 
 
 BOARD = """\
@@ -223,7 +224,7 @@ def test_a_render_goes_on_under_the_execution_it_began_with(tmp_path, tiny_model
     board.write_text(BOARD)
     story = run.load(board)
     base = run.RenderOptions(vqgan="tiny", clip="tiny", encode=False)
-    engine, _ = run.make_engine(story, base, "cpu", run.load_models(story, base, "cpu"))
+    engine, _ = rendering.make_engine(story, base, "cpu", run.load_models(story, base, "cpu"))
     whole = memory.fits(engine, free=2**40).need  # every cutout through CLIP at once
     tight = int(whole / memory.HEADROOM) - 1  # just too little for that
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline import run
+from pipeline import rendering
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,4 +38,4 @@ def test_the_gpu_proof_runs_every_part_and_says_what_each_needs_a_gpu_for(tmp_pa
     assert [row["size"] for row in parts["memory"]["rows"]] == ["64x112"]
     assert all(row["estimate_gib"] > 0 for row in parts["memory"]["rows"])
     assert parts["compile"]["plain_step"] > 0 and parts["compile"]["compiled_first"] > 0
-    assert f"renders of {run.COMPILE_MIN_STEPS} steps or more" in report
+    assert f"renders of {rendering.COMPILE_MIN_STEPS} steps or more" in report

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 from test_render_pipeline import write_board
 
-from pipeline import audio, run
+from pipeline import audio, run, shots, store
 from pipeline import render as video
 from pipeline.check import probe_video
 from pipeline.errors import FeverdreamError
@@ -134,7 +134,7 @@ def test_a_shot_begun_by_an_older_engine_is_refused_with_the_batchs_way_out(
     manifest = json.loads(manifest_path.read_text())
     del manifest["settings"]["aim"]
     manifest_path.write_text(json.dumps(manifest))
-    folder = run.shot_folder(story, options, shot)
+    folder = shots.shot_folder(story, options, shot)
     folder.parent.mkdir(parents=True, exist_ok=True)
     stopped.folder.rename(folder)
     with pytest.raises(RenderChangedError) as refused:
@@ -150,7 +150,7 @@ def test_a_folder_being_rendered_is_not_rendered_twice(tmp_path, tiny_model_dir)
     # before it touches a frame, and goes ahead once the other is done.
     story = run.load(write_board(tmp_path))
     options = run.RenderOptions(output=tmp_path / "out", vqgan="tiny", clip="tiny", encode=False)
-    with run.render_lock(tmp_path / "out"):
+    with store.render_lock(tmp_path / "out"):
         with pytest.raises(FeverdreamError, match=r"being rendered now \(process \d+\)"):
             run.render(story, options)
         assert not (tmp_path / "out" / "frames").exists()

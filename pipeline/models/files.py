@@ -154,6 +154,34 @@ def model_paths(name: str) -> list[Path]:
 
 
 @dataclass(frozen=True)
+class OnDisk:
+    """Where a model a render names is, whether it is all there, and its size."""
+
+    name: str
+    kind: str  # "vqgan" or "clip"
+    source: str  # how it comes: "download", "packaged", "built", or "file" (a path given)
+    paths: tuple[Path, ...]
+    present: bool
+    size: int | None  # bytes on disk when present, else the stated size when known
+
+
+def on_disk(kind: str, name: str) -> OnDisk:
+    """A registry name's files where they are or will be (located, never built), or a
+    file given by path."""
+    entry = find_entry(kind, name)
+    if entry is None:
+        paths: tuple[Path, ...] = (Path(name).expanduser(),)
+        source, stated = "file", None
+    else:
+        source, paths = entry.source.value, entry_paths(entry)
+        sizes = [file.approx_bytes for file in entry.files if file.approx_bytes]
+        stated = sum(sizes) if sizes else None
+    present = all(path.is_file() for path in paths)
+    size = sum(path.stat().st_size for path in paths) if present else stated
+    return OnDisk(name, kind, source, paths, present, size)
+
+
+@dataclass(frozen=True)
 class ModelStatus:
     """One row of `feverdream models list`."""
 
@@ -163,6 +191,13 @@ class ModelStatus:
     size: int | None  # bytes on disk when present, else the stated size when known
     notes: str
     source: Source
+
+    @property
+    def state(self) -> str:
+        """present, missing, or "on use" for a model built when a render first uses it."""
+        if self.present:
+            return "present"
+        return "on use" if self.source is Source.BUILT else "missing"
 
 
 def status(kind: str) -> list[ModelStatus]:

@@ -34,7 +34,6 @@ from starlette.routing import Route
 
 from pipeline import run
 from pipeline.errors import FeverdreamError, StoryboardError
-from pipeline.store import atomic_write, atomic_write_json
 from pipeline.studio.estimate import needed_models, seconds_left, timing_key
 from pipeline.studio.jobs import Jobs, verdict
 
@@ -125,7 +124,7 @@ class Workspace:
             self.drop_draft(name)
         else:
             self.drafts.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.drafts / f"{name}.json", {"text": text, "base": base})
+            run.atomic_write_json(self.drafts / f"{name}.json", {"text": text, "base": base})
         return digest
 
     def _draft(self, name: str) -> dict[str, str] | None:
@@ -171,7 +170,7 @@ class Workspace:
         view = self.view(name, text)
         if view["ok"]:
             path = self.board_path(name)
-            atomic_write(path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
+            run.atomic_write(path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
             self.drop_draft(name)
             view["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
         return view
@@ -248,8 +247,6 @@ class Refused(FeverdreamError):
 def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
     """What the page plots: every frame's motion and prompt weights, keyframes, beats, the
     soundtrack's loudness per frame, and the time a preview and a render would take."""
-    from pipeline.models.files import models_dir
-
     plan, board = story.plan, story.board
     frames = plan.frames
     lead = run.aim_lead(board)
@@ -299,7 +296,7 @@ def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
             # What the first render downloads (the registry's stated sizes), and where to.
             "download": [model.name for model in downloads],
             "download_bytes": sum(model.bytes or 0 for model in downloads),
-            "folder": str(models_dir()),
+            "folder": str(run.models_folder()),
         },
     }
 
@@ -470,10 +467,8 @@ def make_app(studio: Workspace) -> Starlette:
         return JSONResponse(await asyncio.to_thread(verdict, video, studio.outputs))
 
     async def tiktok(request: Request) -> Response:
-        from pipeline import tiktok as tt
-
         try:
-            account = await asyncio.to_thread(tt.account)
+            account = await asyncio.to_thread(run.account)
         except FeverdreamError as error:
             return JSONResponse({"logged_in": False, "error": str(error)})
         return JSONResponse(asdict(account))

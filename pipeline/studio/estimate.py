@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import run
-from pipeline.store import atomic_write_json
 
 
 class Timing:
@@ -38,7 +37,7 @@ class Timing:
             data = self.read()
             data[key] = round(seconds_per_step, 4)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.path, data)
+            run.atomic_write_json(self.path, data)
 
 
 def timing_key(story: run.Story, options: run.RenderOptions, device: str) -> str:
@@ -140,26 +139,13 @@ class NeededModel:
 
 def needed_models(story: run.Story, options: run.RenderOptions) -> list[NeededModel]:
     """The models a render with these options reads, as the registry knows them."""
-    from pipeline.models.catalogue import find_entry
-    from pipeline.models.files import entry_paths
-
     named = [("vqgan", run.model_name(story, options))]
     named += [("clip", name) for name, _ in run.clip_names(story, options)]
     needed = []
     for kind, name in dict.fromkeys(named):
-        entry = find_entry(kind, name)
-        if entry is None:  # a file the storyboard names
-            paths: tuple[Path, ...] = (Path(name).expanduser(),)
-            source, stated = "file", None
-        else:
-            source = entry.source.value
-            paths = entry_paths(entry)  # located, not built, by a plan's view
-            sizes = [file.approx_bytes for file in entry.files if file.approx_bytes]
-            stated = sum(sizes) if sizes else None
-        present = all(path.is_file() for path in paths)
-        size = sum(path.stat().st_size for path in paths) if present else stated
-        needed.append(NeededModel(name, "VQGAN" if kind == "vqgan" else "CLIP", source, present,
-                                  size))  # fmt: skip
+        here = run.model_on_disk(kind, name)  # located, not built, by a plan's view
+        needed.append(NeededModel(name, "VQGAN" if kind == "vqgan" else "CLIP", here.source,
+                                  here.present, here.size))  # fmt: skip
     return needed
 
 

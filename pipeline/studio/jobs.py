@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import run
-from pipeline.errors import FeverdreamError, ModelError
-from pipeline.store import FrameStore, RenderChangedError
+from pipeline.errors import FeverdreamError, ModelError, RenderChangedError
 from pipeline.studio.estimate import (
     Clock,
     Timing,
@@ -186,11 +185,10 @@ class Jobs:
         story = run.load(self.folder / job.board)
         options = self.options(story, job.kind, job.fresh)
         device = run.pick_device(options.device)
-        store = FrameStore(run.render_folder(story, options))
         key = timing_key(story, options, device)
         needed = needed_models(story, options)
         clock = Clock(run.optimised_steps(story, options), self.timing.get(key))
-        estimate = clock.left(0 if job.fresh else _frames_made(store))
+        estimate = clock.left(run.frames_done(story, options))
         self._update(job, estimate_s=estimate, eta_s=estimate, seconds_per_step=clock.per_step)
 
         def on_progress(progress: run.Progress) -> None:
@@ -209,8 +207,8 @@ class Jobs:
                 clock.frames(done)
                 values["activity"] = clock.activity(done, total)
                 values["eta_s"], values["seconds_per_step"] = clock.left(done), clock.per_step
-                if done:
-                    values["newest_frame"] = self._relative(store.frame_path(done - 1))
+                if progress.newest is not None:
+                    values["newest_frame"] = self._relative(progress.newest)
                 values["loss"] = progress.loss
             elif stage == "encoding":
                 values["activity"], values["eta_s"] = "encoding the video", None
@@ -260,15 +258,6 @@ class Jobs:
 
     def _relative(self, path: Path) -> str:
         return Path(path).resolve().relative_to(self.outputs.resolve()).as_posix()
-
-
-def _frames_made(store: FrameStore) -> int:
-    """The frames a render continuing in this folder finds made (0 when it cannot tell)."""
-    try:
-        manifest = store.read_manifest()
-    except RenderChangedError:
-        return 0
-    return 0 if manifest is None else store.finished_frames(manifest)
 
 
 def verdict(video: Path, outputs: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
-from pipeline.errors import FeverdreamError
+from pipeline.errors import FeverdreamError, NotLoggedIn
 from pipeline.store import atomic_write_json
 from pipeline.tiktok.config import Credentials, Settings
 from pipeline.tiktok.errors import RELOGIN, TikTokError, unreachable
@@ -36,10 +36,6 @@ LOGIN_TIMEOUT_S = 300.0
 # Refresh ahead of expiry: TikTok's access tokens now last 2 hours (once 24), so never assume.
 REFRESH_MARGIN_S = 300.0
 VERIFIER_ALPHABET = string.ascii_letters + string.digits + "-._~"
-
-
-class NotLoggedIn(FeverdreamError):
-    """No usable TikTok login on this machine."""
 
 
 def make_pkce() -> tuple[str, str]:
