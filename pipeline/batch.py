@@ -6,7 +6,7 @@ GPU, or per CPU core when there is none). A shot renders into its own folder thr
 frame store, so a task whose worker dies is retried by Ray and continues from the frames and
 engine state already saved, as a resumed local render does. When every shot of a storyboard
 is done, its frames are gathered in its render folder as `feverdream render` leaves them, and
-it is encoded (and posted, if asked) once. Progress is read from the shots' manifests on the
+it is encoded (and posted, if asked) once. Progress is read from the shots' records on the
 (shared) output folder.
 
 Ray is optional (`pip install 'feverdream[cluster]'`); nothing here imports it until a batch
@@ -87,7 +87,7 @@ class BatchProgress:
 
 def _frames_made(job: Job) -> int:
     """Frames of this storyboard on disk: those of finished shots, and those the shots
-    still rendering have recorded in their manifests."""
+    still rendering have recorded."""
     assert job.story is not None and job.options is not None
     return sum(
         shot[1] - shot[0]

@@ -1,6 +1,6 @@
 """A render's video and what goes with it, from the frames in its folder: the MP4 (made after
 the frames, or while they are made by an `Encoder` that follows them), the contact sheet, the
-preview GIF and render.json."""
+preview GIF and the render's summary (pipeline/record.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline import record
 from pipeline.errors import DiskFullError
 from pipeline.story import (
     PREVIEW_VIDEO_SIZE,
@@ -146,8 +147,8 @@ def encode(
     soundtrack: tuple[SoundtrackSpec, SoundtrackInfo] | None = None,
     encoder: Encoder | None = None,
 ) -> Rendered:
-    """The video, contact sheet, preview GIF and render.json of finished frames (in
-    `result.frames_dir`), with `models` and the frames' `records` as render.json says.
+    """The video, contact sheet, preview GIF and summary of finished frames (in
+    `result.frames_dir`), with `models` and the frames' `records` (record.FrameRecord).
     With `encoder` (the video begun while the frames were made), its video."""
     plan = render_plan(story, options)
     try:
@@ -200,14 +201,14 @@ def _encode(
         )
     result.preview_gif = video.preview_gif(frame_paths, story.board.fps, folder / "preview.gif")
     result.seconds["encoding"] = time.perf_counter() - started
-    result.render_json = video.write_render_json(
-        folder / "render.json",
-        video.RenderRecord(
+    result.summary = record.write_summary(
+        folder,
+        record.Summary(
             storyboard_sha256=story.board.sha256,
             seed=story.board.seed,
             models=models,
             device=result.device,
-            frames=[video.FrameRecord(i, r.seconds, r.loss) for i, r in sorted(records.items())],
+            frames=records,
             total_seconds=sum(result.seconds.values()),
         ),
     )

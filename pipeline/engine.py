@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipeline import record as records
 from pipeline.camera import camera_path, reach, warp_by
 from pipeline.colour import match_colours
 from pipeline.guidance import (
@@ -39,9 +40,10 @@ from pipeline.guidance import (
 )
 from pipeline.latents import Latents
 from pipeline.pictures import fit_picture, to_uint8
+from pipeline.record import FrameRecord, Record
 from pipeline.schedule import Plan
 from pipeline.settings import EngineSettings
-from pipeline.store import FrameRecord, FrameStore, Manifest, atomic_write
+from pipeline.store import FrameStore, atomic_write
 from pipeline.storyboard import is_picture
 
 log = logging.getLogger(__name__)
@@ -376,8 +378,8 @@ def render_frames(
     always run without a gap from frame 0 and a render can resume from them.
     """
     settings = {**engine.settings.record(), **(describe or {})}
-    manifest = Manifest(settings, plan.recorded(settings))
-    state = store.start(manifest, fresh, engine.device)
+    record = Record(settings, plan.recorded(settings))
+    state = records.start(store, record, fresh, engine.device)
     engine.embed(plan.prompt_texts, dict(plan.images))
     optimised = plan.optimised_frames(engine.speed.cadence)
     previous = None if state is None else engine.restore(state["frame"], state)
@@ -397,21 +399,19 @@ def render_frames(
             assert previous is not None  # a frame between has an optimised frame before it
             with torch.no_grad():
                 _write_frame(store, index, in_between(plan, previous, upcoming, index))
-            manifest.records[index] = FrameRecord(
-                None, time.perf_counter() - clock, optimised=False
-            )
+            record.frames[index] = FrameRecord(None, time.perf_counter() - clock, optimised=False)
             continue
         _write_frame(store, index, upcoming.image)
         store.save_state(index, engine.state(upcoming))
-        manifest.records[index] = FrameRecord(upcoming.loss, seconds)
-        store.write_manifest(manifest)
+        record.frames[index] = FrameRecord(upcoming.loss, seconds)
+        records.write(store, record)
         if previous is not None:
             store.drop_state(previous.index)
         previous = upcoming
         on_progress(FrameProgress(index + 1, plan.n_frames, upcoming.loss))
         if should_stop() and index + 1 < plan.n_frames:
-            return RenderResult(index + 1, plan.n_frames, True, manifest.records)
-    return RenderResult(plan.n_frames, plan.n_frames, False, manifest.records)
+            return RenderResult(index + 1, plan.n_frames, True, record.frames)
+    return RenderResult(plan.n_frames, plan.n_frames, False, record.frames)
 
 
 def _write_frame(store: FrameStore, index: int, image: torch.Tensor) -> None:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
-import platform
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import av
 import imageio_ffmpeg
@@ -563,30 +560,6 @@ def preview_gif(
     return out
 
 
-_VERSIONED = (
-    "feverdream",
-    "torch",
-    "torchvision",
-    "open-clip-torch",
-    "numpy",
-    "pillow",
-    "librosa",
-    "imageio-ffmpeg",
-    "av",
-)
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python, ffmpeg and the packages that shape the pixels (those installed)."""
-    versions = {"python": platform.python_version(), "ffmpeg": imageio_ffmpeg.get_ffmpeg_version()}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def _shared_palette(pictures: list[Image.Image], samples: int = 8) -> Image.Image:
     """One median-cut palette for the whole GIF, from a strip of evenly spaced frames.
 
@@ -598,34 +571,3 @@ def _shared_palette(pictures: list[Image.Image], samples: int = 8) -> Image.Imag
     for index, picture in enumerate(chosen):
         strip.paste(picture, (index * picture.width, 0))
     return strip.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-
-
-@dataclass
-class FrameRecord:
-    """How long one frame took and the loss it ended on (None for a warped in-between frame)."""
-
-    frame: int
-    seconds: float
-    loss: float | None = None
-
-
-@dataclass
-class RenderRecord:
-    """What render.json holds: enough to say how a video was made and to make it again."""
-
-    storyboard_sha256: str
-    seed: int
-    # role ("vqgan", "clip") -> {"name": ..., "sha256": ...}; several CLIPs: a list of
-    # {"name", "sha256", "weight"}
-    models: dict[str, Any]
-    device: str
-    frames: list[FrameRecord]
-    total_seconds: float
-    versions: dict[str, str] = field(default_factory=package_versions)
-
-
-def write_render_json(out: Path, record: RenderRecord) -> Path:
-    """Write render.json atomically."""
-    text = json.dumps(asdict(record), indent=2, ensure_ascii=False) + "\n"
-    atomic_write(out, lambda tmp: tmp.write_text(text))
-    return out

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline import record
 from pipeline.encoding import Encoder, encode, video_bytes, video_target
 from pipeline.errors import DiskFullError
 from pipeline.record import ModelsUsed, ModelUsed
@@ -146,8 +147,7 @@ def _no_room_for_frames(
     needs: the frames left at the size of those written (1.5 bytes a pixel before any), two
     resume states, and the video."""
     settings = render_settings(story, options)
-    manifest = store.read_manifest()
-    done = store.finished_frames(manifest) if manifest is not None else 0
+    done = record.frames_done(store.folder)
     written = [store.frame_path(i).stat().st_size for i in range(done)]
     frame = sum(written) / len(written) if written else 1.5 * settings.width * settings.height
     states = sorted(store.frames_dir.glob("state-*.pt"))
@@ -185,11 +185,11 @@ def make_engine(
     store: FrameStore | None = None,
     start_over: str = "run with --fresh",
 ) -> tuple[Any, dict[str, Any]]:
-    """The engine for a render on these models into `store`, and what its manifest records
+    """The engine for a render on these models into `store`, and what its record keeps
     beside the engine's settings: the models by name and content, and the pictures by content.
 
     Its execution is the one `options` asks for; else, for a render that goes on in `store`,
-    the one it began with (recorded in its manifest), so that its frames are those of an
+    the one it began with (as its record says), so that its frames are those of an
     uninterrupted render; else the fast one, fitted to the memory free. A render whose
     execution no longer fits, where a fresh start would choose another that does, is refused,
     saying what to do (`start_over`: how to start afresh, for the message)."""
@@ -269,14 +269,14 @@ def _began_with(
 
     if options.fresh:
         return None, 0
-    manifest = store.read_manifest()
-    if manifest is None or not isinstance(manifest.settings.get("execution"), dict):
+    made = record.read(store)
+    if made is None or made.execution is None:
         return None, 0
-    done = store.finished_frames(manifest)
+    done = store.finished_frames(made)
     if not done:
         return None, 0
     left = max(0, render_plan(story, options).n_frames - done)
-    return Execution.from_record(manifest.settings["execution"]), left
+    return Execution.from_record(made.execution), left
 
 
 def download_models(
@@ -305,17 +305,7 @@ def frames_folder(story: Story, options: RenderOptions) -> Path:
 def frames_done(story: Story, options: RenderOptions) -> int:
     """The frames a render with these options finds made, to go on after (0 when it cannot
     tell, or when it starts afresh)."""
-    from pipeline.errors import RenderChangedError
-    from pipeline.store import FrameStore
-
-    if options.fresh:
-        return 0
-    store = FrameStore(render_folder(story, options))
-    try:
-        manifest = store.read_manifest()
-    except RenderChangedError:
-        return 0
-    return 0 if manifest is None else store.finished_frames(manifest)
+    return 0 if options.fresh else record.frames_done(render_folder(story, options))
 
 
 def load_models(

@@ -80,7 +80,7 @@ class FramePlan:
 
     @classmethod
     def from_json(cls, values: dict) -> FramePlan:
-        """A frame as `to_json` wrote it (a frames folder's manifest keeps its plan so)."""
+        """A frame as `to_json` wrote it (a render's record keeps its plan so)."""
         return cls(
             frame=values["frame"],
             t=values["t"],
@@ -159,8 +159,8 @@ class Plan:
         return [frame.to_json() for frame in self.frames]
 
     def recorded(self, settings: dict) -> list[dict]:
-        """The plan as a render's manifest records it, made with these settings (the
-        manifest's: `steps`, `first_steps`, and `cadence` where the engine has one): each
+        """The plan as a render's record keeps it, made with these settings (the
+        record's: `steps`, `first_steps`, and `cadence` where the engine has one): each
         frame with its aim (engine_aim) where that differs from its prompts."""
         frames = self.to_json()
         for values, frame in zip(frames, self.frames, strict=True):
@@ -170,7 +170,7 @@ class Plan:
         return frames
 
     def engine_aim(self, index: int, settings: dict) -> tuple[tuple[str, float], ...]:
-        """What the engine optimises frame `index` toward, with these settings (a manifest's,
+        """What the engine optimises frame `index` toward, with these settings (a record's,
         or EngineSettings.record's): the aim a lead of `steps` ahead, or of `first_steps` at a
         shot's first frame (the plan's first, or a cut), which starts from noise."""
         first = index == 0 or self.frames[index].cut

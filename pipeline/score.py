@@ -1,6 +1,6 @@
 """How a rendered folder holds up over time, as numbers rather than taste.
 
-For the frames a render left in a folder (with the plan its manifest keeps):
+For the frames a render left in a folder (with the plan its record keeps):
 - **CLIP loss**: each frame's weighted spherical distance from the plan's prompts for that
   frame, words and pictures (`image: PATH`) alike, as the engine computes it, with the
   render's own CLIP (lower is closer);
@@ -27,14 +27,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline import record
 from pipeline.camera import frame_motion, warp_by
 from pipeline.colour import rgb_to_lab
 from pipeline.engine import frame_generator
 from pipeline.errors import FeverdreamError
 from pipeline.guidance import make_cutouts, spherical_distance
 from pipeline.models.files import file_sha256
+from pipeline.record import Record
 from pipeline.schedule import FramePlan
-from pipeline.store import FrameStore, Manifest
+from pipeline.store import FrameStore
 from pipeline.storyboard import is_picture
 
 # What each figure is, in what unit, and which way is better: printed under the figures.
@@ -171,7 +173,7 @@ class Score:
         return "\n".join(lines)
 
 
-def manifest_of(folder: Path) -> Manifest:
+def record_of(folder: Path) -> Record:
     """What a render folder's frames were made with; an error saying what to give instead if
     it is not a render folder."""
     folder = Path(folder)
@@ -181,33 +183,32 @@ def manifest_of(folder: Path) -> Manifest:
         )
     if not folder.is_dir():
         kind = "a video file" if folder.suffix.lower() in VIDEO_SUFFIXES else "a file"
-        beside = FrameStore(folder.parent).manifest_path.is_file()
+        beside = record.path(folder.parent).is_file()
         raise FeverdreamError(
             f"{folder} is {kind}, not a render folder: score reads the frames a render leaves "
             "in its folder; give that folder"
             + (f", {folder.parent}" if beside else " (outputs/NAME, or its preview/)")
         )
-    store = FrameStore(folder)
-    manifest = store.read_manifest()
-    if manifest is None:
+    made = record.read_folder(folder)
+    if made is None:
         raise FeverdreamError(
-            f"{folder} holds no rendered frames (no {store.manifest_path}): give the folder a "
+            f"{folder} holds no rendered frames (no {record.path(folder)}): give the folder a "
             "render wrote, e.g. outputs/NAME"
         )
-    return manifest
+    return made
 
 
 def read_frames(folder: Path) -> tuple[list[np.ndarray], list[FramePlan], int]:
     """The finished frames of a render folder (as float arrays, 0-255), their plan, fps."""
     store = FrameStore(folder)
-    manifest = manifest_of(folder)
-    done = store.finished_frames(manifest)
+    made = record_of(folder)
+    done = store.finished_frames(made)
     if done < 2:
         raise FeverdreamError(
             f"{folder} has {done} finished frames; scoring needs at least 2 (render more of "
             "it first: the same render command continues it)"
         )
-    plan = [FramePlan.from_json(values) for values in manifest.plan[:done]]
+    plan = [FramePlan.from_json(values) for values in made.plan[:done]]
     frames = []
     for index in range(done):
         with Image.open(store.frame_path(index)) as picture:
@@ -221,26 +222,26 @@ def steering_pictures(
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """The pictures that steered a render's finished frames (its `image: PATH` prompts), as
     the files to embed them from again, and those left out (prompt → why: the storyboard no
-    longer names it, or its file has changed since the render, by the content the manifest
-    recorded). `images` is the storyboard's pictures (Story.plan.images); None, when it is
+    longer names it, or its file has changed since the render, by the content the record
+    keeps). `images` is the storyboard's pictures (Story.plan.images); None, when it is
     not given and the frames have image prompts, is an error saying to give it: their paths
     are relative to it, and a loss without them would not be the render's."""
     folder = Path(folder)
-    manifest = manifest_of(folder)
-    done = FrameStore(folder).finished_frames(manifest)
-    named = sorted({text for frame in manifest.plan[:done] for text in frame["prompts"]
+    made = record_of(folder)
+    done = FrameStore(folder).finished_frames(made)
+    named = sorted({text for frame in made.plan[:done] for text in frame["prompts"]
                     if is_picture(text)})  # fmt: skip
     if not named:
         return {}, {}
     if images is None:
-        only = all(is_picture(text) for frame in manifest.plan[:done] for text in frame["prompts"])
+        only = all(is_picture(text) for frame in made.plan[:done] for text in frame["prompts"])
         raise FeverdreamError(
             f"{folder} was steered by {'pictures only' if only else 'pictures as well as words'} "
             f"({', '.join(named)}), and the CLIP loss needs them: give the storyboard it was "
             "rendered from (--storyboard FILE; the pictures' paths are relative to it), or "
             "score flicker and colour drift only (--clip none)"
         )
-    recorded = manifest.settings.get("pictures", {})
+    recorded = made.pictures
     usable: dict[str, Path] = {}
     left_out: dict[str, str] = {}
     for name in named:
@@ -341,11 +342,11 @@ def score(folder: str | Path, clip=None, *, images: Mapping[str, Path] | None = 
     Story.plan.images; see `steering_pictures` for those it cannot use)."""
     folder = Path(folder)
     frames, plan, fps = read_frames(folder)
-    manifest = manifest_of(folder)
+    made = record_of(folder)
     losses, left_out = None, {}
     if clip is not None:
         usable, left_out = steering_pictures(folder, images)
-        cuts, seed = manifest.settings.get("cuts", 16), manifest.settings.get("seed", 0)
+        cuts, seed = made.settings.get("cuts", 16), made.settings.get("seed", 0)
         values = clip_losses(frames, plan, clip, cuts=cuts, seed=seed, images=usable)
         losses = Measure.of(values, fps, plan[0].t)
     return Score(
@@ -353,7 +354,7 @@ def score(folder: str | Path, clip=None, *, images: Mapping[str, Path] | None = 
         clip_loss=losses,
         flicker=Measure.of(flicker(frames, plan), fps, plan[0].t),
         colour_drift=Measure.of(colour_drift(frames, plan), fps, plan[0].t),
-        planned=len(manifest.plan),
+        planned=len(made.plan),
         fps=fps,
         left_out=left_out,
     )
@@ -366,14 +367,13 @@ def score_render(
     frames were made with, by their recorded weights) or None (no CLIP loss); `images`, the
     storyboard's picture prompts by name, the files of its image prompts."""
     from pipeline.models.loading import load_clip_model
-    from pipeline.record import ModelsUsed
 
     if clip is not None:
         # Before any CLIP loads (or downloads): pictures the loss needs and cannot have.
         steering_pictures(folder, images)
     model: Any = None
     if clip == "render":
-        recorded = ModelsUsed.from_json(manifest_of(folder).settings.get("models"))
+        recorded = record_of(folder).models
         if recorded is None:
             raise FeverdreamError(f"{folder}: no CLIP recorded for these frames; name one")
         loaded = {name: load_clip_model(name) for name in {c.name for c in recorded.clips}}

@@ -1,7 +1,7 @@
 """The engine's settings: what a render computes (`EngineSettings`, from the storyboard's
 `render:` block), how fast (`Speed`: the options that change its pictures), and how
 (`Execution`: the options that change only its time and memory, and the last bits). A render's
-manifest records all three (`EngineSettings.record`)."""
+record keeps all three (`EngineSettings.record`, pipeline/record.py)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ CLASSIC = Speed()
 class Execution:
     """How the engine computes a step: choices that change its time and memory, and its
     pictures only in the last bits of a float (as another CPU's kernels do). A render records
-    the one it chose in its manifest and continues under that one, so that a resumed render
+    the one it chose in its record and continues under that one, so that a resumed render
     makes the frames an uninterrupted one would. `Execution()` is the classic loop's: taming's
     own decoder forward, every cutout through CLIP at once."""
 
@@ -75,7 +75,7 @@ class Execution:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Execution:
-        """The execution a manifest records (`EngineSettings.record`)."""
+        """The execution a render's record keeps (`EngineSettings.record`)."""
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in record.items() if key in names})
 
@@ -123,20 +123,15 @@ class EngineSettings:
 
     def record(self) -> dict[str, Any]:
         """The settings as one flat dict, speed options included, the execution under its
-        own key (a render's manifest). Colour coherence and the camera hold are left out when
-        off, as manifests from before them have them."""
+        own key, as a render's record keeps them (pipeline/record.py)."""
         flat = {
             key: value for key, value in asdict(self).items() if key not in ("speed", "execution")
         }
-        if self.color_coherence == "off":
-            del flat["color_coherence"]
-        if not self.camera_hold:
-            del flat["camera_hold"]
         return {**flat, **asdict(self.speed), "aim": AIM, "execution": asdict(self.execution)}
 
 
-# How the engine aims ahead of the plan (pipeline.schedule, LAG_STEPS), as a manifest records
-# it: frames made under another aim are not continued under this one (store.FrameStore).
+# How the engine aims ahead of the plan (pipeline.schedule, LAG_STEPS), as a render's record
+# keeps it: frames made under another aim are not continued under this one (record.start).
 AIM = {"lag_steps": LAG_STEPS, "sharpen": SHARPEN, "max_lead": MAX_LEAD}
 
 

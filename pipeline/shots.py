@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline import record
 from pipeline.encoding import encode
 from pipeline.errors import FeverdreamError
 from pipeline.record import ModelsUsed
@@ -52,8 +53,8 @@ class ShotRendered:
 
     shot: tuple[int, int]
     folder: Path
-    describe: dict[str, Any]  # what the manifest records beside the engine's settings
-    settings: dict[str, Any]  # the engine's settings, as a whole render's manifest has them
+    describe: dict[str, Any]  # what the record keeps beside the engine's settings
+    settings: dict[str, Any]  # the engine's settings, as a whole render's record has them
     records: dict[int, Any]  # per frame of the shot (0 = its first), as FrameRecords
     seconds: float
 
@@ -104,11 +105,11 @@ def render_shot(
 
 def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -> Rendered:
     """The frames of every shot, made apart, put together in the render folder as `render`
-    would have left them (frames, manifest, the last frame's state), so that `render`
-    finds them finished. The shots' folders stay until `clear_shots`."""
+    would have left them (frames, record, the last frame's state), so that `render` finds
+    them finished. The shots' folders stay until `clear_shots`."""
     import shutil
 
-    from pipeline.store import FrameStore, Manifest, atomic_write
+    from pipeline.store import FrameStore, atomic_write
 
     ordered = sorted(done, key=lambda shot: shot.shot[0])
     if [s.shot for s in ordered] != shots(story.plan):
@@ -119,29 +120,22 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
     # under its execution (shots made on other workers may each have had their own).
     last = ordered[-1]
     settings = {**last.settings, **last.describe}
-    manifest = Manifest(settings, story.plan.recorded(settings))
-    existing = store.read_manifest()
-
-    def made_the_same_way(settings: dict[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in settings.items() if key != "execution"}
-
-    if existing is not None and (made_the_same_way(existing.settings), existing.plan) != (
-        made_the_same_way(manifest.settings),
-        manifest.plan,
-    ):
+    gathered = record.Record(settings, story.plan.recorded(settings))
+    existing = record.read(store)
+    if existing is not None and not record.same_render(existing, gathered):
         raise FeverdreamError(
             f"{store.frames_dir} holds frames rendered another way; move them away or "
             "render with --fresh, then run the batch again"
         )
-    # The manifest first: frames copied before a failure (a full disk) are then this
+    # The record first: frames copied before a failure (a full disk) are then this
     # render's, and the next batch copies the rest.
-    manifest.records = {
+    gathered.frames = {
         start + index: part.records[index]
         for part in ordered
         for start, end in [part.shot]
         for index in range(end - start)
     }
-    store.write_manifest(manifest)
+    record.write(store, gathered)
     for part in ordered:
         start, end = part.shot
         kept = FrameStore(part.folder)
@@ -166,12 +160,12 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
 
 def gathered(story: Story, options: RenderOptions) -> tuple[Rendered, dict[int, Any], Any]:
     """Frames already gathered (or rendered whole) in the render folder, as `encode` takes
-    them: the result so far, the frames' records and the models the manifest names."""
+    them: the result so far, the frames' records and the models the record names."""
     from pipeline.store import FrameStore
 
     store = FrameStore(render_folder(story, options))
-    manifest = store.read_manifest()
-    if manifest is None or store.finished_frames(manifest) < story.plan.n_frames:
+    made = record.read(store)
+    if made is None or store.finished_frames(made) < story.plan.n_frames:
         raise FeverdreamError(f"{store.frames_dir} does not hold every frame yet")
     rendered = Rendered(
         folder=store.folder,
@@ -179,10 +173,10 @@ def gathered(story: Story, options: RenderOptions) -> tuple[Rendered, dict[int, 
         frames_done=story.plan.n_frames,
         frames_total=story.plan.n_frames,
         stopped=False,
-        device=manifest.settings.get("device", "cpu"),
-        seconds={"frames": sum(r.seconds for r in manifest.records.values())},
+        device=made.device,
+        seconds={"frames": sum(r.seconds for r in made.frames.values())},
     )
-    return rendered, manifest.records, manifest.settings.get("models", {})
+    return rendered, made.frames, made.settings.get("models", {})
 
 
 def clear_shots(story: Story, options: RenderOptions) -> None:
@@ -222,67 +216,65 @@ class Held:
 
 def folder_holds(story: Story, options: RenderOptions) -> Held:
     """What an earlier batch (or render) left in this storyboard's render folder."""
-    if _finished(story, options):
-        return Held(True, True, None)
+    try:
+        if _finished(story, options):
+            return Held(True, True, None)
+    except record.RecordError as error:
+        return Held(False, False, str(error))
     conflict = _conflict(story, options)
     return Held(False, conflict is None and _all_gathered(story, options), conflict)
 
 
 def _finished(story: Story, options: RenderOptions) -> bool:
-    """Whether an earlier batch (or render) left this storyboard's video and records, made
-    from this storyboard with these models."""
-    import json
-
+    """Whether an earlier batch (or render) left this storyboard's video and its summary,
+    made from this storyboard with these models."""
     folder = render_folder(story, options)
-    record = folder / "render.json"
-    video = folder / f"{story.board.name}.mp4"
-    if not (record.is_file() and video.is_file()):
+    if not (folder / f"{story.board.name}.mp4").is_file():
         return False
-    try:
-        recorded = json.loads(record.read_text())
-    except ValueError:
-        return False
-    return recorded.get("storyboard_sha256") == story.board.sha256 and _same_models(
-        story, options, recorded
+    summary = record.read_summary(folder)
+    return (
+        summary is not None
+        and summary.storyboard_sha256 == story.board.sha256
+        and _same_models(story, options, record.ModelsUsed.from_json(summary.models))
     )
 
 
 def shot_frames_done(story: Story, options: RenderOptions, shot: tuple[int, int]) -> int:
-    """Frames of a shot still rendering that its folder's manifest records."""
+    """Frames of a shot still rendering that its folder's record has."""
     from pipeline.store import FrameStore
 
     try:
-        manifest = FrameStore(shot_folder(story, options, shot)).read_manifest()
+        made = record.read(FrameStore(shot_folder(story, options, shot)))
     except FeverdreamError:
-        manifest = None
-    return len(manifest.records) if manifest else 0
+        made = None
+    return len(made.frames) if made else 0
 
 
 def _conflict(story: Story, options: RenderOptions) -> str | None:
     """Why this storyboard's render folder cannot take a batch's frames, if it cannot:
-    frames made another way (other settings, another storyboard), or without a manifest."""
+    frames made another way (other settings, another storyboard), or without a record."""
     from pipeline.store import FrameStore
 
     store = FrameStore(render_folder(story, options))
     try:
-        manifest = store.read_manifest()
+        made = record.read(store)
     except FeverdreamError as error:
         return str(error)
-    if manifest is None:
+    if made is None:
         if any(store.frames_dir.glob("*.png")):
             return (
-                f"{store.frames_dir} holds frames without a manifest: move them away (or "
-                "delete them) and run the batch again"
+                f"{store.frames_dir} holds frames without a record of how they were made: "
+                "move them away (or delete them) and run the batch again"
             )
         return None
-    if not manifest.aims_ahead:
+    if not made.aims_ahead:
         return (
             f"{store.frames_dir} holds frames made by an older engine (one that followed the "
             "storyboard's prompts late): move that folder away (or delete it) and run the "
             "batch again, or render to another folder with -o"
         )
-    if manifest.plan != story.plan.recorded(manifest.settings) or not _same_models(
-        story, options, manifest.settings
+    if made.plan != story.plan.recorded(made.settings) or not _same_models(
+        story, options, made.models
     ):
         return (
             f"{store.frames_dir} holds frames rendered from another version of this "
@@ -292,10 +284,9 @@ def _conflict(story: Story, options: RenderOptions) -> str | None:
     return None
 
 
-def _same_models(story: Story, options: RenderOptions, settings: dict[str, Any]) -> bool:
-    """Whether recorded models (a manifest's or render.json's) are the ones these options
-    name, by name and weight, and random or not as they ask."""
-    recorded = ModelsUsed.from_json(settings.get("models"))
+def _same_models(story: Story, options: RenderOptions, recorded: ModelsUsed | None) -> bool:
+    """Whether recorded models are the ones these options name, by name and weight, and
+    random or not as they ask."""
     if recorded is None:
         return False
     wanted = [(model_name(story, options), None)]
@@ -307,8 +298,4 @@ def _same_models(story: Story, options: RenderOptions, settings: dict[str, Any])
 def _all_gathered(story: Story, options: RenderOptions) -> bool:
     """Whether every frame is already in the render folder (gathered by an earlier batch,
     or made by `feverdream render`), with nothing left but to encode."""
-    from pipeline.store import FrameStore
-
-    store = FrameStore(render_folder(story, options))
-    manifest = store.read_manifest()
-    return manifest is not None and store.finished_frames(manifest) == story.plan.n_frames
+    return record.frames_done(render_folder(story, options)) == story.plan.n_frames

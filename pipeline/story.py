@@ -84,7 +84,7 @@ class RenderOptions:
     # Bytes of memory the render may plan a step for; None: what the device has free once
     # the models are loaded (a batch's workers on one machine each take their share of it).
     memory: int | None = None
-    encode: bool = True  # also make the MP4, contact sheet, GIF and render.json
+    encode: bool = True  # also make the MP4, contact sheet, GIF and the render's summary
     # Encode the MP4 while the frames are made (fed each frame once it is written), so a
     # render ends a few frames after its last frame; None: on a GPU only (on a CPU the
     # encoder takes cores from the engine; bench/RESULTS.md, "Encoding while rendering").
@@ -129,7 +129,7 @@ class Rendered:
     video: Path | None = None
     contact_sheet: Path | None = None
     preview_gif: Path | None = None
-    render_json: Path | None = None
+    summary: Path | None = None  # how the video was made (record.Summary)
     seconds: dict[str, float] = field(default_factory=dict)  # "frames", "encoding"
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from test_tiktok_post import fake, sha256  # noqa: F401 (a fixture, and its helper)
 
-from pipeline import batch, memory, rendering, run, shots
+from pipeline import batch, memory, record, rendering, run, shots
 from pipeline.cli import main
 from pipeline.store import FrameStore
 
@@ -163,10 +163,10 @@ def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
         def watch():
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                manifest = FrameStore(shot).read_manifest() if shot.exists() else None
-                if manifest is not None and len(manifest.records) >= 3:
-                    at_kill.append(len(manifest.records))
-                    before.update({i: r.seconds for i, r in manifest.records.items() if i < 3})
+                made = record.read_folder(shot) if shot.exists() else None
+                if made is not None and len(made.frames) >= 3:
+                    at_kill.append(len(made.frames))
+                    before.update({i: r.seconds for i, r in made.frames.items() if i < 3})
                     for pid in pids:  # both workers: whichever holds the shot dies mid-way
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
@@ -184,7 +184,7 @@ def test_a_worker_killed_mid_shot_costs_nothing(tmp_path, tiny_model_dir):
     assert hashes(tmp_path / "out" / "long", 16) == rendered_alone(path, tmp_path / "alone")
     # The retried task continued after the frames saved before the kill: they were not made
     # again (a frame made again would have its own time).
-    records = FrameStore(tmp_path / "out" / "long").read_manifest().records
+    records = record.read_folder(tmp_path / "out" / "long").frames
     assert {i: records[i].seconds for i in before} == before
 
 

@@ -51,7 +51,7 @@ def test_a_render_reports_progress_stops_when_asked_and_continues(tmp_path, tiny
     info = probe_video(done.video)
     assert (info.width, info.height) == (360, 640)
     assert info.audio is not None and info.audio.codec == "aac"
-    for path in (done.contact_sheet, done.preview_gif, done.render_json):
+    for path in (done.contact_sheet, done.preview_gif, done.summary):
         assert path is not None and path.is_file()
     assert set(done.seconds) == {"frames", "encoding"}
     assert run.check(done.video).accepted

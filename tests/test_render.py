@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import av
@@ -15,8 +14,6 @@ from pipeline.check import find_problems, probe_video
 from pipeline.cli import main
 from pipeline.errors import RenderError
 from pipeline.render import (
-    FrameRecord,
-    RenderRecord,
     SoundtrackSpec,
     VideoSpec,
     check_soundtrack,
@@ -25,7 +22,6 @@ from pipeline.render import (
     encode_video,
     font,
     preview_gif,
-    write_render_json,
 )
 
 FPS = 24
@@ -281,20 +277,6 @@ def test_contact_sheet_has_one_labelled_tile_per_keyframe(tmp_path: Path) -> Non
     assert sheet.shape[1] == 4 * (240 + 16)  # four to a row, two rows
     labels = sheet[:, :, :].max(axis=2) > 200
     assert labels.sum() > tile.sum() * len(colours)  # text beside the tiles
-
-
-def test_render_json_records_the_run(tmp_path: Path) -> None:
-    record = RenderRecord(
-        storyboard_sha256="ab" * 32,
-        seed=1312,
-        models={"vqgan": {"name": "tiny", "sha256": "cd" * 32}},
-        device="cpu",
-        frames=[FrameRecord(0, 1.5, 0.9), FrameRecord(1, 0.2, None)],
-        total_seconds=1.7,
-    )
-    data = json.loads(write_render_json(tmp_path / "render.json", record).read_text())
-    assert data["seed"] == 1312 and data["frames"][1] == {"frame": 1, "seconds": 0.2, "loss": None}
-    assert {"python", "ffmpeg", "numpy", "av"} <= set(data["versions"])
 
 
 def test_ffmpeg_failure_is_a_render_error_with_its_words(

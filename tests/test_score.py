@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline import run
+from pipeline import record, run
 from pipeline.cli import main
 from pipeline.errors import FeverdreamError
+from pipeline.record import FrameRecord, Record
 from pipeline.schedule import FramePlan
 from pipeline.score import Measure, score
-from pipeline.store import FrameRecord, FrameStore, Manifest
+from pipeline.store import FrameStore
 
 
 def frame_plan(
@@ -29,15 +30,15 @@ def frame_plan(
 
 
 def write_render(folder, frames: list[np.ndarray], plan: list[FramePlan], **settings):
-    """A render folder as a render leaves it: the frames, and a manifest with their plan
+    """A render folder as a render leaves it: the frames, and a record with their plan
     (which may plan more frames than there are) and `settings`."""
     store = FrameStore(folder)
     store.frames_dir.mkdir(parents=True)
     for index, frame in enumerate(frames):
         Image.fromarray(frame).save(store.frame_path(index))
     records = {i: FrameRecord(None, 0.0) for i in range(len(frames))}
-    manifest = Manifest({"seed": 0, "cuts": 4, **settings}, [p.to_json() for p in plan], records)
-    store.write_manifest(manifest)
+    made = Record({"seed": 0, "cuts": 4, **settings}, [p.to_json() for p in plan], records)
+    record.write(store, made)
     return folder
 
 

@@ -123,7 +123,7 @@ class CLIPModel(nn.Module):
         mean, std = torch.tensor(variant.mean), torch.tensor(variant.std)
         self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
-        # Where the weights came from, for render.json: file name -> SHA-256 (empty: random).
+        # Where the weights came from, for the render's record: file -> SHA-256 (empty: random).
         self.checksums: dict[str, str] = {}
         self.eval().requires_grad_(False)
 

@@ -78,7 +78,7 @@ def load_models(
     Names are registry names or file paths (see resolve_vqgan / resolve_clip).
     With `random_weights`, the named registry models' full-size architectures are built with
     random weights from a fixed seed, and no file is read. Each model's `checksums` maps the
-    files it was loaded from to their SHA-256 (empty for random weights), for render.json.
+    files it was loaded from to their SHA-256 (empty for random weights), for the render's record.
     """
     vqgan_model, ((clip_model, _),) = load_all(
         vqgan, ((clip, 1.0),), device, random_weights, vqgan_config

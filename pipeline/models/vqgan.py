@@ -140,7 +140,7 @@ class VQGAN(nn.Module):
         # How many latent cells the camera may move the shown picture before the engine
         # encodes it again (0: every frame). Set from the registry (VQGANEntry.camera_hold).
         self.camera_hold: int = 0
-        # Where the weights came from, for render.json: file name -> SHA-256 (empty: random).
+        # Where the weights came from, for the render's record: file -> SHA-256 (empty: random).
         self.checksums: dict[str, str] = {}
 
     @property
