@@ -20,7 +20,7 @@ the others still run; a part that would outrun the time left is skipped and said
    pipeline/memory.py makes, which chooses the execution;
 5. compile: a step plain and through torch.compile, the compiled first step (compilation
    included), and after how many steps compilation has paid for itself, beside the rule
-   pipeline/run.py follows (COMPILE_MIN_STEPS).
+   pipeline/rendering.py follows (COMPILE_MIN_STEPS).
 
 --tiny runs every part at a tiny size on the tiny models (one device test, a 64x112 canvas,
 8 frames of a storyboard with the anxiety one's soundtrack), so that the test suite runs

@@ -179,14 +179,20 @@ class Record:
 def _migrated(data: dict[str, Any]) -> dict[str, Any]:
     """A record of an older version in this version's shape: the one migration."""
     version = data.get("version", 1)
-    if not isinstance(version, int) or version > VERSION:
-        raise ValueError(f"version {version!r}, newer than this feverdream's {VERSION}")
+    if not isinstance(version, int):
+        raise ValueError(f"version {version!r}")
+    if version > VERSION:
+        raise _Newer(version)
     if version < 2:  # colour coherence and the camera hold were left out when off
         settings = data["settings"]
         if "aim" in settings:  # an older engine's: kept as it was, for its refusal
             settings = {"color_coherence": "off", "camera_hold": 0, **settings}
         data = {**data, "settings": settings, "version": 2}
     return data
+
+
+class _Newer(Exception):
+    """A record written by a newer feverdream, whose shape this one does not know."""
 
 
 def path(folder: Path) -> Path:
@@ -202,6 +208,14 @@ def read(store: FrameStore) -> Record | None:
         return None
     try:
         return Record.from_json(json.loads(file.read_text()))
+    except _Newer as newer:
+        raise store.refused(
+            f"{file} was written by a newer feverdream (record version {newer.args[0]}; this "
+            f"one reads up to {VERSION})",
+            "finish the render with that feverdream, or run again with --fresh to start it "
+            "over here (its frames are replaced)",
+            between="; ",
+        ) from None
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise store.refused(
             f"{file} is damaged ({error})",

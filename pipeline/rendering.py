@@ -282,10 +282,11 @@ def _began_with(
 def download_models(
     story: Story,
     options: RenderOptions,
-    on_bytes: Callable[[int, int | None], None] = lambda done, total: None,
+    on_bytes: Callable[[int, int | None], None] | None = None,
 ) -> None:
     """Fetch the registry models a render with these options reads that are not here yet
-    (`on_bytes(done, total)` follows each file); none for random weights."""
+    (`on_bytes(done, total)` follows each file; without it, a progress bar on the terminal);
+    none for random weights."""
     if options.random_weights:
         return
     from pipeline.models.download import ensure_downloaded

@@ -118,6 +118,10 @@ def test_a_damaged_record_is_refused_with_the_way_to_start_over(tmp_path):
     with pytest.raises(RenderChangedError, match="(?s)damaged.*delete the shot"):
         record.read(FrameStore(tmp_path, start_over="delete the shot"))
     assert record.frames_done(tmp_path) == 0
+    # One from a newer feverdream is not damaged: it says so, and where to finish it.
+    record.path(tmp_path).write_text(json.dumps({"version": record.VERSION + 1}))
+    with pytest.raises(RenderChangedError, match="newer feverdream.*finish the render with"):
+        record.read(FrameStore(tmp_path))
 
 
 def test_settings_that_differ_are_said_key_by_key_and_an_execution_only_once_it_made_frames():
