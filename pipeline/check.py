@@ -157,7 +157,7 @@ def check_video(path: Path, max_duration_s: float | None = None) -> list[str]:
 
     `max_duration_s` is the account's own limit (creator_info's max_video_post_duration_sec).
     """
-    return find_problems(probe_video(path), max_duration_s)
+    return checked(path, max_duration_s).problems
 
 
 def find_problems(info: VideoInfo, max_duration_s: float | None = None) -> list[str]:

@@ -216,7 +216,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     device = run.pick_device(args.device, option="--device")
     story = run.load(args.storyboard) if args.storyboard else None
-    cadence = args.cadence or (story.board.render.cadence if story else 1)
+    cadence = args.cadence or run.bench_settings(story).cadence
     speeds = {"this render": _speed(args, device, cadence)}
     executions = {"this render": _execution(args, device, speeds["this render"])}
     if args.compare:

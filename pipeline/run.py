@@ -54,7 +54,7 @@ from pipeline.story import (
     soundtrack,
     validated,
 )
-from pipeline.storyboard import files_named, parse_size
+from pipeline.storyboard import RenderSettings, files_named, parse_size
 
 if TYPE_CHECKING:
     from pipeline.check import Checked
@@ -77,7 +77,7 @@ __all__ = [
     "shots", "render_shot", "ShotRendered", "finish", "folder_holds", "Held",
     "shot_frames_done",
     # after the render
-    "check", "post", "check_can_post", "score", "bench", "describe_bench",
+    "check", "post", "check_can_post", "score", "bench", "bench_settings", "describe_bench",
     # TikTok
     "login", "logout", "logged_in", "whoami", "account", "post_status",
     # models
@@ -174,16 +174,21 @@ def score(folder: str | Path, clip: str | None = "render", story: Story | None =
     return score_render(Path(folder), clip, images)
 
 
+def bench_settings(story: Story | None) -> RenderSettings:
+    """What `bench` renders with: the storyboard's `render:` settings, or the defaults."""
+    return story.board.render if story else RenderSettings()
+
+
 def bench(story: Story | None, speeds: dict[str, Speed], device: str, **options: Any) -> dict:
     """Time the engine with random full-size weights (pipeline.bench.bench_engines' options),
     with the storyboard's models and settings, or the defaults without one."""
     from pipeline.bench import bench_engines
-    from pipeline.storyboard import Models, RenderSettings
+    from pipeline.storyboard import Models
 
     return bench_engines(
         speeds,
         device,
-        story.board.render if story else RenderSettings(),
+        bench_settings(story),
         story.board.models if story else Models(),
         plan=story.plan if story else None,
         video=((story.board.width, story.board.height), story.board.fps) if story else None,

@@ -22,6 +22,7 @@ from pipeline.errors import FeverdreamError
 from pipeline.record import ModelsUsed
 from pipeline.rendering import load_models, make_engine
 from pipeline.schedule import Plan
+from pipeline.store import FrameStore
 from pipeline.story import (
     Progress,
     Rendered,
@@ -74,7 +75,6 @@ def render_shot(
     a whole render embeds them. `sharing`: the workers (this one included) whose steps share
     this device's memory, each fitted to its part of it."""
     from pipeline.engine import render_frames
-    from pipeline.store import FrameStore
 
     device = pick_device(options.device)
     loaded = loaded or load_models(story, options, device)
@@ -109,7 +109,7 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
     them finished. The shots' folders stay until `clear_shots`."""
     import shutil
 
-    from pipeline.store import FrameStore, atomic_write
+    from pipeline.store import atomic_write
 
     ordered = sorted(done, key=lambda shot: shot.shot[0])
     if [s.shot for s in ordered] != shots(story.plan):
@@ -161,8 +161,6 @@ def gather(story: Story, options: RenderOptions, done: Sequence[ShotRendered]) -
 def gathered(story: Story, options: RenderOptions) -> tuple[Rendered, dict[int, Any], Any]:
     """Frames already gathered (or rendered whole) in the render folder, as `encode` takes
     them: the result so far, the frames' records and the models the record names."""
-    from pipeline.store import FrameStore
-
     store = FrameStore(render_folder(story, options))
     made = record.read(store)
     if made is None or store.finished_frames(made) < story.plan.n_frames:
@@ -221,8 +219,18 @@ def folder_holds(story: Story, options: RenderOptions) -> Held:
             return Held(True, True, None)
     except record.RecordError as error:
         return Held(False, False, str(error))
-    conflict = _conflict(story, options)
-    return Held(False, conflict is None and _all_gathered(story, options), conflict)
+    store = FrameStore(render_folder(story, options))
+    try:
+        made = record.read(store)
+    except FeverdreamError as error:
+        return Held(False, False, str(error))
+    conflict = _conflict(story, options, store, made)
+    # Every frame already here (gathered by an earlier batch, or made by `feverdream render`):
+    # nothing left but to encode.
+    gathered = (
+        conflict is None and made is not None and store.finished_frames(made) == story.plan.n_frames
+    )
+    return Held(False, gathered, conflict)
 
 
 def _finished(story: Story, options: RenderOptions) -> bool:
@@ -241,8 +249,6 @@ def _finished(story: Story, options: RenderOptions) -> bool:
 
 def shot_frames_done(story: Story, options: RenderOptions, shot: tuple[int, int]) -> int:
     """Frames of a shot still rendering that its folder's record has."""
-    from pipeline.store import FrameStore
-
     try:
         made = record.read(FrameStore(shot_folder(story, options, shot)))
     except FeverdreamError:
@@ -250,16 +256,12 @@ def shot_frames_done(story: Story, options: RenderOptions, shot: tuple[int, int]
     return len(made.frames) if made else 0
 
 
-def _conflict(story: Story, options: RenderOptions) -> str | None:
-    """Why this storyboard's render folder cannot take a batch's frames, if it cannot:
-    frames made another way (other settings, another storyboard), or without a record."""
-    from pipeline.store import FrameStore
-
-    store = FrameStore(render_folder(story, options))
-    try:
-        made = record.read(store)
-    except FeverdreamError as error:
-        return str(error)
+def _conflict(
+    story: Story, options: RenderOptions, store: FrameStore, made: record.Record | None
+) -> str | None:
+    """Why this storyboard's render folder (`store`, whose record is `made`) cannot take a
+    batch's frames, if it cannot: frames made another way (other settings, another
+    storyboard), or without a record."""
     if made is None:
         if any(store.frames_dir.glob("*.png")):
             return (
@@ -293,9 +295,3 @@ def _same_models(story: Story, options: RenderOptions, recorded: ModelsUsed | No
     wanted += [(name, weight) for name, weight in clip_names(story, options)]
     random = options.random_weights
     return recorded.names() == wanted and all(r == random for r in recorded.random)
-
-
-def _all_gathered(story: Story, options: RenderOptions) -> bool:
-    """Whether every frame is already in the render folder (gathered by an earlier batch,
-    or made by `feverdream render`), with nothing left but to encode."""
-    return record.frames_done(render_folder(story, options)) == story.plan.n_frames
