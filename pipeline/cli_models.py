@@ -20,7 +20,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     from pipeline import run
 
     print(f"models folder: {run.models_folder()} (set FEVERDREAM_MODELS to move it)")
-    for kind, title in (("vqgan", "VQGAN"), ("clip", "CLIP")):
+    for kind, title in (("vqgan", "VQGAN"), ("clip", "CLIP"), ("depth", "depth (3D camera)")):
         print(f"\n{title:26} {'size':>10}  {'status':8} notes / path")
         for row in run.models_status(kind):
             size = _size_text(row.size, row.present)
@@ -83,7 +83,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     """models list|download|path|verify."""
     models = sub.add_parser(
         "models",
-        help="list, download and locate VQGAN and CLIP checkpoints",
+        help="list, download and locate VQGAN, CLIP and depth model checkpoints",
         description="Model files live in the models folder: FEVERDREAM_MODELS, else your "
         "user cache. `tiny` needs no download (random weights: abstract noise, not art); "
         "`shapes`, trained by feverdream on drawn shapes, ships with the package (`make "
@@ -109,6 +109,9 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
         help="check model files copied by hand: hash, loads, architecture, which model it is",
     )
     p.add_argument(
-        "targets", nargs="+", metavar="NAME|PATH", help="a registry name or a .ckpt/.yaml/.pt file"
+        "targets",
+        nargs="+",
+        metavar="NAME|PATH",
+        help="a registry name or a .ckpt/.yaml/.pt/.pth file",
     )
     p.set_defaults(func=cmd_models_verify)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from pipeline.cli import main
-from pipeline.models.catalogue import CLIPS, VQGANS, tiny_files
+from pipeline.models.catalogue import CLIPS, DEPTHS, VQGANS, tiny_depth_file, tiny_files
 from pipeline.models.files import models_dir
 
 
@@ -26,11 +26,11 @@ def test_an_unknown_model_name_exits_non_zero_with_suggestions():
 def test_list_shows_every_model_and_labels_the_noise_makers(capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    for name in [*VQGANS, *CLIPS]:
+    for name in [*VQGANS, *CLIPS, *DEPTHS]:
         assert f"\n{name} " in out
     assert str(models_dir()) in out
     tiny_rows = [line for line in out.splitlines() if line.startswith("tiny ")]
-    assert len(tiny_rows) == 2 and all("abstract noise, not art" in row for row in tiny_rows)
+    assert len(tiny_rows) == 3 and all("random weights" in row for row in tiny_rows)
     assert "--random-weights" in out and out.count("abstract noise, not art") == 3
 
 
@@ -41,8 +41,9 @@ def test_path_of_a_model_not_downloaded_says_how_to_get_it(capsys):
     assert CLIPS["ViT-B/32"].file.url in err
 
 
-def test_path_of_tiny_gives_its_three_files(tiny_model_dir, capsys):
+def test_path_of_tiny_gives_its_four_files(tiny_model_dir, capsys):
     assert main(["models", "path", "tiny"]) == 0
     paths = capsys.readouterr().out.split()
     files = tiny_files(tiny_model_dir)
-    assert paths == [str(files.vqgan_ckpt), str(files.vqgan_config), str(files.clip)]
+    depth = tiny_depth_file(tiny_model_dir)
+    assert paths == [str(files.vqgan_ckpt), str(files.vqgan_config), str(files.clip), str(depth)]

@@ -16,7 +16,7 @@ from small_disk import on_a_small_disk
 
 from pipeline.cli import main
 from pipeline.errors import ModelError
-from pipeline.models.catalogue import CLIPS, VQGANS, ModelFile, Source, VQGANEntry
+from pipeline.models.catalogue import CLIPS, DEPTHS, VQGANS, ModelFile, Source, VQGANEntry
 from pipeline.models.download import download, fetch
 from pipeline.models.files import models_dir, recorded_sha256, resolve_vqgan
 
@@ -374,7 +374,7 @@ def test_a_render_fetches_the_registry_models_it_names_first(test_entry, tmp_pat
 
 def test_models_md_cites_every_address_and_hash_the_registry_uses():
     text = (Path(__file__).resolve().parents[1] / "MODELS.md").read_text()
-    for entry in [*VQGANS.values(), *CLIPS.values()]:
+    for entry in [*VQGANS.values(), *CLIPS.values(), *DEPTHS.values()]:
         if entry.source is not Source.DOWNLOAD:
             continue
         for file in entry.files:

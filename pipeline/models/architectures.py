@@ -1,5 +1,5 @@
-"""The architectures of the known models, without torch: taming VQGAN configs, and the tiny
-and shapes models'.
+"""The architectures of the known models, without torch: taming VQGAN configs, the depth
+model's, and the tiny and shapes models'.
 
 The full-size VQGAN configs are the `model.params` of each model's published model.yaml, so
 `--random-weights` and `feverdream bench` can build the real architecture without the files.
@@ -14,6 +14,9 @@ from typing import Any
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
+# ImageNet's, which DINOv2 and the depth models built on it normalise their pixels by.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -144,3 +147,53 @@ SHAPES_CLIP: dict[str, Any] = {
     "vision_cfg": {"layers": (1, 1, 1, 1), "width": 16, "image_size": 64, "patch_size": None},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
 }
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """A Depth Anything V2 network: a DINOv2 vision transformer (timm's VisionTransformer)
+    whose normed intermediate layers feed a DPT head that paints relative inverse depth."""
+
+    embed_dim: int
+    depth: int  # transformer blocks
+    heads: int
+    image_size: int  # the side its position embeddings were trained at (a multiple of patch_size)
+    input_side: int  # the shorter side a picture is resized to before it is run
+    layers: tuple[int, int, int, int]  # the blocks whose normed tokens the head reads
+    features: int  # the head's width once the four layers are fused
+    out_channels: tuple[int, int, int, int]  # the four layers' widths as the head projects them
+    head_features: int = 32  # the width of the head's last convolution before its single channel
+    patch_size: int = 14
+
+    @property
+    def grid(self) -> int:
+        """Patches along a side of the picture the position embeddings were trained on."""
+        return self.image_size // self.patch_size
+
+
+# depth_anything_v2/dpt.py's `DepthAnythingV2(encoder="vits", features=64,
+# out_channels=[48, 96, 192, 384])`: DINOv2's ViT-S/14 at 518 px, its blocks 2, 5, 8 and 11.
+DEPTH_ANYTHING_V2_SMALL = DepthConfig(
+    embed_dim=384,
+    depth=12,
+    heads=6,
+    image_size=518,
+    input_side=518,
+    layers=(2, 5, 8, 11),
+    features=64,
+    out_channels=(48, 96, 192, 384),
+)
+
+# The tiny depth model: the same network, every width cut down, four blocks each read, a
+# 4x4-patch picture (56 px); its output at 56 px costs a few milliseconds on one core.
+TINY_DEPTH = DepthConfig(
+    embed_dim=24,
+    depth=4,
+    heads=2,
+    image_size=56,
+    input_side=56,
+    layers=(0, 1, 2, 3),
+    features=8,
+    out_channels=(8, 8, 16, 16),
+    head_features=8,
+)

@@ -1,22 +1,25 @@
 """The known models: their names, files, where each comes from and its hash.
 
-A storyboard's `models:` names an entry (`vqgan_imagenet_f16_16384`, `ViT-B/32`, `shapes`,
-`tiny`) or gives file paths. Each entry says how its files are obtained (`Source`):
-downloaded into the models folder, written there on first use (`tiny`), or shipped in the
-package (`shapes`, the project's own trained reference). Where the files are on this machine
-is `pipeline.models.files`; loading them, `pipeline.models.loading`.
+Three kinds: the VQGANs, the CLIPs, and the depth models the 3D camera reads a picture's depth
+with. A storyboard's `models:` names an entry (`vqgan_imagenet_f16_16384`, `ViT-B/32`,
+`shapes`, `tiny`, `depth-anything-v2-small`) or gives file paths. Each entry says how its
+files are obtained (`Source`): downloaded into the models folder, written there on first use
+(`tiny`), or shipped in the package (`shapes`, the project's own trained reference). Where the
+files are on this machine is `pipeline.models.files`; loading them, `pipeline.models.loading`.
 """
 
 from __future__ import annotations
 
 import difflib
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ModelError
 from pipeline.models.architectures import (
+    DEPTH_ANYTHING_V2_SMALL,
     GUMBEL_F8_8192,
     IMAGENET_F16_1024,
     IMAGENET_F16_16384,
@@ -26,8 +29,10 @@ from pipeline.models.architectures import (
     SHAPES_CLIP,
     SHAPES_VQGAN,
     TINY_CLIP,
+    TINY_DEPTH,
     TINY_VQGAN,
     CLIPVariant,
+    DepthConfig,
     VQGANConfig,
 )
 
@@ -101,7 +106,23 @@ class CLIPEntry:
         return (self.file,)
 
 
-Entry = VQGANEntry | CLIPEntry
+@dataclass(frozen=True)
+class DepthEntry:
+    """A depth model: a picture in, its relative inverse depth out (pipeline.models.depth)."""
+
+    name: str
+    file: ModelFile
+    architecture: DepthConfig
+    notes: str = ""
+    source: Source = Source.DOWNLOAD
+    kind: str = "depth"
+
+    @property
+    def files(self) -> tuple[ModelFile, ...]:
+        return (self.file,)
+
+
+Entry = VQGANEntry | CLIPEntry | DepthEntry
 
 
 _HEIBOX = "https://heibox.uni-heidelberg.de"
@@ -391,6 +412,32 @@ CLIPS.update(
 )
 
 
+# The depth models the 3D camera reads a picture's depth with (issue 38; docs/depth-model-choice.md
+# says why this one). The authors' own Hugging Face repository, then the same file at the
+# repository's revision that projects pin; the hash is the Git LFS object id of the commit that
+# uploaded the file (MODELS.md). Only the Small model's weights are Apache-2.0: Base, Large and
+# Giant are CC-BY-NC-4.0, and are never to be added.
+_DEPTH_ANYTHING = "https://huggingface.co/depth-anything/Depth-Anything-V2-Small/resolve"
+DEPTHS: dict[str, DepthEntry] = {
+    "depth-anything-v2-small": DepthEntry(
+        "depth-anything-v2-small",
+        ModelFile(
+            "depth_anything_v2_vits.pth",
+            f"{_DEPTH_ANYTHING}/main/depth_anything_v2_vits.pth",
+            99_218_434,
+            "715fade13be8f229f8a70cc02066f656f2423a59effd0579197bbf57860e1378",
+            (
+                f"{_DEPTH_ANYTHING}/03876f8651c73a60fe4c2c48294e09fcb6838fcf/"
+                "depth_anything_v2_vits.pth",
+            ),
+        ),
+        DEPTH_ANYTHING_V2_SMALL,
+        "Depth Anything V2 Small (ViT-S/14 + DPT, 24.8M parameters), relative depth; "
+        "weights Apache-2.0",
+    ),
+}
+
+
 # The shapes world's reference models, trained by the project (tools/shapes/) and committed
 # with the package; these hashes are checked at every load. `make shapes` (in a checkout)
 # trains them again from the recipe and says how far the new weights are from these.
@@ -404,6 +451,7 @@ SHAPES_FILES = {
     "shapes-clip.pt": "e6774fff8f3b0723e9ae422e508463c33a90e126f371b6b47f6fdd2fc68b6c03",
 }
 TINY_NOTES = f"small, built on first use, for tests and `make demo-tiny`; {NOISE}"
+TINY_DEPTH_NOTES = "small, built on first use, for tests; random weights: its depth means nothing"
 
 
 def _packaged(filename: str) -> ModelFile:
@@ -429,6 +477,11 @@ def tiny_files(directory: Path) -> TinyFiles:
     )
 
 
+def tiny_depth_file(directory: Path) -> Path:
+    """The tiny depth model's file, in the depth model's published format (a state dict)."""
+    return directory / f"tiny-v{TINY_VERSION}-depth.pth"
+
+
 _tiny = tiny_files(Path())
 VQGANS[TINY] = VQGANEntry(
     TINY,
@@ -439,6 +492,9 @@ VQGANS[TINY] = VQGANEntry(
     Source.BUILT,
 )
 CLIPS[TINY] = CLIPEntry(TINY, ModelFile(_tiny.clip.name), TINY_CLIP, 64, TINY_NOTES, Source.BUILT)
+DEPTHS[TINY] = DepthEntry(
+    TINY, ModelFile(tiny_depth_file(Path()).name), TINY_DEPTH, TINY_DEPTH_NOTES, Source.BUILT
+)
 VQGANS[SHAPES] = VQGANEntry(
     SHAPES,
     _packaged("shapes-vqgan.yaml"),
@@ -461,12 +517,17 @@ def _key(name: str) -> str:
     return name.strip().lower().replace("/", "-").replace("@", "-").removesuffix(".pt")
 
 
+KINDS = ("vqgan", "clip", "depth")
+
+
 def entries(kind: str) -> dict[str, Entry]:
-    return dict(VQGANS) if kind == "vqgan" else dict(CLIPS)
+    """The entries of a kind ("vqgan", "clip" or "depth"), by name."""
+    registry: Mapping[str, Entry] = {"vqgan": VQGANS, "clip": CLIPS, "depth": DEPTHS}[kind]
+    return dict(registry)
 
 
 def find_entry(kind: str, name: str) -> Entry | None:
-    """The entry of this kind ("vqgan" or "clip") that `name` names, if any."""
+    """The entry of this kind ("vqgan", "clip" or "depth") that `name` names, if any."""
     known = entries(kind)
     if name in known:
         return known[name]
@@ -476,13 +537,18 @@ def find_entry(kind: str, name: str) -> Entry | None:
     return None
 
 
+def find_entries(name: str) -> list[Entry]:
+    """The entries that `name` names, one of each kind at most (`tiny` is of every kind)."""
+    return [entry for entry in (find_entry(kind, name) for kind in KINDS) if entry is not None]
+
+
 def known_names(kind: str | None = None) -> list[str]:
-    kinds = [kind] if kind else ["vqgan", "clip"]
+    kinds = [kind] if kind else KINDS
     return list(dict.fromkeys(name for k in kinds for name in entries(k)))
 
 
 def unknown_name_error(name: str, kind: str | None = None) -> ModelError:
-    what = {"vqgan": "VQGAN", "clip": "CLIP model", None: "model"}[kind]
+    what = {"vqgan": "VQGAN", "clip": "CLIP model", "depth": "depth model", None: "model"}[kind]
     names = {_key(known): known for known in known_names(kind)}
     close = [names[key] for key in difflib.get_close_matches(_key(name), names, n=3, cutoff=0.6)]
     close = close or [known for key, known in names.items() if _key(name) in key][:3]

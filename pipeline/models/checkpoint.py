@@ -486,6 +486,7 @@ _KINDS = (
     (("first_stage_model.", "transformer."), "a taming transformer (its VQGAN is its first stage)"),
     (("encoder.", "decoder.", "quantize."), "a VQGAN checkpoint"),
     (("visual.", "token_embedding.", "ln_final."), "a CLIP model's weights"),
+    (("pretrained.", "depth_head."), "a Depth Anything depth model"),
     (("first_stage_model.", "cond_stage_model."), "a latent diffusion checkpoint"),
 )
 

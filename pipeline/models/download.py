@@ -17,7 +17,7 @@ import httpx
 from tqdm import tqdm
 
 from pipeline.errors import DiskFullError, ModelError, is_disk_full, size
-from pipeline.models.catalogue import Entry, ModelFile, Source, find_entry, unknown_name_error
+from pipeline.models.catalogue import Entry, ModelFile, Source, find_entries, unknown_name_error
 from pipeline.models.files import (
     entry_paths,
     file_sha256,
@@ -325,10 +325,10 @@ def download_entry(
 
 
 def download(name: str) -> list[Path]:
-    """Fetch the registry model `name` (VQGAN or CLIP) into the models folder; its paths. A
-    model that is not downloaded (built on first use, or shipped in the package) is only
-    located."""
-    entries = [e for e in (find_entry("vqgan", name), find_entry("clip", name)) if e]
+    """Fetch the registry model `name` (VQGAN, CLIP or depth model) into the models folder;
+    its paths. A model that is not downloaded (built on first use, or shipped in the package)
+    is only located."""
+    entries = find_entries(name)
     if not entries:
         raise unknown_name_error(name)
     if entries[0].source is not Source.DOWNLOAD:
@@ -340,9 +340,10 @@ def download(name: str) -> list[Path]:
 def ensure_downloaded(name: str, on_bytes: Callable[[int, int | None], None] | None = None) -> None:
     """Fetch a registry model a render names, if its files are not in the models folder yet
     (a path, a model that is present, or one that is not downloaded needs nothing)."""
-    entry = find_entry("vqgan", name) or find_entry("clip", name)
-    if entry is None or entry.source is not Source.DOWNLOAD:
+    entries = find_entries(name)
+    if not entries or entries[0].source is not Source.DOWNLOAD:
         return
+    entry = entries[0]
     if all(path.is_file() for path in entry_paths(entry)):
         return
     log.info("%s is not in %s yet: downloading it once", name, models_dir())

@@ -18,6 +18,7 @@ import platformdirs
 from pipeline.errors import ModelError
 from pipeline.models.catalogue import (
     CLIPEntry,
+    DepthEntry,
     Entry,
     ModelFile,
     Source,
@@ -140,14 +141,31 @@ def resolve_clip(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None
     return path, recorded_sha256(path)
 
 
+def resolve_depth(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """(the depth model's file, expected SHA-256 or None) for a registry name or a file path."""
+    name = os.fspath(name_or_path)
+    entry = find_entry("depth", name)
+    if isinstance(entry, DepthEntry):
+        (path,) = _present(entry)
+        return path, expected_sha256(entry.file, path)
+    if not looks_like_path(name):
+        raise unknown_name_error(name, "depth")
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise ModelError(f"the depth model file {path} does not exist")
+    return path, recorded_sha256(path)
+
+
 def model_paths(name: str) -> list[Path]:
-    """The files of a registry model (a VQGAN's checkpoint and yaml, a CLIP's file, or both
-    for a name that is both), which must be present."""
+    """The files of a registry model (a VQGAN's checkpoint and yaml, a CLIP's file, a depth
+    model's file, or each of them for a name of several kinds), which must be present."""
     paths: list[Path] = []
     if find_entry("vqgan", name):
         paths += resolve_vqgan(name)[:2]
     if find_entry("clip", name):
         paths.append(resolve_clip(name)[0])
+    if find_entry("depth", name):
+        paths.append(resolve_depth(name)[0])
     if not paths:
         raise unknown_name_error(name)
     return paths
@@ -158,7 +176,7 @@ class OnDisk:
     """Where a model a render names is, whether it is all there, and its size."""
 
     name: str
-    kind: str  # "vqgan" or "clip"
+    kind: str  # "vqgan", "clip" or "depth"
     source: str  # how it comes: "download", "packaged", "built", or "file" (a path given)
     paths: tuple[Path, ...]
     present: bool
@@ -201,7 +219,7 @@ class ModelStatus:
 
 
 def status(kind: str) -> list[ModelStatus]:
-    """What is known of this kind ("vqgan" or "clip"), and what is on this machine."""
+    """What is known of this kind ("vqgan", "clip" or "depth"), and what is on this machine."""
     rows = []
     for entry in entries(kind).values():
         paths = entry_paths(entry)

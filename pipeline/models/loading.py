@@ -11,19 +11,21 @@ from pipeline.models.architectures import OPENAI, CLIPVariant
 from pipeline.models.catalogue import (
     TINY,
     CLIPEntry,
+    DepthEntry,
     Entry,
     Source,
     VQGANEntry,
     find_entry,
     unknown_name_error,
 )
-from pipeline.models.files import resolve_clip, resolve_vqgan
+from pipeline.models.files import resolve_clip, resolve_depth, resolve_vqgan
 from pipeline.record import RANDOM_WEIGHTS
 
 if TYPE_CHECKING:
     import torch
 
     from pipeline.models.clip import CLIPModel
+    from pipeline.models.depth import DepthModel
     from pipeline.models.vqgan import VQGAN
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,41 @@ def load_clip_model(name: str, device: str | torch.device = "cpu") -> CLIPModel:
     return load_clip(path, sha256, shown, _variant(entry)).to(device)
 
 
-def digest(model: VQGAN | CLIPModel) -> str:
+def load_depth_model(
+    name: str, device: str | torch.device = "cpu", random_weights: bool = False
+) -> DepthModel:
+    """The depth model the 3D camera reads a picture's depth with, by registry name or file
+    path, on `device`, in eval mode with gradients off; `model(pictures)` takes (N, 3, H, W)
+    in [0, 1] and gives (N, 1, H, W) relative inverse depth (pipeline.models.depth).
+
+    A downloaded model that is not here yet is not fetched (a render fetches what it names
+    first, `download.ensure_downloaded`): this says how to get it. With `random_weights`, the
+    named registry model's full-size architecture is built with random weights from a fixed
+    seed, and no file is read. `checksums` maps the file it was loaded from to its SHA-256
+    (empty for random weights), for the render's record.
+    """
+    from pipeline.models.depth import load_depth, random_depth
+    from pipeline.models.tiny import ensure_built
+
+    entry = find_entry("depth", name)
+    if random_weights or (entry is not None and entry.source is Source.BUILT):
+        log.warning(
+            "%s: this depth model has random weights: its depth means nothing",
+            "--random-weights" if random_weights else name,
+        )
+    if random_weights:
+        if not isinstance(entry, DepthEntry):
+            raise unknown_name_error(name, "depth")
+        model = random_depth(entry.architecture, RANDOM_SEED)
+    else:
+        ensure_built(entry)
+        path, sha256 = resolve_depth(name)
+        architecture = entry.architecture if isinstance(entry, DepthEntry) else None
+        model = load_depth(path, sha256, name if _downloaded(entry) else "", architecture)
+    return model.to(device)
+
+
+def digest(model: VQGAN | CLIPModel | DepthModel) -> str:
     """What a loaded model was made from, for a render's records: the SHA-256 of its files,
     or "random weights" when no file was read."""
     if not model.checksums:

@@ -1,8 +1,9 @@
 """`feverdream models verify`: is a model file someone copied by hand the file it should be?
 
-For each file: its SHA-256 and whether that is the published (or recorded) hash of a known
-model, whether it loads through the real loaders, what architecture it is, and which registry
-entry it matches, with what to do when something is off.
+For each file (a VQGAN, a CLIP or a depth model): its SHA-256 and whether that is the
+published (or recorded) hash of a known model, whether it loads through the real loaders, what
+architecture it is, and which registry entry it matches, with what to do when something is
+off.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from pathlib import Path
 
 from pipeline.errors import ModelError
 from pipeline.models.catalogue import (
-    CLIPS,
-    VQGANS,
     CLIPEntry,
+    DepthEntry,
     Entry,
     Source,
     VQGANEntry,
-    find_entry,
+    entries,
+    find_entries,
     unknown_name_error,
 )
 from pipeline.models.files import entry_paths, file_sha256, recorded_sha256
@@ -28,11 +29,11 @@ from pipeline.models.tiny import ensure_built
 
 @dataclass
 class Verdict:
-    """What `verify` found out about one model (a VQGAN's checkpoint with its yaml, or a
-    CLIP file)."""
+    """What `verify` found out about one model (a VQGAN's checkpoint with its yaml, a CLIP
+    file, or a depth model's file)."""
 
     path: Path
-    kind: str  # "vqgan" or "clip"
+    kind: str  # "vqgan", "clip" or "depth"
     sha256: str
     hash_note: str  # how the hash compares with what is known
     entry: str | None = None  # the registry model it is
@@ -46,8 +47,9 @@ class Verdict:
 
 def verify(name_or_path: str) -> list[Verdict]:
     """Check a registry model's files in the models folder, or a file given by path."""
-    entry = find_entry("vqgan", name_or_path) or find_entry("clip", name_or_path)
-    if entry is not None:
+    named = find_entries(name_or_path)
+    if named:
+        entry = named[0]
         ensure_built(entry)
         missing = [path for path in entry_paths(entry) if not path.is_file()]
         if missing:
@@ -64,10 +66,18 @@ def verify(name_or_path: str) -> list[Verdict]:
     return [_verify_file(path, None)]
 
 
+def _kind(path: Path) -> str:
+    """What a file given by path is: a VQGAN by its name, a depth model by its tensors' names,
+    else a CLIP."""
+    from pipeline.models.depth import is_depth_checkpoint
+
+    if path.suffix in (".ckpt", ".yaml"):
+        return "vqgan"
+    return "depth" if path.is_file() and is_depth_checkpoint(path) else "clip"
+
+
 def _verify_file(path: Path, named: Entry | None) -> Verdict:
-    kind = "vqgan" if path.suffix in (".ckpt", ".yaml") else "clip"
-    if named is not None:
-        kind = named.kind
+    kind = named.kind if named is not None else _kind(path)
     if kind == "vqgan" and path.suffix == ".yaml":
         path = path.with_suffix(".ckpt")
         if not path.is_file():
@@ -94,13 +104,15 @@ def _verify_file(path: Path, named: Entry | None) -> Verdict:
         verdict.hash_note = f"no hash of {entry.name} is published to compare it with"
     if kind == "vqgan":
         _load_vqgan(verdict, entry)
+    elif kind == "depth":
+        _load_depth(verdict, entry)
     else:
         _load_clip(verdict, entry)
     return verdict
 
 
 def _entry_by_hash(kind: str, sha256: str) -> Entry | None:
-    for entry in (VQGANS if kind == "vqgan" else CLIPS).values():
+    for entry in entries(kind).values():
         for file, path in zip(entry.files, entry_paths(entry), strict=True):  # never builds
             if sha256 in (file.sha256, recorded_sha256(path)):
                 return entry
@@ -108,7 +120,7 @@ def _entry_by_hash(kind: str, sha256: str) -> Entry | None:
 
 
 def _entry_by_filename(kind: str, filename: str) -> Entry | None:
-    for entry in (VQGANS if kind == "vqgan" else CLIPS).values():
+    for entry in entries(kind).values():
         if entry.source is Source.DOWNLOAD and filename in (f.filename for f in entry.files):
             return entry
     return None
@@ -178,4 +190,23 @@ def _load_clip(verdict: Verdict, entry: Entry | None) -> None:
         verdict.problems.append(
             f"it takes {clip.input_resolution} px images, but {entry.name} takes "
             f"{entry.input_resolution} px: it is another model"
+        )
+
+
+def _load_depth(verdict: Verdict, entry: Entry | None) -> None:
+    from pipeline.models.depth import load_depth
+
+    try:
+        model = load_depth(verdict.path)
+    except ModelError as error:
+        verdict.problems.append(str(error))
+        return
+    config = model.config
+    verdict.architecture = (
+        f"depth model (Depth Anything V2), a {config.embed_dim}-d ViT/{config.patch_size} of "
+        f"{config.depth} blocks, {config.input_side} px input; loads"
+    )
+    if isinstance(entry, DepthEntry) and config != entry.architecture:
+        verdict.problems.append(
+            f"it is another architecture than {entry.name}'s: it is another model"
         )
