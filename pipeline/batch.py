@@ -156,8 +156,8 @@ class _ShotWorker:
                 "run the batch again"
             )
         device = run.pick_device(options.device)
-        key = (run.model_name(story, options), run.clip_names(story, options), device,
-               options.random_weights)  # fmt: skip
+        key = (run.model_name(story, options), run.clip_names(story, options),
+               run.depth_name(story, options), device, options.random_weights)  # fmt: skip
         if key not in self.models:
             self.models.clear()  # one set of models in memory at a time
             self.models[key] = run.load_models(story, options, device)

@@ -37,6 +37,10 @@ class Timings:
     encode: float  # per optimised frame (picture → latents), not per step
     decode_image: float  # per optimised frame (the frame's picture, no gradient)
     in_between: float  # per frame made between optimised ones
+    # With the 3D camera, per optimised frame: the depth model's estimate, and the warp
+    # through the depth (0 without it).
+    depth: float = 0.0
+    warp_3d: float = 0.0
 
     @property
     def parts(self) -> float:
@@ -160,6 +164,10 @@ def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
     with torch.no_grad():
         decode_image = timed(lambda: engine.latent_to_image(z))
     between = _in_between_time(engine, picture, timed)
+    depth = warp_3d = 0.0
+    if engine.depth_model is not None:
+        depth = timed(lambda: engine.depth_of(picture))
+        warp_3d = _warp_3d_time(engine, picture, timed)
     return Timings(
         quantize,
         decode_forward,
@@ -172,26 +180,53 @@ def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
         encode,
         decode_image,
         between,
+        depth,
+        warp_3d,
     )
+
+
+def _bench_plan(camera_3d: bool) -> Plan:
+    """Three frames of a zoom, turn and pan (through the 3D camera when it moves)."""
+    from pipeline.schedule import FramePlan
+
+    moves = {"translate": (1.0, 0.0, 0.01), "rotate_3d": (0.0, 0.3, 0.0), "fov": 40.0}
+    frames = tuple(
+        FramePlan(
+            i, i / 24, 1.01, 0.3, 0.5, 0.0, False, (("a", 1.0),), **(moves if camera_3d else {})
+        )  # fmt: skip
+        for i in range(3)
+    )
+    return Plan(24, 3 / 24, frames, (), ())
 
 
 def _in_between_time(engine: Engine, picture: torch.Tensor, timed) -> float:
-    from pipeline.schedule import FramePlan
-
-    frames = tuple(
-        FramePlan(i, i / 24, 1.01, 0.3, 0.5, 0.0, False, (("a", 1.0),)) for i in range(3)
-    )
-    plan = Plan(24, 3 / 24, frames, (), ())
-    a = Anchor(0, torch.zeros(1), picture, None)
-    b = Anchor(2, torch.zeros(1), picture, None)
+    camera_3d = engine.depth_model is not None
+    plan = _bench_plan(camera_3d)
+    with torch.no_grad():
+        depth = engine.depth_of(picture) if camera_3d else None
+    a = Anchor(0, torch.zeros(1), picture, None, depth=depth)
+    b = Anchor(2, torch.zeros(1), picture, None, depth=depth)
     with torch.no_grad():
         return timed(lambda: in_between(plan, a, b, 1))
+
+
+def _warp_3d_time(engine: Engine, picture: torch.Tensor, timed) -> float:
+    """An optimised frame's start moved through its depth (Engine.move_3d, without the
+    encoder, which `encode` times)."""
+    from pipeline import camera3d
+
+    plan = _bench_plan(True)
+    with torch.no_grad():
+        depth = engine.depth_of(picture)
+        move, fov, fov_to = camera3d.path_between(plan, 0, 2, engine.settings.width)
+        return timed(lambda: camera3d.warp(picture, depth, move, fov, fov_to=fov_to))
 
 
 def frame_seconds(timings: Timings, settings: EngineSettings) -> float:
     """Average seconds per output frame after the first: optimised frames every `cadence`."""
     speed = settings.speed
     optimised = settings.steps * timings.step + timings.decode_image
+    optimised += timings.depth + timings.warp_3d
     if not speed.latent_warp:
         optimised += timings.encode
     made_between = (speed.cadence - 1) * timings.in_between
@@ -208,7 +243,7 @@ def project(
     last optimised one). `total_seconds` is the way a render on this device encodes."""
     anchors = plan.optimised_frames(settings.speed.cadence)
     starts = {0} | {fp.frame for fp in plan.frames if fp.cut}
-    seconds = 0.0
+    seconds = len(anchors) * (timings.depth + timings.warp_3d)
     for index in anchors:
         if index in starts:
             seconds += settings.first_steps * timings.step + timings.decode_image
@@ -303,11 +338,25 @@ def describe(result: BenchResult) -> str:
         f"  {'whole step':<16} {t.step:8.4f}  ({t.step / t.parts:.2f}x the sum of its parts)",
         f"per optimised frame: encode {t.encode:.3f} s, decode its picture {t.decode_image:.3f} s;"
         f" per frame between: {t.in_between:.4f} s",
+        *_depth_lines(result),
         f"seconds per frame: {result.seconds_per_frame:.2f}  "
         f"frames per hour: {result.frames_per_hour:.0f}  "
         f"peak memory: {result.peak_memory_gib:.2f} GiB",
     ]
     return "\n".join(lines)
+
+
+def _depth_lines(result: BenchResult) -> list[str]:
+    """The 3D camera's cost, when it was measured: the depth model's share of a frame."""
+    t = result.timings
+    if not t.depth:
+        return []
+    cadence = result.settings["cadence"]
+    share = (t.depth / cadence) / result.seconds_per_frame
+    return [
+        f"3D camera ({result.extra.get('depth', 'depth model')}), per optimised frame: depth "
+        f"{t.depth:.3f} s ({100 * share:.1f}% of a frame's time), warp {t.warp_3d:.3f} s"
+    ]
 
 
 def bench_engines(
@@ -326,6 +375,7 @@ def bench_engines(
     repeats: int = 5,
     warmup: int = 2,
     executions: dict[str, Execution] | None = None,
+    depth: str | None = None,
 ) -> dict[str, BenchResult]:
     """Benchmark the engine with each of `speeds` on a storyboard's (or the default) models
     built with random weights and its render settings (each overridable); with `plan`, also
@@ -335,12 +385,16 @@ def bench_engines(
 
     Peak memory is the process's high-water mark (on a CPU, its resident size), which never
     falls: an entry's figure is its own only if it uses the most memory so far, so list the
-    leaner engines first."""
-    from pipeline.models.loading import load_all
+    leaner engines first.
+
+    With `depth` (a depth model's registry name), the 3D camera is timed too: that model's
+    estimate and the warp through it, once per optimised frame."""
+    from pipeline.models.loading import load_all, load_depth_model
 
     render, models = render or RenderSettings(), models or Models()
     clips = ((clip, 1.0),) if clip else models.clips
     vqgan_model, clip_models = load_all(vqgan or models.vqgan, clips, device, random_weights=True)
+    depth_model = None if depth is None else load_depth_model(depth, device, random_weights=True)
     width, height = size or (render.width, render.height)
     encode_rate = None
     if plan is not None:
@@ -360,8 +414,11 @@ def bench_engines(
             speed=speed,
             execution=(executions or {}).get(label, Execution()),
         )
-        result = run_bench(Engine(vqgan_model, clip_models, settings), repeats, warmup)
+        engine = Engine(vqgan_model, clip_models, settings, depth_model)
+        result = run_bench(engine, repeats, warmup)
         result.extra["execution"] = settings.execution.describe()
+        if depth is not None:
+            result.extra["depth"] = depth
         result.extra["models"] = {"vqgan": vqgan or models.vqgan, "clip": [list(c) for c in clips]}
         if plan is not None and encode_rate is not None:
             result.extra["projection"] = project(plan, result.timings, settings, encode_rate)

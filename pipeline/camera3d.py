@@ -1,7 +1,7 @@
 """The 3D camera's geometry (issue 38): a frame's move through the picture as a rigid motion
 of the camera, and a picture moved by it with a depth map, each pixel unprojected with its
-depth, moved, and projected back. The storyboard's keys, the depth model and the engine come
-to it in later steps; this is the arithmetic they share, checked against the 2D camera.
+depth, moved, and projected back. The storyboard's keys (`translate`, `rotate_3d`,
+`fov`) reach it through the plan (FramePlan), and the engine moves its frames with it.
 
 Coordinates, as the 2D camera's (pipeline/camera.py): pixels from the picture's centre, x
 right and y down; the camera looks along +z. A pinhole of horizontal field of view `fov`
@@ -16,6 +16,13 @@ median depth: `normalised`). In those units a frame's move is:
   at the middle distance, x and y are the 2D `pan` and z the `zoom` 1 / (1 - z);
 - `rotate_3d` [x, y, z] degrees: the scene turns down (about the x axis), right (about the y
   axis) and counter-clockwise (about the z axis, as the 2D `rotate`).
+
+In a storyboard with a 3D key, `zoom`, `rotate` and `pan` move the 3D camera as they would
+move a flat picture at the middle distance (`frame_move`): zoom z dollies forward 1 - 1/z,
+rotate rolls, and pan trucks and pedestals.
+
+The depth model gives relative inverse depth (disparity: larger is nearer, up to an unknown
+scale); `depth_of` turns it into depth in these units.
 """
 
 from __future__ import annotations
@@ -25,7 +32,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-DEFAULT_FOV = 40.0  # degrees, horizontal (Deforum's default)
+from pipeline.schedule import FramePlan, Plan
+from pipeline.storyboard import DEFAULT_FOV
+
+# The nearest and farthest depth a picture is given, in middle distances: a disparity map's
+# extremes (a sky, a blank wall, random weights) kept from making a warp tear or stand still.
+NEAREST, FARTHEST = 0.1, 10.0
 # How often a pixel's depth is looked up again where its ray meets the picture (see `warp`):
 # exact for one plane at the first, within a hundredth of a pixel of the true point for the
 # steps between planes the checks use.
@@ -73,10 +85,97 @@ def motion_3d(
     return move
 
 
+def frame_move(frame: FramePlan, width: int) -> torch.Tensor:
+    """A frame's 3D move (4x4): its `translate` and `rotate_3d`, with its `zoom`, `rotate`
+    and `pan` as they would move a flat picture at the middle distance."""
+    x, y, z = frame.translate or (0.0, 0.0, 0.0)
+    turn = frame.rotate_3d or (0.0, 0.0, 0.0)
+    return motion_3d(
+        (x + frame.pan_x / frame.zoom, y + frame.pan_y / frame.zoom, z + 1 - 1 / frame.zoom),
+        (turn[0], turn[1], turn[2] + frame.rotate),
+        width,
+        frame_fov(frame),
+    )
+
+
+def frame_fov(frame: FramePlan) -> float:
+    return DEFAULT_FOV if frame.fov is None else frame.fov
+
+
+def camera_path(plan: Plan, start: int, end: int, width: int) -> tuple[torch.Tensor, float]:
+    """The 3D camera's move from frame `start` to frame `end` (each frame's move in turn) in
+    frame `start`'s units, and the middle distance at `end` in those units.
+
+    Each frame moves by its keys at its own middle distance, which a dolly brings nearer: a
+    dolly of z each frame takes the camera z of the way to the middle distance, then z of the
+    way to the new one, so a steady dolly pushes in without end, as a steady zoom does (and a
+    flat picture's dolly of k frames is the zoom 1 / (1 - z) taken k times)."""
+    move, scale = torch.eye(4, dtype=torch.float64), 1.0
+    for index in range(start + 1, end + 1):
+        step = frame_move(plan.frames[index], width)
+        forward = float(-step[2, 3])
+        step[:3, 3] *= scale
+        move = step @ move
+        scale *= 1 - forward
+    return move, scale
+
+
 def normalised(depth: torch.Tensor) -> torch.Tensor:
     """A depth map (N, 1, H, W) of positive distances scaled so that its median is 1."""
     median = depth.flatten(1).median(dim=1).values.clamp_min(1e-6)
     return depth / median.view(-1, 1, 1, 1)
+
+
+def depth_of(disparity: torch.Tensor) -> torch.Tensor:
+    """Depth (N, 1, H, W) in middle distances from a depth model's relative inverse depth:
+    the disparity scaled so that the median of what it sees (disparity above 0) is 1, its
+    reciprocal kept within NEAREST and FARTHEST (nothing seen: FARTHEST; a picture in which
+    nothing is seen at all, flat at 1). Float32 on the disparity's device."""
+    disparity = disparity.float()
+    depths = []
+    for one in disparity:
+        seen = one[one > 0]
+        scale = seen.median() if seen.numel() else one.new_tensor(float("inf"))
+        scaled = one / scale if seen.numel() else torch.ones_like(one)
+        depths.append(scaled.clamp_min(1 / FARTHEST).reciprocal().clamp(NEAREST, FARTHEST))
+    return torch.stack(depths)
+
+
+def path_between(
+    plan: Plan, start: int, end: int, width: int, units: str = "start"
+) -> tuple[torch.Tensor, float, float]:
+    """The move from frame `start` to `end` with the two frames' fields of view, as `warp`
+    takes them: in the units of the frame whose depth it moves (`units`, "start" or "end":
+    each optimised frame's depth has its own middle distance at 1)."""
+    move, scale = camera_path(plan, start, end, width)
+    if units == "end":
+        move = move.clone()
+        move[:3, 3] /= scale
+    return move, frame_fov(plan.frames[start]), frame_fov(plan.frames[end])
+
+
+def moved(
+    plan: Plan, image: torch.Tensor, depth: torch.Tensor | None, made: int, shown: int
+) -> torch.Tensor:
+    """A picture (or its latents) made at frame `made`, with its depth, as the camera shows
+    it at frame `shown`, before or after: moved along the plan's path between the two. Its
+    pans refer to the canvas's width, which the depth map has."""
+    assert depth is not None, "the 3D camera moves a picture whose depth is known"
+    width = depth.shape[-1]
+    if shown >= made:
+        move, fov, fov_to = path_between(plan, made, shown, width)
+    else:
+        move, fov_to, fov = path_between(plan, shown, made, width, units="end")
+        move = inverse(move)
+    return warp(image, depth, move, fov, fov_to=fov_to)
+
+
+def inverse(move: torch.Tensor) -> torch.Tensor:
+    """The move back (rigid: turned back, then moved back)."""
+    back = torch.eye(4, dtype=torch.float64)
+    back[:3, :3] = move[:3, :3].T
+    back[:3, 3] = -(move[:3, :3].T @ move[:3, 3])
+    return back
 
 
 def warp(
@@ -85,9 +184,12 @@ def warp(
     move: torch.Tensor,
     fov: float = DEFAULT_FOV,
     padding: str = "reflection",
+    fov_to: float | None = None,
 ) -> torch.Tensor:
     """Move a picture (N, C, H, W) whose depth map (N, 1, H, W) is known by a 3D move
-    (`motion_3d`, or several composed).
+    (`motion_3d`, or several composed), seen over `fov` degrees before and `fov_to` (the
+    same if not given) after. The depth map may be smaller than the picture (a latent
+    grid's): it is read at the same places.
 
     Each pixel of the result looks back along its ray for the point of the picture it shows:
     the ray meets the picture where the depth there agrees with the ray's, found by looking
@@ -97,13 +199,13 @@ def warp(
     place it came from, stretched.
     """
     batch, _, height, width = image.shape
-    f = focal(width, fov)
+    f, f_to = focal(width, fov), focal(width, fov if fov_to is None else fov_to)
     dtype, device = torch.float64, image.device
     ys = torch.arange(height, dtype=dtype, device=device) - (height - 1) / 2
     xs = torch.arange(width, dtype=dtype, device=device) - (width - 1) / 2
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     # Each result pixel's ray, in this frame's camera, and back in the last frame's.
-    ray = torch.stack([grid_x / f, grid_y / f, torch.ones_like(grid_x)], dim=-1)
+    ray = torch.stack([grid_x / f_to, grid_y / f_to, torch.ones_like(grid_x)], dim=-1)
     turn, shift = move[:3, :3].to(device), move[:3, 3].to(device)
     back = ray @ turn  # R^T applied to each ray (row vectors)
     behind = shift @ turn  # R^T t
@@ -121,7 +223,7 @@ def warp(
                              align_corners=False)  # fmt: skip
 
     depth64 = depth.to(dtype)
-    at = depth64[:, 0]
+    at = sample(depth64, torch.stack([grid_x, grid_y], dim=-1)[None])[:, 0]
     for _ in range(DEPTH_ROUNDS):
         pixels = source(at)
         at = sample(depth64, pixels)[:, 0]

@@ -87,6 +87,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         device=device,
         vqgan=args.vqgan or args.models,
         clip=args.clip or args.models,
+        depth=args.depth or (args.models if args.models == run.TINY else None),
         random_weights=args.random_weights,
         encode_while_rendering={"auto": None, "during": True, "after": False}[args.encode],
         memory=args.memory,
@@ -236,6 +237,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             warmup=args.warmup,
             executions=executions,
+            **({"depth": args.depth} if args.depth else {}),
         )
     if args.json:
         figures = {
@@ -308,6 +310,12 @@ def _add_bench_verb(sub: argparse._SubParsersAction) -> None:
         action="append",
         help="CLIP architecture (registry name); give it again to measure each in one run",
     )
+    p.add_argument(
+        "--depth",
+        metavar="NAME",
+        help="also time the 3D camera with this depth model (default: the storyboard's, "
+        "when it moves the 3D camera), e.g. depth-anything-v2-small",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each part (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     p.add_argument("--compare", action="store_true", help="also time the classic loop")
@@ -352,9 +360,16 @@ def _add_storyboard_verbs(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     cli_batch.add_memory_option(p, per="on the device")
-    p.add_argument("--models", metavar="NAME", help="use NAME for both VQGAN and CLIP (e.g. tiny)")
+    p.add_argument(
+        "--models",
+        metavar="NAME",
+        help="use NAME for both VQGAN and CLIP (e.g. tiny: the depth model too)",
+    )
     p.add_argument("--vqgan", metavar="NAME", help="override the storyboard's VQGAN")
     p.add_argument("--clip", metavar="NAME", help="override the storyboard's CLIP")
+    p.add_argument(
+        "--depth", metavar="NAME", help="override the storyboard's depth model (3D camera)"
+    )
     p.add_argument(
         "--random-weights",
         action="store_true",

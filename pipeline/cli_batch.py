@@ -65,6 +65,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         device=args.device,
         vqgan=args.vqgan or args.models,
         clip=args.clip or args.models,
+        depth=args.models if args.models == run.TINY else None,  # tiny has a depth model too
         random_weights=args.random_weights,
         memory=args.memory,
     )

@@ -6,6 +6,8 @@ Per frame (DESIGN.md, "Engine per frame"):
   2. otherwise: the previous frame's image, warped by zoom/rotate/pan, encoded to latents,
      optimised `steps` steps (for a VQGAN that cannot hold a move smaller than a latent
      cell, the move is held over the latents until it reaches a few cells: Engine.move);
+     with the 3D camera, warped through its depth, which the depth model estimates once
+     for each optimised frame (Engine.move_3d);
   3. one step: quantise (straight-through) → decode → cutouts → CLIP → weighted spherical
      distance to the frame's aim (its prompts a few steps' worth ahead: Plan.aim; negative
      weights push away) → backward → Adam → clamp. Each optimised frame starts a fresh Adam.
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipeline import camera3d
 from pipeline import record as records
 from pipeline.camera import camera_path, reach, warp_by
 from pipeline.colour import match_colours
@@ -63,6 +66,8 @@ class Anchor:
     # The camera's move from the latents' picture to the one shown, while it is held
     # (Engine.move); None: the image is the latents' picture.
     held: torch.Tensor | None = None
+    # With the 3D camera: the image's depth (1, 1, H, W) in middle distances (camera3d).
+    depth: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,9 @@ class Engine(Latents):
     """VQGAN + CLIP, loaded once, and the operations a frame is made of: the VQGAN side
     (latents.py), CLIP's guidance, the frame's steps."""
 
-    def __init__(self, vqgan, clip, settings: EngineSettings):
-        """`clip`: one CLIP model, or (CLIP model, weight) pairs whose losses are summed."""
+    def __init__(self, vqgan, clip, settings: EngineSettings, depth=None):
+        """`clip`: one CLIP model, or (CLIP model, weight) pairs whose losses are summed;
+        `depth`: the depth model the 3D camera reads (pipeline.models.depth), if it moves."""
         self.guides = guides(clip)
         self.clip = self.guides[0].model  # the first CLIP (the only one, usually)
         if settings.camera_hold is None:
@@ -100,6 +106,7 @@ class Engine(Latents):
         self.images: dict[str, Path] = {}  # the pictures `image: PATH` prompts name
         # The first frame of the shot being made, whose colours the others are matched to.
         self.reference: torch.Tensor | None = None
+        self.depth_model = depth
 
     @property
     def embeddings(self) -> dict[str, torch.Tensor]:
@@ -263,9 +270,29 @@ class Engine(Latents):
                 return previous.z, held
             return warp_by(previous.z, matrix, self.canvas), held
         moved = source if held is not None else warp_by(source, matrix)
+        return self.encode_moved(moved), held
+
+    def move_3d(self, previous: Anchor, plan: Plan, index: int) -> torch.Tensor:
+        """The latents frame `index` starts from with the 3D camera: the previous optimised
+        frame moved through its depth by the camera between (no camera hold: the move is
+        encoded every frame)."""
+        source = previous.z if self.speed.latent_warp else previous.image
+        moved = camera3d.moved(plan, source, previous.depth, previous.index, index)
+        return moved if self.speed.latent_warp else self.encode_moved(moved)
+
+    def encode_moved(self, moved: torch.Tensor) -> torch.Tensor:
+        """A moved picture's latents, its colours first matched to the shot's first frame's
+        (with colour coherence)."""
         if self.settings.color_coherence != "off" and self.reference is not None:
             moved = match_colours(moved, self.reference, self.settings.color_coherence)
-        return self.image_to_latent(moved), held
+        return self.image_to_latent(moved)
+
+    def depth_of(self, image: torch.Tensor) -> torch.Tensor:
+        """The depth of a frame's picture (camera3d.depth_of), estimated by the depth model."""
+        if self.depth_model is None:
+            raise RuntimeError("a plan that moves the 3D camera needs an Engine with a depth model")
+        with torch.no_grad():
+            return camera3d.depth_of(self.depth_model(image.float()))
 
     def anchor(
         self, index: int, plan: Plan, previous: Anchor | None, first_frame: int = 0
@@ -285,6 +312,8 @@ class Engine(Latents):
             else:
                 z = self.random_latent(generator)
             steps = self.settings.first_steps
+        elif plan.camera_3d:
+            z, steps = self.move_3d(previous, plan, index), self.settings.steps
         else:
             z, held = self.move(previous, camera_path(plan, previous.index, index))
             steps = self.settings.steps
@@ -294,13 +323,16 @@ class Engine(Latents):
             image = self.shown(result.z, held)
         if previous is None or frame.cut:  # as saved, so that a resume matches to the same
             self.reference = image.mul(255).round().div(255)
-        return Anchor(index, result.z, image, result.loss, held)
+        depth = self.depth_of(image) if plan.camera_3d else None
+        return Anchor(index, result.z, image, result.loss, held, depth)
 
     def state(self, anchor: Anchor) -> dict[str, Any]:
         """What the frame store saves to continue after `anchor`."""
         state = {"z": anchor.z}
         if anchor.held is not None:
             state["held"] = anchor.held
+        if anchor.depth is not None:
+            state["depth"] = anchor.depth
         if self.settings.color_coherence != "off" and self.reference is not None:
             state["reference"] = self.reference.mul(255).round().to(torch.uint8)
         return state
@@ -313,14 +345,21 @@ class Engine(Latents):
         held = None if held is None else held.cpu()  # camera matrices live on the CPU
         with torch.no_grad():
             image = self.shown(state["z"], held)
-        return Anchor(index, state["z"], image, held=held)
+        depth = state.get("depth")
+        depth = None if depth is None else depth.to(self.device)
+        return Anchor(index, state["z"], image, held=held, depth=depth)
 
 
 def in_between(plan: Plan, a: Anchor, b: Anchor, index: int) -> torch.Tensor:
     """A frame between two optimised ones: `a` moved forward and `b` moved back by the
-    plan's own motion (so the warps are exact), blended by how near each one is."""
-    forward = warp_by(a.image, camera_path(plan, a.index, index))
-    backward = warp_by(b.image, torch.linalg.inv(camera_path(plan, index, b.index)))
+    plan's own motion (so the warps are exact; with the 3D camera, each through its own
+    depth), blended by how near each one is."""
+    if plan.camera_3d:
+        forward = camera3d.moved(plan, a.image, a.depth, a.index, index)
+        backward = camera3d.moved(plan, b.image, b.depth, b.index, index)
+    else:
+        forward = warp_by(a.image, camera_path(plan, a.index, index))
+        backward = warp_by(b.image, torch.linalg.inv(camera_path(plan, index, b.index)))
     weight = (index - a.index) / (b.index - a.index)
     return forward * (1 - weight) + backward * weight
 

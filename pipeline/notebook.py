@@ -187,4 +187,5 @@ def _colab_secrets() -> None:
 
 def _options(models: str, **values: Any) -> run.RenderOptions:
     chosen = models.strip() or None
-    return run.RenderOptions(vqgan=chosen, clip=chosen, **values)
+    depth = chosen if chosen == run.TINY else None  # the tiny models include a depth model
+    return run.RenderOptions(vqgan=chosen, clip=chosen, depth=depth, **values)

@@ -65,10 +65,11 @@ class ModelUsed:
 
 @dataclass(frozen=True)
 class ModelsUsed:
-    """The VQGAN and the CLIPs a render used."""
+    """The VQGAN and the CLIPs a render used, and the depth model of one with a 3D camera."""
 
     vqgan: ModelUsed
     clips: tuple[ModelUsed, ...]
+    depth: ModelUsed | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As a record and render.json write them."""
@@ -77,7 +78,10 @@ class ModelsUsed:
             clip = {"name": self.clips[0].name, "sha256": self.clips[0].sha256}
         else:
             clip = [{"name": c.name, "sha256": c.sha256, "weight": c.weight} for c in self.clips]
-        return {"vqgan": {"name": self.vqgan.name, "sha256": self.vqgan.sha256}, "clip": clip}
+        written = {"vqgan": {"name": self.vqgan.name, "sha256": self.vqgan.sha256}, "clip": clip}
+        if self.depth is not None:
+            written["depth"] = {"name": self.depth.name, "sha256": self.depth.sha256}
+        return written
 
     @classmethod
     def from_json(cls, data: Any) -> ModelsUsed | None:
@@ -90,9 +94,10 @@ class ModelsUsed:
         try:
             vqgan = _model(data.get("vqgan"), 1.0)
             clips = tuple(_model(entry, entry.get("weight")) for entry in entries or ())
+            depth = _model(data["depth"], 1.0) if data.get("depth") is not None else None
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
-        return cls(vqgan, clips) if clips else None
+        return cls(vqgan, clips, depth) if clips else None
 
     def names(self) -> list[tuple[str, float | None]]:
         """The VQGAN's name (no weight) and each CLIP's name and weight, in order."""
@@ -100,8 +105,10 @@ class ModelsUsed:
 
     @property
     def random(self) -> tuple[bool, ...]:
-        """Whether each model (the VQGAN, then the CLIPs) had random weights."""
-        return tuple(model.random for model in (self.vqgan, *self.clips))
+        """Whether each model (the VQGAN, then the CLIPs, then any depth model) had random
+        weights."""
+        depth = () if self.depth is None else (self.depth,)
+        return tuple(model.random for model in (self.vqgan, *self.clips, *depth))
 
 
 def _model(entry: Any, weight: Any) -> ModelUsed:

@@ -28,6 +28,7 @@ from pipeline.story import (
     Story,
     again,
     clip_names,
+    depth_name,
     load,
     model_name,
     optimised_steps,
@@ -72,6 +73,7 @@ def render(
     soundtrack = soundtrack_of(story, options)
     device = pick_device(options.device)
     models = 1 + len(dict.fromkeys(name for name, _ in clip_names(story, options)))
+    models += depth_name(story, options) is not None
     loaded = load_models(
         story,
         options,
@@ -200,7 +202,7 @@ def make_engine(
     from pipeline.models.loading import digest
     from pipeline.settings import EngineSettings, Execution, Speed
 
-    vqgan, clips = loaded
+    vqgan, clips, depth = (*loaded, None)[:3]
     settings = render_settings(story, options)
     speed = options.speed or Speed.fast(device, settings.cadence)
     execution = options.execution
@@ -211,14 +213,14 @@ def make_engine(
         log.info("torch.compile %s: %s", "on" if compiled else "off", why)
         execution = replace(Execution.fast(device, speed, vqgan), compile=compiled)
     engine = Engine(vqgan, clips, EngineSettings.for_render(
-        settings, story.board.seed, device, speed, execution))  # fmt: skip
+        settings, story.board.seed, device, speed, execution), depth)  # fmt: skip
     began, left = (None, 0)
     if options.execution is None and store is not None:
         began, left = _began_with(store, story, options)
     if began is not None:
         if options.compile is not None:  # asked for otherwise: refused as a changed setting
             began = replace(began, compile=options.compile)
-        kept = Engine(vqgan, clips, replace(engine.settings, execution=began))
+        kept = Engine(vqgan, clips, replace(engine.settings, execution=began), depth)
         held = memory.fits(kept, options.memory) if left else None
         if held is not None and not held.fits:
             fresh = memory.fit(engine, options.memory)
@@ -246,13 +248,16 @@ def make_engine(
         fitted = memory.fit(engine, options.memory)
         (log.info if fitted.fits else log.warning)("memory: %s", fitted.describe())
         if fitted.execution != engine.execution:
-            engine = Engine(vqgan, clips, replace(engine.settings, execution=fitted.execution))
+            engine = Engine(
+                vqgan, clips, replace(engine.settings, execution=fitted.execution), depth
+            )
     models = ModelsUsed(
         ModelUsed(model_name(story, options), digest(vqgan)),
         tuple(
             ModelUsed(name, digest(model), weight)
             for (name, weight), (model, _) in zip(clip_names(story, options), clips, strict=True)
         ),
+        None if depth is None else ModelUsed(str(depth_name(story, options)), digest(depth)),
     ).to_json()
     # The pictures by content, so that frames made from a picture since replaced are never
     # continued as if nothing had changed.
@@ -289,11 +294,26 @@ def download_models(
     none for random weights."""
     if options.random_weights:
         return
-    from pipeline.models.download import ensure_downloaded
+    from pipeline.errors import ModelError
+    from pipeline.models.download import OWN_MODELS, ensure_downloaded
 
     names = [model_name(story, options), *(name for name, _ in clip_names(story, options))]
     for name in dict.fromkeys(names):
         ensure_downloaded(name, on_bytes)
+    depth = depth_name(story, options)
+    if depth is None:
+        return
+    try:
+        ensure_downloaded(depth, on_bytes)
+    except ModelError as error:
+        # Never a silent 2D render instead: the storyboard asked for the 3D camera.
+        said = str(error).replace(OWN_MODELS, "the tiny models have a depth model too: try "
+                                  "`--models tiny` to see the path work (noise)")  # fmt: skip
+        raise ModelError(
+            f"{story.board.path.name} moves the 3D camera (translate, rotate_3d or fov), which "
+            f"reads each optimised frame's depth with the depth model {depth}: download it "
+            f"with `feverdream models download {depth}`. {said}"
+        ) from None
 
 
 def frames_folder(story: Story, options: RenderOptions) -> Path:
@@ -316,12 +336,17 @@ def load_models(
     on_bytes: Callable[[int, int | None], None] = lambda done, total: None,
     on_loading: Callable[[], None] = lambda: None,
 ) -> tuple[Any, list[tuple[Any, float]]]:
-    """The render's VQGAN and (CLIP, weight) pairs on `device`, downloading registry models
-    not yet here (`on_bytes(done, total)` follows each file); `on_loading` is told when the
-    files are all here and loading begins."""
-    from pipeline.models.loading import load_all
+    """The render's VQGAN and (CLIP, weight) pairs on `device`, and its depth model when its
+    storyboard moves the 3D camera (a third item), downloading registry models not yet here
+    (`on_bytes(done, total)` follows each file); `on_loading` is told when the files are all
+    here and loading begins."""
+    from pipeline.models.loading import load_all, load_depth_model
 
     download_models(story, options, on_bytes)
     on_loading()
-    return load_all(model_name(story, options), clip_names(story, options), device,
-                    random_weights=options.random_weights)  # fmt: skip
+    depth = depth_name(story, options)
+    depth_model = None if depth is None else load_depth_model(
+        depth, device, random_weights=options.random_weights)  # fmt: skip
+    vqgan, clips = load_all(model_name(story, options), clip_names(story, options), device,
+                            random_weights=options.random_weights)  # fmt: skip
+    return (vqgan, clips) if depth_model is None else (vqgan, clips, depth_model)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.models.catalogue import RANDOM_WEIGHTS_NOTE
+from pipeline.models.catalogue import RANDOM_WEIGHTS_NOTE, TINY
 from pipeline.rendering import download_models, frames_done, frames_folder, load_models, render
 from pipeline.shots import (
     Held,
@@ -45,6 +45,7 @@ from pipeline.story import (
     aim_lead,
     aim_settings,
     clip_names,
+    depth_name,
     load,
     model_name,
     optimised_steps,
@@ -72,7 +73,7 @@ __all__ = [
     # rendering it
     "RenderOptions", "Progress", "Rendered", "render", "speed", "execution", "pick_device",
     "render_folder", "frames_folder", "render_settings", "optimised_steps", "frames_done",
-    "model_name", "clip_names", "soundtrack", "load_models", "download_models",
+    "model_name", "clip_names", "depth_name", "soundtrack", "load_models", "download_models",
     # a batch: its shots rendered apart, then finished as one
     "shots", "render_shot", "ShotRendered", "finish", "folder_holds", "Held",
     "shot_frames_done",
@@ -83,7 +84,7 @@ __all__ = [
     # models
     "models_folder", "models_status", "model_on_disk", "download_model", "fetch_model",
     "model_paths",
-    "verify_model", "RANDOM_WEIGHTS_NOTE",
+    "verify_model", "RANDOM_WEIGHTS_NOTE", "TINY",
     # the example storyboards, and files written whole or not at all
     "copy_examples", "example_storyboards", "atomic_write", "atomic_write_json",
 ]  # fmt: skip
@@ -93,12 +94,13 @@ __all__ = [
 
 
 def models_named(path: str | Path) -> list[str]:
-    """The models a storyboard names (VQGAN first, then its CLIPs), read without its
-    soundtrack's analysis."""
+    """The models a storyboard names (VQGAN first, then its CLIPs, then the depth model of one
+    with a 3D camera key), read without its soundtrack's analysis."""
     from pipeline.storyboard import load_storyboard
 
-    models = load_storyboard(path).models
-    return [models.vqgan, *(name for name, _ in models.clips)]
+    board = load_storyboard(path)
+    depth = [board.models.depth] if board.camera_3d else []
+    return [board.models.vqgan, *(name for name, _ in board.models.clips), *depth]
 
 
 def plan_table(story: Story, every_frame: bool = False) -> str:
@@ -181,10 +183,13 @@ def bench_settings(story: Story | None) -> RenderSettings:
 
 def bench(story: Story | None, speeds: dict[str, Speed], device: str, **options: Any) -> dict:
     """Time the engine with random full-size weights (pipeline.bench.bench_engines' options),
-    with the storyboard's models and settings, or the defaults without one."""
+    with the storyboard's models and settings (its depth model too, when it moves the 3D
+    camera), or the defaults without one."""
     from pipeline.bench import bench_engines
     from pipeline.storyboard import Models
 
+    if "depth" not in options and story is not None and story.board.camera_3d:
+        options["depth"] = story.board.models.depth
     return bench_engines(
         speeds,
         device,
@@ -287,7 +292,7 @@ def models_folder() -> Path:
 
 
 def models_status(kind: str) -> list[ModelStatus]:
-    """Every known model of a kind ("vqgan" or "clip"): here or not, size, paths."""
+    """Every known model of a kind ("vqgan", "clip" or "depth"): here or not, size, paths."""
     from pipeline.models.files import status
 
     return status(kind)
@@ -319,11 +324,11 @@ def fetch_model(name: str, on_bytes: Callable[[int, int | None], None] | None = 
 
 def model_paths(name: str) -> list[Path]:
     """A model's files, built first if it is one feverdream builds (tiny)."""
-    from pipeline.models.catalogue import find_entry
+    from pipeline.models.catalogue import find_entries
     from pipeline.models.files import model_paths as paths
     from pipeline.models.tiny import ensure_built
 
-    ensure_built(find_entry("vqgan", name), find_entry("clip", name))
+    ensure_built(*find_entries(name))
     return paths(name)
 
 

@@ -14,7 +14,15 @@ from typing import Protocol
 
 from pipeline.errors import FeverdreamError
 from pipeline.expressions import AUDIO_VARIABLES
-from pipeline.storyboard import Keyframe, Storyboard, Time, Value, is_picture
+from pipeline.storyboard import (
+    DEFAULT_FOV,
+    FOV_RANGE,
+    Keyframe,
+    Storyboard,
+    Time,
+    Value,
+    is_picture,
+)
 
 JSON_DECIMALS = 6
 
@@ -61,6 +69,11 @@ class FramePlan:
     # The prompts with a morph's fraction sharpened (SHARPEN); None: the same as `prompts`.
     # Not in the JSON: it follows from the storyboard, as `prompts` do.
     sharpened: tuple[tuple[str, float], ...] | None = None
+    # The 3D camera's move this frame (pipeline/camera3d.py), in a storyboard with a 3D key;
+    # None in one without (and then not in the JSON, which stays as it was).
+    translate: tuple[float, float, float] | None = None
+    rotate_3d: tuple[float, float, float] | None = None
+    fov: float | None = None
 
     def to_json(self) -> dict:
         values = {
@@ -76,6 +89,10 @@ class FramePlan:
         if self.init_image is not None:
             values["init_image"] = self.init_image
             values["init_strength"] = _rounded(self.init_strength)
+        if self.translate is not None:
+            values["translate"] = [_rounded(v) for v in self.translate]
+            values["rotate_3d"] = [_rounded(v) for v in self.rotate_3d or (0.0, 0.0, 0.0)]
+            values["fov"] = _rounded(self.fov if self.fov is not None else DEFAULT_FOV)
         return values
 
     @classmethod
@@ -92,7 +109,14 @@ class FramePlan:
             prompts=tuple(values["prompts"].items()),
             init_image=values.get("init_image"),
             init_strength=values.get("init_strength", 0.0),
+            translate=_vector(values.get("translate")),
+            rotate_3d=_vector(values.get("rotate_3d")),
+            fov=values.get("fov"),
         )
+
+
+def _vector(values: list[float] | None) -> tuple[float, float, float] | None:
+    return None if values is None else (values[0], values[1], values[2])
 
 
 def _rounded(value: float) -> float:
@@ -139,6 +163,11 @@ class Plan:
     @property
     def n_frames(self) -> int:
         return len(self.frames)
+
+    @property
+    def camera_3d(self) -> bool:
+        """Whether its frames move the 3D camera (a storyboard with a 3D key)."""
+        return bool(self.frames) and self.frames[0].translate is not None
 
     @property
     def prompt_texts(self) -> tuple[str, ...]:
@@ -284,6 +313,7 @@ def build_plan(board: Storyboard, features: Features | None = None) -> Plan:
         env = variables(f)
         t = env["t"]
         zoom = _track(board, times, t, env, lambda kf: kf.zoom, default=1.0, evaluate=_check_zoom)
+        camera_3d = _camera_3d(board, times, t, env) if board.camera_3d else {}
         prompts = _prompts(board, times, t, env)
         sharpened = _prompts(board, times, t, env, sharpen)
         frames.append(
@@ -299,6 +329,7 @@ def build_plan(board: Storyboard, features: Features | None = None) -> Plan:
                 init_image=starts.get(f),
                 init_strength=board.init_strength if starts.get(f) else 0.0,
                 sharpened=None if sharpened == prompts else sharpened,
+                **camera_3d,
             )
         )
     marks = tuple(
@@ -361,12 +392,40 @@ def _evaluate_at_keyframes(board: Storyboard, times: list[float], variables) -> 
     """Evaluate every expression at every keyframe's time, so errors show before a render."""
     for kf, t in zip(board.keyframes, times, strict=True):
         env = variables(math.ceil(t * board.fps - 1e-9))
-        values = [kf.zoom, kf.rotate, *(kf.pan or ()), *(w for _, w in kf.prompt or ())]
-        for value in values:
-            if value is not None:
-                value.at(env)
+        for value in kf.values:
+            value.at(env)
         if kf.zoom is not None:
             _check_zoom(kf.zoom, env)
+        if kf.fov is not None:
+            _check_fov(kf.fov, env)
+
+
+def _check_fov(value: Value, env: dict[str, float]) -> float:
+    fov = value.at(env)
+    low, high = FOV_RANGE
+    if not low <= fov <= high:
+        raise value.where.error(
+            f"fov is {fov:g} degrees at {env['t']:.3f}s; give {low:g} to {high:g} "
+            f"(the camera's horizontal field of view; {DEFAULT_FOV:g} if left out)"
+        )
+    return fov
+
+
+def _camera_3d(board: Storyboard, times, t: float, env) -> dict:
+    """A frame's 3D camera (FramePlan.translate, rotate_3d, fov): each axis a track of its
+    own, eased as the other keys are."""
+
+    def axis(key: str, i: int) -> float:
+        return _track(board, times, t, env, lambda kf: (getattr(kf, key) or (None,) * 3)[i],
+                      default=0.0)  # fmt: skip
+
+    return {
+        "translate": (axis("translate", 0), axis("translate", 1), axis("translate", 2)),
+        "rotate_3d": (axis("rotate_3d", 0), axis("rotate_3d", 1), axis("rotate_3d", 2)),
+        "fov": _track(
+            board, times, t, env, lambda kf: kf.fov, default=DEFAULT_FOV, evaluate=_check_fov
+        ),
+    }
 
 
 def _check_zoom(value: Value, env: dict[str, float]) -> float:
@@ -462,6 +521,8 @@ def format_table(plan: Plan, *, every_frame: bool = False) -> str:
                 f"{fp.t:>14.3f}s  {fp.frame:>11}  {fp.zoom:>13.4f}  {fp.rotate:>13.3f}  "
                 f"{fp.pan_x:>8.2f},{fp.pan_y:>8.2f}  {_start(fp)}{_describe_prompts(fp.prompts)}"
             )
+            if plan.camera_3d:
+                rows.append(f"{'':>29}3D  {_describe_3d(fp)}")
         return "\n".join(rows)
     starts = sorted({m.frame for m in plan.keyframes if m.frame < plan.n_frames} | {0})
     for first, end in zip(starts, [*starts[1:], plan.n_frames], strict=True):
@@ -472,4 +533,13 @@ def format_table(plan: Plan, *, every_frame: bool = False) -> str:
             f"{a.pan_x:>4.1f},{a.pan_y:<4.1f}-{b.pan_x:>4.1f},{b.pan_y:<4.1f}  "
             f"{_start(a)}{_describe_prompts(a.prompts)}"
         )
+        if plan.camera_3d:
+            rows.append(f"{'':>29}3D  {_describe_3d(a)}  to  {_describe_3d(b)}")
     return "\n".join(rows)
+
+
+def _describe_3d(fp: FramePlan) -> str:
+    """A frame's 3D camera, for the plan's table."""
+    translate = ", ".join(f"{v:.3g}" for v in fp.translate or ())
+    turn = ", ".join(f"{v:.3g}" for v in fp.rotate_3d or ())
+    return f"translate [{translate}]  rotate_3d [{turn}]°  fov {fp.fov:.3g}°"

@@ -75,6 +75,8 @@ class RenderOptions:
     device: str | None = None  # "cpu" or "cuda"; default cuda when available
     vqgan: str | None = None  # override the storyboard's models (registry names or paths)
     clip: str | None = None
+    depth: str | None = None  # the 3D camera's; `--models tiny` sets all three
+
     random_weights: bool = False  # the named architectures with random weights (benchmarks)
     speed: Speed | None = None  # default Speed.fast for the device and storyboard's cadence
     # How the engine computes (layout, compilation, memory); None: Execution.fast, compiled
@@ -208,6 +210,14 @@ def clip_names(story: Story, options: RenderOptions) -> tuple[tuple[str, float],
     if options.clip:
         return ((options.clip, 1.0),)
     return tuple((story.board.model(name), weight) for name, weight in story.board.models.clips)
+
+
+def depth_name(story: Story, options: RenderOptions) -> str | None:
+    """The depth model a render reads (None: its storyboard has no 3D camera key): the
+    option, else the storyboard's."""
+    if not story.board.camera_3d:
+        return None
+    return options.depth or story.board.model(story.board.models.depth)
 
 
 def soundtrack(

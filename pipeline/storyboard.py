@@ -47,9 +47,26 @@ TOP_KEYS = (
 )
 RENDER_KEYS = ("size", "steps", "first_steps", "cuts", "lr", "cadence", "color_coherence")
 COLOR_COHERENCE = ("off", "lab", "rgb")
-MODEL_KEYS = ("vqgan", "clip")
+MODEL_KEYS = ("vqgan", "clip", "depth")
 AUDIO_KEYS = ("file", "offset", "fade_in", "fade_out")
-KEYFRAME_KEYS = ("at", "prompt", "zoom", "rotate", "pan", "ease", "cut", "init_image")
+KEYFRAME_KEYS = (
+    "at",
+    "prompt",
+    "zoom",
+    "rotate",
+    "pan",
+    "translate",
+    "rotate_3d",
+    "fov",
+    "ease",
+    "cut",
+    "init_image",
+)
+# The 3D camera's keys (pipeline/camera3d.py): a storyboard that uses one moves through the
+# picture with its depth, estimated by the depth model (`models: depth:`).
+CAMERA_3D_KEYS = ("translate", "rotate_3d", "fov")
+FOV_RANGE = (1.0, 170.0)  # degrees, the 3D camera's horizontal field of view
+DEFAULT_FOV = 40.0  # degrees, as Deforum's
 # A prompt written `image: PATH` is a picture CLIP steers toward (or, weighted below 0, away).
 IMAGE_PROMPT = "image:"
 
@@ -107,9 +124,23 @@ class Keyframe:
     zoom: Value | None = None
     rotate: Value | None = None
     pan: tuple[Value, Value] | None = None
+    # The 3D camera: the camera moves [x, y, z] (x, y: pixels at the middle distance, as
+    # `pan`; z: forward, a fraction of the middle distance) and turns [x, y, z] degrees each
+    # frame, over a horizontal field of view of `fov` degrees.
+    translate: tuple[Value, Value, Value] | None = None
+    rotate_3d: tuple[Value, Value, Value] | None = None
+    fov: Value | None = None
     ease: str = "linear"
     cut: bool = False
     init_image: str | None = None  # as written; the shot this keyframe starts begins from it
+
+    @property
+    def values(self) -> list[Value]:
+        """Every number or expression the keyframe sets (motion and prompt weights)."""
+        motion = [self.zoom, self.rotate, self.fov]
+        motion += [*(self.pan or ()), *(self.translate or ()), *(self.rotate_3d or ())]
+        weights = [weight for _, weight in self.prompt or ()]
+        return [value for value in motion + weights if value is not None]
 
 
 @dataclass(frozen=True)
@@ -143,6 +174,9 @@ class Models:
     # The CLIPs the loss listens to, each with its weight (their losses are summed):
     # `clip: NAME`, a list of names, or a mapping of names to weights.
     clips: tuple[tuple[str, float], ...] = (("ViT-B/32", 1.0),)
+    # What the 3D camera reads each optimised frame's depth with (used only by a storyboard
+    # with a 3D key).
+    depth: str = "depth-anything-v2-small"
 
 
 @dataclass(frozen=True)
@@ -186,10 +220,15 @@ class Storyboard:
         for kf in self.keyframes:
             if kf.at.beat is not None:
                 return True
-            values = [kf.zoom, kf.rotate, *(kf.pan or ()), *(w for _, w in kf.prompt or ())]
-            if any(v is not None and v.expression and v.expression.uses_audio for v in values):
+            if any(v.expression and v.expression.uses_audio for v in kf.values):
                 return True
         return self.duration is not None and self.duration.beat is not None
+
+    @property
+    def camera_3d(self) -> bool:
+        """Whether a keyframe sets a 3D camera key: the video moves through the picture
+        with its depth (and zoom, rotate and pan move the 3D camera: schedule.build_plan)."""
+        return any(getattr(kf, key) is not None for kf in self.keyframes for key in CAMERA_3D_KEYS)
 
     def model(self, name: str) -> str:
         """A model as the storyboard names it: a file relative to the storyboard (like its
@@ -471,6 +510,8 @@ def _models(ctx: _Context, node: yaml.Node) -> Models:
         fields["vqgan"] = _model_name(ctx, entries["vqgan"][1], "models.vqgan", "vqgan")
     if "clip" in entries:
         fields["clips"] = _clips(ctx, entries["clip"][1])
+    if "depth" in entries:
+        fields["depth"] = _model_name(ctx, entries["depth"][1], "models.depth", "depth")
     return Models(**fields)
 
 
@@ -636,12 +677,11 @@ def _keyframe(ctx: _Context, node: yaml.Node, index: int, fps: int, audio: bool)
     for name in ("zoom", "rotate"):
         if name in entries:
             fields[name] = _value(ctx, entries[name][1], f"{base}.{name}", audio=audio)
-    if "pan" in entries:
-        pan_node = entries["pan"][1]
-        if not isinstance(pan_node, yaml.SequenceNode) or len(pan_node.value) != 2:
-            raise ctx.error(pan_node, f"{base}.pan", "expected [x, y] (numbers or expressions)")
-        x, y = (_value(ctx, n, f"{base}.pan", audio=audio) for n in pan_node.value)
-        fields["pan"] = (x, y)
+    if "fov" in entries:
+        fields["fov"] = _value(ctx, entries["fov"][1], f"{base}.fov", audio=audio)
+    for name, axes in (("pan", "x, y"), ("translate", "x, y, z"), ("rotate_3d", "x, y, z")):
+        if name in entries:
+            fields[name] = _vector(ctx, entries[name][1], f"{base}.{name}", axes, audio=audio)
     if "ease" in entries:
         ease_node = entries["ease"][1]
         ease = _text(ctx, ease_node, f"{base}.ease")
@@ -667,6 +707,13 @@ def _keyframe(ctx: _Context, node: yaml.Node, index: int, fps: int, audio: bool)
             )
         fields["init_image"] = _init_image(ctx, image_node, f"{base}.init_image")
     return Keyframe(index=index, where=ctx.where(node, base), **fields)
+
+
+def _vector(ctx: _Context, node: yaml.Node, key: str, axes: str, *, audio: bool) -> tuple:
+    """`[x, y]` or `[x, y, z]` as `axes` names them: numbers or expressions."""
+    if not isinstance(node, yaml.SequenceNode) or len(node.value) != axes.count(",") + 1:
+        raise ctx.error(node, key, f"expected [{axes}] (numbers or expressions)")
+    return tuple(_value(ctx, item, key, audio=audio) for item in node.value)
 
 
 def _init_image(ctx: _Context, node: yaml.Node, key: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 from torch import nn
@@ -139,3 +139,40 @@ def test_bench_measures_each_clip_named_in_one_run(tiny_model_dir, capsys):
     out = capsys.readouterr().out
     assert "== tiny · this render" in out and "== shapes · this render" in out
     assert "a step with shapes: " in out and "the time of one with tiny" in out
+
+
+def test_a_slower_depth_model_shows_up_as_the_3d_cameras_share_of_a_frame():
+    # With a depth model, the bench times its estimate, which each optimised frame pays once:
+    # made DELAY slower (the tiny one alone takes milliseconds), the depth part shows it and
+    # the step does not; without one, there is no depth part.
+    from pipeline.models.loading import load_depth_model
+
+    vqgan, clip = load_models("tiny", "tiny", random_weights=True)
+    settings = EngineSettings(144, 256, steps=2, first_steps=2, cuts=2, lr=0.1, seed=0)
+    depth = Delayed(load_depth_model("tiny", random_weights=True))
+    plain = bench.run_bench(Engine(vqgan, clip, settings), repeats=1, warmup=1)
+    slowed = bench.run_bench(Engine(vqgan, clip, settings, depth), repeats=1, warmup=1)
+    assert plain.timings.depth == 0 and "3D camera" not in bench.describe(plain)
+    assert slowed.timings.depth > DELAY * 0.8 and slowed.timings.warp_3d > 0
+    assert abs(slowed.timings.step - plain.timings.step) < DELAY / 2
+    # Each optimised frame (every frame here: cadence 1) pays for its depth once.
+    free = bench.frame_seconds(replace(slowed.timings, depth=0.0), settings)
+    assert slowed.seconds_per_frame - free == pytest.approx(slowed.timings.depth)
+    line = next(line for line in bench.describe(slowed).splitlines() if "3D camera" in line)
+    share = float(re.search(r"\(([0-9.]+)% of a frame's time\)", line).group(1))
+    assert share == pytest.approx(100 * slowed.timings.depth / slowed.seconds_per_frame, abs=0.1)
+
+
+def test_bench_times_the_depth_model_of_a_storyboard_that_moves_the_3d_camera(
+    tiny_model_dir, tmp_path, capsys
+):
+    board = tmp_path / "board.yaml"
+    board.write_text(
+        "title: t\nsize: 360x640\nduration: 1s\nrender:\n  size: 144x256\nmodels:\n"
+        "  vqgan: tiny\n  clip: tiny\n  depth: tiny\n"
+        "keyframes:\n  - at: 0s\n    prompt: a hallway\n    translate: [0, 0, 0.02]\n"
+    )
+    args = ["bench", "--cuts", "2", "--steps", "2", "--repeats", "1", "--warmup", "0"]
+    assert main([*args, "--storyboard", str(board)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"3D camera \(tiny\), per optimised frame: depth [0-9.]+ s \([0-9.]+% ", out)

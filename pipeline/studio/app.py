@@ -244,6 +244,19 @@ class Refused(FeverdreamError):
         self.status = status
 
 
+def _camera_3d_series(plan: Any) -> dict[str, list[float]]:
+    """The 3D camera's keys per frame (translate_x..., rotate_3d_x..., fov), in a plan that
+    moves it; none in one that does not."""
+    if not plan.camera_3d:
+        return {}
+    series: dict[str, list[float]] = {}
+    for key in ("translate", "rotate_3d"):
+        for i, axis in enumerate("xyz"):
+            series[f"{key}_{axis}"] = [getattr(fp, key)[i] for fp in plan.frames]
+    series["fov"] = [fp.fov for fp in plan.frames]
+    return series
+
+
 def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
     """What the page plots: every frame's motion and prompt weights, keyframes, beats, the
     soundtrack's loudness per frame, and the time a preview and a render would take."""
@@ -280,6 +293,7 @@ def plan_view(story: run.Story, jobs: Jobs) -> dict[str, Any]:
             "rotate": [fp.rotate for fp in frames],
             "pan_x": [fp.pan_x for fp in frames],
             "pan_y": [fp.pan_y for fp in frames],
+            **_camera_3d_series(plan),
         },
         "prompts": {
             text: [dict(fp.prompts).get(text, 0.0) for fp in frames] for text in plan.prompt_texts

@@ -210,8 +210,18 @@ function panels(view) {
     { label: "zoom", series: { zoom: view.series.zoom } },
     { label: "rotate °/frame", series: { rotate: view.series.rotate } },
     { label: "pan px/frame", series: { x: view.series.pan_x, y: view.series.pan_y } },
-    { label: "prompt weights", series: view.prompts, aims: view.aims },
   ];
+  if (view.series.translate_x) { // a storyboard that moves the 3D camera: the 2D keys where it moves them too
+    const still = { zoom: 1, rotate: 0, x: 0, y: 0 };
+    const moved = (panel) => Object.entries(panel.series).some(([name, values]) => values.some((v) => v !== still[name]));
+    out.splice(0, out.length, ...out.filter(moved));
+    const s = view.series;
+    out.push({ label: "translate x, y px/frame", series: { x: s.translate_x, y: s.translate_y } });
+    out.push({ label: "translate z /frame", series: { z: s.translate_z } });
+    out.push({ label: "rotate_3d °/frame", series: { x: s.rotate_3d_x, y: s.rotate_3d_y, z: s.rotate_3d_z } });
+    out.push({ label: "fov °", series: { fov: s.fov } });
+  }
+  out.push({ label: "prompt weights", series: view.prompts, aims: view.aims });
   if (view.waveform) out.push({ label: "soundtrack", series: { loudness: view.waveform }, wave: true });
   return out;
 }
@@ -351,6 +361,10 @@ function showFrame(frame) {
     `frame ${frame}  t ${t.toFixed(3)} s`,
     `zoom ${view.series.zoom[frame].toFixed(4)}  rotate ${view.series.rotate[frame].toFixed(3)}°  ` +
       `pan ${view.series.pan_x[frame].toFixed(2)}, ${view.series.pan_y[frame].toFixed(2)} px`,
+    ...(view.series.translate_x ? [
+      `translate ${["x", "y", "z"].map((a) => view.series[`translate_${a}`][frame].toFixed(3)).join(", ")}  ` +
+      `rotate_3d ${["x", "y", "z"].map((a) => view.series[`rotate_3d_${a}`][frame].toFixed(3)).join(", ")}°  ` +
+      `fov ${view.series.fov[frame].toFixed(1)}°`] : []),
     "prompts:", ...prompts,
   ].join("\n");
   $("frame-values").dataset.frame = String(frame);
