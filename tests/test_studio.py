@@ -225,6 +225,22 @@ def test_the_plan_is_what_the_cli_plans(studio: Studio):
     assert view["models"]["download"] == [] and view["models"]["download_bytes"] == 0
 
 
+def test_the_plan_of_a_3d_storyboard_shows_its_camera_and_its_depth_model(studio: Studio):
+    # A storyboard that moves the 3D camera: the page plots its keys per frame, and the
+    # models it needs include the depth model (the studio's tiny one: nothing to download).
+    text = BOARD.replace("zoom: 1.03", "translate: [1, 0, 0.02]\n    rotate_3d: [0, 0.5, 0]")
+    assert "translate" in text
+    view = client(studio).post("/api/view", json={"name": "dread.yaml", "text": text}).json()
+    assert view["ok"], view
+    assert view["series"]["translate_z"][0] == 0.02 and view["series"]["rotate_3d_y"][0] == 0.5
+    assert view["series"]["fov"] == [40.0] * view["n_frames"]
+    roles = [(m["name"], m["role"]) for m in view["models"]["needed"]]
+    assert roles == [("tiny", "VQGAN"), ("tiny", "CLIP"), ("tiny", "depth model")]
+    # Without a 3D key, none of it.
+    flat = client(studio).post("/api/view", json={"name": "dread.yaml", "text": BOARD}).json()
+    assert "translate_z" not in flat["series"]
+
+
 def test_a_render_asked_twice_is_one_render_and_stops_when_asked(studio: Studio, tmp_path: Path):
     http, other_tab = client(studio), client(studio)
     first = http.post("/api/render", json={"name": "dread.yaml", "kind": "render"}).json()

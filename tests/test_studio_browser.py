@@ -164,6 +164,18 @@ def test_an_artist_edits_previews_and_posts_a_draft(
         (task,) = logged_in_tiktok.tasks.values()
         video = tmp_path / "outputs" / "dread" / "preview" / "dread.mp4"
         assert task.kind == "inbox" and task.sha256.hexdigest() == sha256(video)
+
+        # The 3D camera, typed: the plot shows its keys (and drops the 2D ones, unused now).
+        select_all(driver, editor)
+        editor.send_keys(DREAD.replace("zoom: 1.03", "translate: [1, 0, 0.02]\n    fov: 50"))
+        wait(driver, 20, lambda d: "translate z /frame" in plot_labels(d), "no 3D panels")
+        labels = plot_labels(driver)
+        assert "rotate_3d °/frame" in labels and "fov °" in labels and "zoom" not in labels
+        webdriver.ActionChains(driver).move_to_element_with_offset(
+            plot, plot.size["width"] // 4, 0
+        ).click().perform()
+        values = driver.find_element(By.ID, "frame-values").text
+        assert "translate 1.000, 0.000, 0.020" in values and "fov 50.0°" in values, values
     finally:
         studio.close()
 
@@ -281,6 +293,13 @@ def plot_points(driver) -> list[str]:
         line.get_attribute("points")
         for line in driver.find_elements(By.CSS_SELECTOR, "#plot polyline")
     ]
+
+
+def plot_labels(driver) -> list[str]:
+    """The plot's words and numbers, read at once (the page may be drawing it anew)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#plot text')].map((t) => t.textContent)"
+    )
 
 
 def select_all(driver, editor) -> None:

@@ -141,11 +141,13 @@ def needed_models(story: run.Story, options: run.RenderOptions) -> list[NeededMo
     """The models a render with these options reads, as the registry knows them."""
     named = [("vqgan", run.model_name(story, options))]
     named += [("clip", name) for name, _ in run.clip_names(story, options)]
+    depth = run.depth_name(story, options)  # a storyboard that moves the 3D camera
+    named += [("depth", depth)] if depth is not None else []
+    roles = {"vqgan": "VQGAN", "clip": "CLIP", "depth": "depth model"}
     needed = []
     for kind, name in dict.fromkeys(named):
         here = run.model_on_disk(kind, name)  # located, not built, by a plan's view
-        needed.append(NeededModel(name, "VQGAN" if kind == "vqgan" else "CLIP", here.source,
-                                  here.present, here.size))  # fmt: skip
+        needed.append(NeededModel(name, roles[kind], here.source, here.present, here.size))
     return needed
 
 

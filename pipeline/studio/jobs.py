@@ -97,6 +97,7 @@ class Jobs:
             device=self.device,
             vqgan=self.models,
             clip=self.models,
+            depth=self.models if self.models == run.TINY else None,  # tiny has one too
             fresh=fresh,
         )
 
