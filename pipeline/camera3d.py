@@ -7,22 +7,27 @@ Coordinates, as the 2D camera's (pipeline/camera.py): pixels from the picture's 
 right and y down; the camera looks along +z. A pinhole of horizontal field of view `fov`
 degrees: a point (X, Y, Z) shows at f·X/Z, f·Y/Z, f = (width / 2) / tan(fov / 2).
 
-Depth is the distance along z, normalised so that 1 is the picture's middle distance (its
-median depth: `normalised`). In those units a frame's move is:
+Depth is the distance along z in middle distances: 1 is the picture's middle distance (the
+median depth of what the depth model sees: `depth_of`). In those units a frame's move is:
 
 - `translate` [x, y, z]: the scene moves as `pan` moves it, x pixels right and y down at the
   middle distance (nearer things farther, farther things less), and the camera moves forward
-  z of the middle distance (0.02: a fiftieth of the way to it each frame); for a flat picture
-  at the middle distance, x and y are the 2D `pan` and z the `zoom` 1 / (1 - z);
+  z of the middle distance (0.02: a fiftieth of the way to it each frame; less than 1); for a
+  flat picture at the middle distance, x and y are the 2D `pan` and z the `zoom` 1 / (1 - z);
 - `rotate_3d` [x, y, z] degrees: the scene turns down (about the x axis), right (about the y
-  axis) and counter-clockwise (about the z axis, as the 2D `rotate`).
+  axis) and counter-clockwise (about the z axis, as the 2D `rotate`);
+- `fov`: the horizontal field of view, which sets how far a turn about x or y moves the
+  picture (its middle f·tan(angle) pixels: a wider view, fewer pixels a degree, and more
+  perspective toward the edges). Translations are given in pixels at the middle distance, so
+  they do not depend on it; a field of view that changes from frame to frame zooms (a wider
+  one shows the picture smaller).
 
 In a storyboard with a 3D key, `zoom`, `rotate` and `pan` move the 3D camera as they would
 move a flat picture at the middle distance (`frame_move`): zoom z dollies forward 1 - 1/z,
 rotate rolls, and pan trucks and pedestals.
 
-The depth model gives relative inverse depth (disparity: larger is nearer, up to an unknown
-scale); `depth_of` turns it into depth in these units.
+The depth model gives relative inverse depth (disparity: larger is nearer, known up to a
+scale and a shift); `depth_of` takes the shift as 0 and turns it into depth in these units.
 """
 
 from __future__ import annotations
@@ -120,12 +125,6 @@ def camera_path(plan: Plan, start: int, end: int, width: int) -> tuple[torch.Ten
     return move, scale
 
 
-def normalised(depth: torch.Tensor) -> torch.Tensor:
-    """A depth map (N, 1, H, W) of positive distances scaled so that its median is 1."""
-    median = depth.flatten(1).median(dim=1).values.clamp_min(1e-6)
-    return depth / median.view(-1, 1, 1, 1)
-
-
 def depth_of(disparity: torch.Tensor) -> torch.Tensor:
     """Depth (N, 1, H, W) in middle distances from a depth model's relative inverse depth:
     the disparity scaled so that the median of what it sees (disparity above 0) is 1, its
@@ -217,15 +216,18 @@ def warp(
         point = along[..., None] * back - behind
         return f * point[..., :2] / point[..., 2:].clamp_min(1e-6)
 
-    def sample(values: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+    def sample(values: torch.Tensor, pixels: torch.Tensor, fill: str) -> torch.Tensor:
         grid = (pixels * to_norm).to(values.dtype)
-        return F.grid_sample(values, grid, mode="bilinear", padding_mode=padding,
+        return F.grid_sample(values, grid, mode="bilinear", padding_mode=fill,
                              align_corners=False)  # fmt: skip
 
+    # Depth outside the picture is never 0 (a ray would meet nothing): the picture's own fill,
+    # or its border where the picture is filled with zeros.
+    around = "border" if padding == "zeros" else padding
     depth64 = depth.to(dtype)
-    at = sample(depth64, torch.stack([grid_x, grid_y], dim=-1)[None])[:, 0]
+    at = sample(depth64, torch.stack([grid_x, grid_y], dim=-1)[None], around)[:, 0]
     for _ in range(DEPTH_ROUNDS):
         pixels = source(at)
-        at = sample(depth64, pixels)[:, 0]
+        at = sample(depth64, pixels, around)[:, 0]
     pixels = source(at)
-    return sample(image, pixels.expand(batch, -1, -1, -1))
+    return sample(image, pixels.expand(batch, -1, -1, -1), padding)

@@ -65,7 +65,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         device=args.device,
         vqgan=args.vqgan or args.models,
         clip=args.clip or args.models,
-        depth=args.models if args.models == run.TINY else None,  # tiny has a depth model too
+        depth=args.depth or (args.models if args.models == run.TINY else None),
         random_weights=args.random_weights,
         memory=args.memory,
     )
@@ -135,9 +135,16 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="render workers (default: all fit)")
     add_memory_option(p, per="on each machine, shared by its workers (each GPU's, for GPU workers)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda where a worker has one")
-    p.add_argument("--models", metavar="NAME", help="use NAME for both VQGAN and CLIP (e.g. tiny)")
+    p.add_argument(
+        "--models",
+        metavar="NAME",
+        help="use NAME for both VQGAN and CLIP (e.g. tiny: the depth model too)",
+    )
     p.add_argument("--vqgan", metavar="NAME", help="override the storyboards' VQGAN")
     p.add_argument("--clip", metavar="NAME", help="override the storyboards' CLIP")
+    p.add_argument(
+        "--depth", metavar="NAME", help="override the storyboards' depth model (3D camera)"
+    )
     p.add_argument(
         "--random-weights",
         action="store_true",

@@ -12,7 +12,10 @@ from pipeline.errors import FeverdreamError
 def _size_text(size: int | None, present: bool) -> str:
     if size is None:
         return "?"
-    text = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+    if size >= 1e9:
+        text = f"{size / 1e9:.2f} GB"
+    else:
+        text = f"{size / 1e6:.0f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
     return text if present else f"~{text}"
 
 

@@ -408,6 +408,7 @@ _VERSIONED = (
     "torch",
     "torchvision",
     "open-clip-torch",
+    "timm",
     "numpy",
     "pillow",
     "librosa",

@@ -307,12 +307,13 @@ def download_models(
         ensure_downloaded(depth, on_bytes)
     except ModelError as error:
         # Never a silent 2D render instead: the storyboard asked for the 3D camera.
-        said = str(error).replace(OWN_MODELS, "the tiny models have a depth model too: try "
-                                  "`--models tiny` to see the path work (noise)")  # fmt: skip
+        said = str(error).replace(f" {OWN_MODELS}.", "")
         raise ModelError(
             f"{story.board.path.name} moves the 3D camera (translate, rotate_3d or fov), which "
-            f"reads each optimised frame's depth with the depth model {depth}: download it "
-            f"with `feverdream models download {depth}`. {said}"
+            f"reads each optimised frame's depth with the depth model {depth}, not here yet. "
+            f"{said[:1].upper()}{said[1:]}\n"
+            "to try the path without it: --depth tiny (a tiny random depth model: its depth "
+            "means nothing)"
         ) from None
 
 

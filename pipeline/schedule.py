@@ -398,6 +398,8 @@ def _evaluate_at_keyframes(board: Storyboard, times: list[float], variables) -> 
             _check_zoom(kf.zoom, env)
         if kf.fov is not None:
             _check_fov(kf.fov, env)
+        if kf.translate is not None:
+            _check_dolly(kf.translate[2], env)
 
 
 def _check_fov(value: Value, env: dict[str, float]) -> float:
@@ -411,16 +413,31 @@ def _check_fov(value: Value, env: dict[str, float]) -> float:
     return fov
 
 
+def _check_dolly(value: Value, env: dict[str, float]) -> float:
+    z = value.at(env)
+    if z >= 1:
+        raise value.where.error(
+            f"translate z is {z:g} at {env['t']:.3f}s; it must be less than 1 (the fraction of "
+            "the way to the middle distance the camera moves each frame: 0.02 is a fiftieth, "
+            "1 would reach it in one frame)"
+        )
+    return z
+
+
 def _camera_3d(board: Storyboard, times, t: float, env) -> dict:
     """A frame's 3D camera (FramePlan.translate, rotate_3d, fov): each axis a track of its
     own, eased as the other keys are."""
 
-    def axis(key: str, i: int) -> float:
+    def axis(key: str, i: int, evaluate=_plain) -> float:
         return _track(board, times, t, env, lambda kf: (getattr(kf, key) or (None,) * 3)[i],
-                      default=0.0)  # fmt: skip
+                      default=0.0, evaluate=evaluate)  # fmt: skip
 
     return {
-        "translate": (axis("translate", 0), axis("translate", 1), axis("translate", 2)),
+        "translate": (
+            axis("translate", 0),
+            axis("translate", 1),
+            axis("translate", 2, evaluate=_check_dolly),
+        ),
         "rotate_3d": (axis("rotate_3d", 0), axis("rotate_3d", 1), axis("rotate_3d", 2)),
         "fov": _track(
             board, times, t, env, lambda kf: kf.fov, default=DEFAULT_FOV, evaluate=_check_fov

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline.camera import motion, warp_by
-from pipeline.camera3d import focal, motion_3d, normalised, warp
+from pipeline.camera3d import focal, motion_3d, warp
 
 WIDTH, HEIGHT = 96, 64
 
@@ -118,6 +118,14 @@ def test_moves_compose_as_matrices():
     assert (inner(once) - inner(warp_by(image, as_2d))).abs().max() < 1e-4
 
 
-def test_depth_is_normalised_to_its_median():
-    depth = torch.tensor([[[[1.0, 2.0, 4.0]]]])
-    assert torch.equal(normalised(depth), depth / 2.0)
+def test_a_picture_filled_with_zeros_has_its_border_depth_around_it():
+    # What comes into view is 0 with zeros padding, and the rest moves as with the reflected
+    # fill: a ray that leaves the picture meets the depth at its border, not 0 (which would
+    # bring it back to the centre of the picture).
+    image = picture(3) + 0.1
+    turn = motion_3d((0, 0, 0), (0, 3, 0), WIDTH)
+    zeros = warp(image, plane(1.0), turn, padding="zeros")
+    reflected = warp(image, plane(1.0), turn)
+    assert bool((zeros[..., :4] == 0).all()), "the left edge comes into view: 0"
+    # Inside (the turn brings in f·tan 3° ≈ 7 px), the two are the same.
+    assert (inner(zeros, 12) - inner(reflected, 12)).abs().max() < 1e-6

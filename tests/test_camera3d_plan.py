@@ -6,6 +6,7 @@ included; in-betweens follow the plan's own 3D path exactly."""
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from pathlib import Path
 
@@ -113,6 +114,8 @@ def test_the_plan_table_and_plot_show_the_3d_camera(tmp_path, capsys):
         ("    translate: [1, 2, oops]\n", 11, "keyframes[1].translate", ["oops"]),
         ("    fov: 200\n", 11, "keyframes[1].fov", ["fov is 200 degrees", "1 to 170"]),
         ("    fov: '30 + 200 * t'\n", 11, "keyframes[1].fov", ["fov is", "1 to 170"]),
+        ("    translate: [0, 0, 1]\n", 11, "keyframes[1].translate", ["z is 1 ", "less than 1"]),
+        ("    translate: [0, 0, '0.5 + t']\n", 11, "keyframes[1].translate", ["at 0.5"]),
     ],
 )
 def test_bad_3d_keys_fail_at_their_line(tmp_path, capsys, keys, line, key, words):
@@ -225,3 +228,40 @@ def test_depth_of_a_disparity_that_sees_little_keeps_what_it_sees_at_the_middle_
     assert seen == pytest.approx([2.0, 1.0, 2 / 3, 0.5])  # its median (the lower middle) 2 -> 1
     assert int((depth == camera3d.FARTHEST).sum()) == 12
     assert bool((camera3d.depth_of(torch.zeros(2, 1, 3, 3)) == 1).all())
+
+
+def test_an_in_between_across_a_change_of_field_of_view_zooms_as_the_focal_lengths_say():
+    # No move, the view widening 40 -> 70 degrees over three frames: each frame shows a flat
+    # picture smaller by the ratio of its focal length to the last frame's, forward from the
+    # first and back from the second alike (the 2D camera's in-between of those zooms).
+    from pipeline.schedule import Plan
+
+    fovs = (40.0, 50.0, 60.0, 70.0)
+    still = {"translate": (0.0, 0.0, 0.0), "rotate_3d": (0.0, 0.0, 0.0)}
+    plan_3d = Plan(24, 4 / 24, tuple(frame(i, **still, fov=f) for i, f in enumerate(fovs)), (), ())
+    zooms = [1.0] + [
+        camera3d.focal(WIDTH, b) / camera3d.focal(WIDTH, a)
+        for a, b in zip(fovs, fovs[1:], strict=False)
+    ]
+    plan_2d = Plan(24, 4 / 24, tuple(frame(i, zoom=z) for i, z in enumerate(zooms)), (), ())
+    flat = torch.ones(1, 1, HEIGHT, WIDTH)
+    a = Anchor(0, torch.zeros(1), smooth_picture(4), depth=flat)
+    b = Anchor(3, torch.zeros(1), smooth_picture(5), depth=flat)
+    for index in (1, 2):
+        made, expected = in_between(plan_3d, a, b, index), in_between(plan_2d, a, b, index)
+        assert (inner(made, 16) - inner(expected, 16)).abs().max() < 1e-4, index
+
+
+def test_a_frames_turn_moves_the_picture_by_its_own_field_of_view():
+    # rotate_3d y of 2 degrees at fov 70 turns the scene right: the middle of a flat picture
+    # moves f(70)·tan(2°) pixels; at the default fov, f(40)·tan(2°).
+    for fov in (70.0, DEFAULT_FOV):
+        fp = frame(1, translate=(0.0, 0.0, 0.0), rotate_3d=(0.0, 2.0, 0.0), fov=fov)
+        image = torch.zeros(1, 1, HEIGHT, WIDTH)
+        image[..., WIDTH // 2 - 1 : WIDTH // 2 + 1] = 1.0
+        move = camera3d.frame_move(fp, WIDTH)
+        moved = camera3d.warp(image, torch.ones(1, 1, HEIGHT, WIDTH), move, fov)
+        row = moved[0, 0, HEIGHT // 2]
+        found = float((row * torch.arange(WIDTH)).sum() / row.sum()) - (WIDTH - 1) / 2
+        expected = camera3d.focal(WIDTH, fov) * math.tan(math.radians(2.0))
+        assert found == pytest.approx(expected, abs=0.05), fov

@@ -49,25 +49,30 @@ def write(tmp_path: Path, text: str = BOARD) -> Path:
     return path
 
 
-def options(tmp_path: Path, out: str) -> run.RenderOptions:
-    return run.RenderOptions(output=tmp_path / out, device="cpu", encode=False)
+def options(tmp_path: Path, out: str, latent_warp: bool = False) -> run.RenderOptions:
+    from pipeline.settings import Speed
+
+    speed = Speed(cadence=2, latent_warp=latent_warp)  # fp32 on every CPU
+    return run.RenderOptions(output=tmp_path / out, device="cpu", encode=False, speed=speed)
 
 
 def frames(folder: Path) -> list[bytes]:
     return [path.read_bytes() for path in sorted(folder.glob("*.png"))]
 
 
-def test_a_stopped_3d_render_continues_to_exactly_the_uninterrupted_frames(tmp_path):
+@pytest.mark.parametrize("latent_warp", [False, True], ids=["picture-warp", "latent-warp"])
+def test_a_stopped_3d_render_continues_to_exactly_the_uninterrupted_frames(tmp_path, latent_warp):
     story = run.load(write(tmp_path))
-    whole = run.render(story, options(tmp_path, "whole"))
+    whole = run.render(story, options(tmp_path, "whole", latent_warp))
     assert whole.frames_done == 10 and not whole.stopped
     asked = iter([False, True])
-    parts = run.render(story, options(tmp_path, "parts"), should_stop=lambda: next(asked, True))
+    stop = lambda: next(asked, True)  # noqa: E731
+    parts = run.render(story, options(tmp_path, "parts", latent_warp), should_stop=stop)
     assert parts.stopped and parts.frames_done == 3  # frames 0, 1-2 (frame 2 optimised)
     state = torch.load(parts.frames_dir / "state-000002.pt", weights_only=True)
     assert state["depth"].shape == (1, 1, 256, 144), "the optimised frame's depth is kept"
     assert float(state["depth"].median()) == pytest.approx(1.0, abs=1e-5), "in middle distances"
-    resumed = run.render(story, options(tmp_path, "parts"))
+    resumed = run.render(story, options(tmp_path, "parts", latent_warp))
     assert not resumed.stopped and resumed.frames_done == 10
     assert frames(resumed.frames_dir) == frames(whole.frames_dir)
     # The camera moved the picture: no two neighbouring frames are the same.
@@ -119,7 +124,7 @@ def test_a_3d_storyboard_without_its_depth_model_fails_before_any_frame(
     assert code == 1, err
     assert "depth-anything-v2-small" in err, err
     assert "moves the 3D camera" in err, err
-    assert "feverdream models download depth-anything-v2-small" in err, err
+    assert "--depth tiny" in err and "by hand" in err, err
     assert "--models shapes" not in err, err  # the shapes models have no depth model
     assert not list(out.glob("frames/*.png"))
     assert "Traceback" not in err
