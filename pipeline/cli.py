@@ -74,6 +74,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     story = run.load(args.storyboard)
     span = _frame_range(args.frames, story.plan.n_frames)
+    if args.depth and not story.board.camera_3d:
+        log.warning("--depth %s: %s moves no 3D camera (no translate, rotate_3d or fov key), "
+                    "so no depth model is read", args.depth, args.storyboard)  # fmt: skip
     if args.post:
         run.check_can_post(
             args.post, caption=story.board.caption or "", **cli_tiktok.post_options(args)

@@ -49,30 +49,35 @@ def write(tmp_path: Path, text: str = BOARD) -> Path:
     return path
 
 
-def options(tmp_path: Path, out: str, latent_warp: bool = False) -> run.RenderOptions:
+def options(
+    tmp_path: Path, out: str, latent_warp: bool = False, device: str = "cpu"
+) -> run.RenderOptions:
     from pipeline.settings import Speed
 
     speed = Speed(cadence=2, latent_warp=latent_warp)  # fp32 on every CPU
-    return run.RenderOptions(output=tmp_path / out, device="cpu", encode=False, speed=speed)
+    return run.RenderOptions(output=tmp_path / out, device=device, encode=False, speed=speed)
 
 
 def frames(folder: Path) -> list[bytes]:
     return [path.read_bytes() for path in sorted(folder.glob("*.png"))]
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("latent_warp", [False, True], ids=["picture-warp", "latent-warp"])
-def test_a_stopped_3d_render_continues_to_exactly_the_uninterrupted_frames(tmp_path, latent_warp):
+def test_a_stopped_3d_render_continues_to_exactly_the_uninterrupted_frames(
+    tmp_path, latent_warp, device
+):
     story = run.load(write(tmp_path))
-    whole = run.render(story, options(tmp_path, "whole", latent_warp))
+    whole = run.render(story, options(tmp_path, "whole", latent_warp, device))
     assert whole.frames_done == 10 and not whole.stopped
     asked = iter([False, True])
     stop = lambda: next(asked, True)  # noqa: E731
-    parts = run.render(story, options(tmp_path, "parts", latent_warp), should_stop=stop)
+    parts = run.render(story, options(tmp_path, "parts", latent_warp, device), should_stop=stop)
     assert parts.stopped and parts.frames_done == 3  # frames 0, 1-2 (frame 2 optimised)
     state = torch.load(parts.frames_dir / "state-000002.pt", weights_only=True)
     assert state["depth"].shape == (1, 1, 256, 144), "the optimised frame's depth is kept"
     assert float(state["depth"].median()) == pytest.approx(1.0, abs=1e-5), "in middle distances"
-    resumed = run.render(story, options(tmp_path, "parts", latent_warp))
+    resumed = run.render(story, options(tmp_path, "parts", latent_warp, device))
     assert not resumed.stopped and resumed.frames_done == 10
     assert frames(resumed.frames_dir) == frames(whole.frames_dir)
     # The camera moved the picture: no two neighbouring frames are the same.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -233,3 +234,13 @@ def test_verify_checks_a_depth_file_by_path_and_by_name(tmp_path, capsys):
     assert f"is not the published hash of depth-anything-v2-small ({SMALL.file.sha256})" in out
     assert "another architecture than depth-anything-v2-small's" in out
     assert "not usable as it is" in out
+
+
+def test_verify_tiny_checks_each_of_its_models(tiny_model_dir):
+    from pipeline.models.verify import verify
+
+    verdicts = verify(TINY)
+    assert [Path(v.path).name for v in verdicts] == [
+        "tiny-v2.ckpt", "tiny-v2-clip.pt", tiny_depth_file(models_dir()).name
+    ]  # fmt: skip
+    assert all(v.ok for v in verdicts) and "depth model" in verdicts[-1].architecture

@@ -22,10 +22,10 @@ def test_the_gpu_proof_runs_every_part_and_says_what_each_needs_a_gpu_for(tmp_pa
     report = (tmp_path / "gpu_proof.txt").read_text()
     figures = json.loads((tmp_path / "gpu_proof.json").read_text())
     parts = figures["parts"]
-    assert list(parts) == ["tests", "render", "bench", "memory", "compile"]
+    assert list(parts) == ["tests", "render", "bench", "memory", "compile", "camera3d"]
     for name, part in parts.items():
         assert "failed" not in part and "skipped" not in part, (name, part)
-    assert report.count("on a GPU this part shows") == 5
+    assert report.count("on a GPU this part shows") == 6
     # The tests part ran the marked tests on the device asked for, and they passed.
     assert parts["tests"]["exit"] == 0 and parts["tests"]["passed"] >= 1
     assert "--device-under-test cpu" in report
@@ -39,3 +39,6 @@ def test_the_gpu_proof_runs_every_part_and_says_what_each_needs_a_gpu_for(tmp_pa
     assert all(row["estimate_gib"] > 0 for row in parts["memory"]["rows"])
     assert parts["compile"]["plain_step"] > 0 and parts["compile"]["compiled_first"] > 0
     assert f"renders of {rendering.COMPILE_MIN_STEPS} steps or more" in report
+    # The 3D camera's depth model was timed, its share of a frame said.
+    assert parts["camera3d"]["timings"]["depth"] > 0 and 0 < parts["camera3d"]["depth_share"] < 1
+    assert "of a frame's time" in report

@@ -46,10 +46,11 @@ class Verdict:
 
 
 def verify(name_or_path: str) -> list[Verdict]:
-    """Check a registry model's files in the models folder, or a file given by path."""
+    """Check a registry model's files in the models folder (each kind a name has: `tiny`
+    is a VQGAN, a CLIP and a depth model), or a file given by path."""
     named = find_entries(name_or_path)
-    if named:
-        entry = named[0]
+    verdicts = []
+    for entry in named:
         ensure_built(entry)
         missing = [path for path in entry_paths(entry) if not path.is_file()]
         if missing:
@@ -57,7 +58,9 @@ def verify(name_or_path: str) -> list[Verdict]:
                 f"{entry.name} is not in the models folder ({missing[0]} is missing): "
                 f"`feverdream models download {entry.name}`, or save the file there by hand"
             )
-        return [_verify_file(entry_paths(entry)[-1 if entry.kind == "vqgan" else 0], entry)]
+        verdicts.append(_verify_file(entry_paths(entry)[-1 if entry.kind == "vqgan" else 0], entry))
+    if verdicts:
+        return verdicts
     path = Path(name_or_path).expanduser()
     if not path.is_file():
         if os.sep not in name_or_path and not path.suffix:
