@@ -218,8 +218,7 @@ def _warp_3d_time(engine: Engine, picture: torch.Tensor, timed) -> float:
     plan = _bench_plan(True)
     with torch.no_grad():
         depth = engine.depth_of(picture)
-        move, fov, fov_to = camera3d.path_between(plan, 0, 2, engine.settings.width)
-        return timed(lambda: camera3d.warp(picture, depth, move, fov, fov_to=fov_to))
+        return timed(lambda: camera3d.moved(plan, picture, depth, 0, 2))
 
 
 def frame_seconds(timings: Timings, settings: EngineSettings) -> float:

@@ -140,32 +140,20 @@ def depth_of(disparity: torch.Tensor) -> torch.Tensor:
     return torch.stack(depths)
 
 
-def path_between(
-    plan: Plan, start: int, end: int, width: int, units: str = "start"
-) -> tuple[torch.Tensor, float, float]:
-    """The move from frame `start` to `end` with the two frames' fields of view, as `warp`
-    takes them: in the units of the frame whose depth it moves (`units`, "start" or "end":
-    each optimised frame's depth has its own middle distance at 1)."""
-    move, scale = camera_path(plan, start, end, width)
-    if units == "end":
-        move = move.clone()
-        move[:3, 3] /= scale
-    return move, frame_fov(plan.frames[start]), frame_fov(plan.frames[end])
-
-
 def moved(
     plan: Plan, image: torch.Tensor, depth: torch.Tensor | None, made: int, shown: int
 ) -> torch.Tensor:
     """A picture (or its latents) made at frame `made`, with its depth, as the camera shows
-    it at frame `shown`, before or after: moved along the plan's path between the two. Its
-    pans refer to the canvas's width, which the depth map has."""
+    it at frame `shown`, before or after: moved along the plan's path between the two, in the
+    units of its own depth (each optimised frame's has its middle distance at 1). Its pans
+    refer to the canvas's width, which the depth map has."""
     assert depth is not None, "the 3D camera moves a picture whose depth is known"
     width = depth.shape[-1]
-    if shown >= made:
-        move, fov, fov_to = path_between(plan, made, shown, width)
-    else:
-        move, fov_to, fov = path_between(plan, shown, made, width, units="end")
+    move, scale = camera_path(plan, min(made, shown), max(made, shown), width)
+    if shown < made:  # back from a later frame: the path in that frame's units, undone
+        move[:3, 3] /= scale
         move = inverse(move)
+    fov, fov_to = frame_fov(plan.frames[made]), frame_fov(plan.frames[shown])
     return warp(image, depth, move, fov, fov_to=fov_to)
 
 

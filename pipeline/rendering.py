@@ -183,7 +183,7 @@ def make_engine(
     story: Story,
     options: RenderOptions,
     device: str,
-    loaded: tuple[Any, Any],
+    loaded: tuple[Any, Any, Any],
     store: FrameStore | None = None,
     start_over: str = "run with --fresh",
 ) -> tuple[Any, dict[str, Any]]:
@@ -202,7 +202,7 @@ def make_engine(
     from pipeline.models.loading import digest
     from pipeline.settings import EngineSettings, Execution, Speed
 
-    vqgan, clips, depth = (*loaded, None)[:3]
+    vqgan, clips, depth = loaded
     settings = render_settings(story, options)
     speed = options.speed or Speed.fast(device, settings.cadence)
     execution = options.execution
@@ -295,7 +295,7 @@ def download_models(
     if options.random_weights:
         return
     from pipeline.errors import ModelError
-    from pipeline.models.download import OWN_MODELS, ensure_downloaded
+    from pipeline.models.download import ensure_downloaded
 
     names = [model_name(story, options), *(name for name, _ in clip_names(story, options))]
     for name in dict.fromkeys(names):
@@ -307,13 +307,11 @@ def download_models(
         ensure_downloaded(depth, on_bytes)
     except ModelError as error:
         # Never a silent 2D render instead: the storyboard asked for the 3D camera.
-        said = str(error).replace(f" {OWN_MODELS}.", "")
+        said = str(error)
         raise ModelError(
             f"{story.board.path.name} moves the 3D camera (translate, rotate_3d or fov), which "
             f"reads each optimised frame's depth with the depth model {depth}, not here yet. "
-            f"{said[:1].upper()}{said[1:]}\n"
-            "to try the path without it: --depth tiny (a tiny random depth model: its depth "
-            "means nothing)"
+            f"{said[:1].upper()}{said[1:]}"
         ) from None
 
 
@@ -336,9 +334,9 @@ def load_models(
     device: str,
     on_bytes: Callable[[int, int | None], None] = lambda done, total: None,
     on_loading: Callable[[], None] = lambda: None,
-) -> tuple[Any, list[tuple[Any, float]]]:
-    """The render's VQGAN and (CLIP, weight) pairs on `device`, and its depth model when its
-    storyboard moves the 3D camera (a third item), downloading registry models not yet here
+) -> tuple[Any, list[tuple[Any, float]], Any]:
+    """The render's VQGAN, (CLIP, weight) pairs and depth model (None unless its storyboard
+    moves the 3D camera) on `device`, downloading registry models not yet here
     (`on_bytes(done, total)` follows each file); `on_loading` is told when the files are all
     here and loading begins."""
     from pipeline.models.loading import load_all, load_depth_model
@@ -350,4 +348,4 @@ def load_models(
         depth, device, random_weights=options.random_weights)  # fmt: skip
     vqgan, clips = load_all(model_name(story, options), clip_names(story, options), device,
                             random_weights=options.random_weights)  # fmt: skip
-    return (vqgan, clips) if depth_model is None else (vqgan, clips, depth_model)
+    return vqgan, clips, depth_model

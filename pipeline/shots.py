@@ -64,7 +64,7 @@ def render_shot(
     story: Story,
     options: RenderOptions,
     shot: tuple[int, int],
-    loaded: tuple[Any, Any] | None = None,
+    loaded: tuple[Any, Any, Any] | None = None,
     on_progress: Callable[[Progress], None] = lambda progress: None,
     sharing: int = 1,
 ) -> ShotRendered:

@@ -76,7 +76,6 @@ class RenderOptions:
     vqgan: str | None = None  # override the storyboard's models (registry names or paths)
     clip: str | None = None
     depth: str | None = None  # the 3D camera's; `--models tiny` sets all three
-
     random_weights: bool = False  # the named architectures with random weights (benchmarks)
     speed: Speed | None = None  # default Speed.fast for the device and storyboard's cadence
     # How the engine computes (layout, compilation, memory); None: Execution.fast, compiled

@@ -47,6 +47,11 @@ OWN_MODELS = (
     "feverdream's own shapes models need no download: try `--models shapes`, or "
     "storyboards/demo-shapes.yaml (`feverdream examples` copies it out)"
 )
+# The shapes world has no depth model: offline, the 3D camera's path runs on the tiny one.
+NO_DEPTH_MODEL = (
+    "`--depth tiny` renders with the tiny depth model instead (random weights: its depth "
+    "means nothing)"
+)
 
 
 class _SourceFailed(Exception):
@@ -202,10 +207,12 @@ def fetch(
     dest: Path,
     client: httpx.Client | None = None,
     on_bytes: Callable[[int, int | None], None] | None = None,
+    instead: str = OWN_MODELS,
 ) -> str:
     """Download one file to `dest` from the first of its addresses that gives it whole
     (resuming `dest.part`); returns its SHA-256. `on_bytes(done, total)` is told how far it
-    is (default: a progress bar on a terminal).
+    is (default: a progress bar on a terminal); `instead` is what to try when this machine
+    seems to be offline.
 
     An existing `dest` is checked, not fetched again. A part is resumed from the address it
     came from, tried first. Without a published hash, bytes from two addresses are never
@@ -261,7 +268,7 @@ def fetch(
             client.close()
     if not part.exists():
         origin.unlink(missing_ok=True)
-    raise ModelError(_failed(file, dest, failures, part, origin))
+    raise ModelError(_failed(file, dest, failures, part, origin, instead))
 
 
 def _verified(file: ModelFile, part: Path) -> str:
@@ -282,7 +289,12 @@ def _verified(file: ModelFile, part: Path) -> str:
 
 
 def _failed(
-    file: ModelFile, dest: Path, failures: list[tuple[str, str]], part: Path, origin: Path
+    file: ModelFile,
+    dest: Path,
+    failures: list[tuple[str, str]],
+    part: Path,
+    origin: Path,
+    instead: str,
 ) -> str:
     kept = ""
     if part.exists():
@@ -297,7 +309,7 @@ def _failed(
         return (
             f"could not download {file.filename}: none of its {len(failures)} addresses could "
             f"be reached ({hosts}): is this machine offline? {kept}{_by_hand(file, dest)} "
-            f"{OWN_MODELS}."
+            f"{instead}."
         )
     if len(failures) == 1:
         ((url, reason),) = failures
@@ -316,10 +328,11 @@ def download_entry(
     """Fetch every file of a registry entry into `directory` (default: the models folder)."""
     directory = directory or models_dir()
     paths = []
+    instead = NO_DEPTH_MODEL if entry.kind == "depth" else OWN_MODELS
     with httpx.Client(timeout=_TIMEOUT, follow_redirects=True) as client:
         for file in entry.files:
             dest = directory / file.filename
-            fetch(file, dest, client, on_bytes)
+            fetch(file, dest, client, on_bytes, instead)
             paths.append(dest)
     return paths
 
