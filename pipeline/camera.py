@@ -1,5 +1,6 @@
 """The 2D camera: a frame's zoom, rotation and pan as a 3x3 matrix in centred pixel
-coordinates, moves composed along the plan, and pictures (or latents) moved by them."""
+coordinates, moves composed along the plan, and pictures (or latents) moved by them; and a
+picture as either camera (this one or camera3d's) shows it at another frame."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pipeline import camera3d
 from pipeline.schedule import FramePlan, Plan
 
 
@@ -64,3 +66,16 @@ def camera_path(plan: Plan, start: int, end: int) -> torch.Tensor:
     for index in range(start + 1, end + 1):
         matrix = frame_motion(plan.frames[index]) @ matrix
     return matrix
+
+
+def seen_at(
+    plan: Plan, image: torch.Tensor, depth: torch.Tensor | None, made: int, shown: int
+) -> torch.Tensor:
+    """A picture made at frame `made` as the plan's camera shows it at frame `shown`, before
+    or after: moved along the 2D camera's path, or with the 3D camera through its depth
+    (camera3d.moved)."""
+    if plan.camera_3d:
+        return camera3d.moved(plan, image, depth, made, shown)
+    if made <= shown:
+        return warp_by(image, camera_path(plan, made, shown))
+    return warp_by(image, torch.linalg.inv(camera_path(plan, shown, made)))

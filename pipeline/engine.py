@@ -32,7 +32,7 @@ from PIL import Image
 
 from pipeline import camera3d
 from pipeline import record as records
-from pipeline.camera import camera_path, reach, warp_by
+from pipeline.camera import camera_path, reach, seen_at, warp_by
 from pipeline.colour import match_colours
 from pipeline.guidance import (
     batched_backward,
@@ -146,15 +146,6 @@ class Engine(Latents):
         image = self.latent_to_image(z)
         return image if held is None else warp_by(image, held)
 
-    def loss(
-        self,
-        image: torch.Tensor,
-        targets: Sequence[torch.Tensor],
-        weights: torch.Tensor,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        return self.clip_loss(self.cutouts(image, generator), targets, weights)
-
     def cutouts(self, image: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
         """Each CLIP's cutouts of the image, at its own resolution, drawn in turn."""
         return [
@@ -206,7 +197,7 @@ class Engine(Latents):
                 held_back.backward()
                 value += held_back.item()
         else:
-            loss = self.loss(image, targets, weights, generator)
+            loss = self.clip_loss(self.cutouts(image, generator), targets, weights)
             if pull is not None:
                 loss = loss + pull.loss(z)
             loss.backward()
@@ -354,12 +345,8 @@ def in_between(plan: Plan, a: Anchor, b: Anchor, index: int) -> torch.Tensor:
     """A frame between two optimised ones: `a` moved forward and `b` moved back by the
     plan's own motion (so the warps are exact; with the 3D camera, each through its own
     depth), blended by how near each one is."""
-    if plan.camera_3d:
-        forward = camera3d.moved(plan, a.image, a.depth, a.index, index)
-        backward = camera3d.moved(plan, b.image, b.depth, b.index, index)
-    else:
-        forward = warp_by(a.image, camera_path(plan, a.index, index))
-        backward = warp_by(b.image, torch.linalg.inv(camera_path(plan, index, b.index)))
+    forward = seen_at(plan, a.image, a.depth, a.index, index)
+    backward = seen_at(plan, b.image, b.depth, b.index, index)
     weight = (index - a.index) / (b.index - a.index)
     return forward * (1 - weight) + backward * weight
 

@@ -83,3 +83,34 @@ def test_the_door_contract_names_every_module_behind_the_door():
     behind = modules - front_ends - {"pipeline.run", "pipeline.errors", "pipeline.__init__",
                                      "pipeline.__main__"}  # fmt: skip
     assert behind == set(door["forbidden_modules"])
+
+
+def test_the_architecture_page_lists_the_layers_as_the_contract_orders_them():
+    """docs/ARCHITECTURE.md's table of layers, read bottom up, names every module of the
+    layers contract once and in the contract's order, so the page a newcomer reads first
+    cannot drift from what `lint-imports` enforces."""
+    import re
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    layers = config["tool"]["importlinter"]["contracts"][0]["layers"]
+    height = {  # 0: the bottom layer
+        name.strip(): len(layers) - 1 - position
+        for position, layer in enumerate(layers)
+        for name in layer.split("|")
+    }
+    page = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    table = page.split("## The layers", 1)[1].split("\n\n")[2]
+    rows = [line.split("|")[2] for line in table.splitlines()[2:]]
+    listed: list[list[str]] = []
+    for cell in rows:
+        names = []
+        for name in re.findall(r"`([a-z0-9_*]+)/?`", cell):
+            pattern = re.compile("pipeline." + name.replace("*", ".*") + "$")
+            names += [module for module in height if pattern.match(module)] or [name]
+        listed.append(names)
+    flat = [name for names in listed for name in names]
+    assert sorted(flat) == sorted(height), "the page's layers and the contract's differ"
+    for lower, upper in zip(listed, listed[1:], strict=False):
+        below = max(height[name] for name in lower) < min(height[name] for name in upper)
+        assert below, f"the page puts {lower} below {upper}; the contract does not"
