@@ -116,6 +116,12 @@ def test_the_plan_table_and_plot_show_the_3d_camera(tmp_path, capsys):
         ("    fov: '30 + 200 * t'\n", 11, "keyframes[1].fov", ["fov is", "1 to 170"]),
         ("    translate: [0, 0, 1]\n", 11, "keyframes[1].translate", ["z is 1 ", "less than 1"]),
         ("    translate: [0, 0, '0.5 + t']\n", 11, "keyframes[1].translate", ["at 0.5"]),
+        (
+            "    zoom: 2\n    translate: [0, 0, 0.5]\n",
+            12,
+            "keyframes[1].translate",
+            ["translate z 0.5 with zoom 2", "below 1"],
+        ),
     ],
 )
 def test_bad_3d_keys_fail_at_their_line(tmp_path, capsys, keys, line, key, words):
