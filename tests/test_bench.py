@@ -34,29 +34,43 @@ class Delayed(nn.Module):
         return self.inner(*args)
 
 
-def timings(slow_decoder: bool) -> bench.BenchResult:
-    vqgan, clip = load_models("tiny", "tiny", random_weights=True)
-    if slow_decoder:
-        vqgan.decoder = Delayed(vqgan.decoder)
-    settings = EngineSettings(144, 256, steps=2, first_steps=2, cuts=2, lr=0.1, seed=0)
-    # One untimed run first, so neither measurement carries the first call's set-up costs.
-    return bench.run_bench(Engine(vqgan, clip, settings), repeats=3, warmup=1)
+# Each side is measured this many times, the two in turn, and its least time kept: another
+# process on the same cores (a test beside this one, its ffmpeg) only ever adds to a time, so
+# the least of a few is the part's own cost, and one slow run cannot hide a slower part.
+ROUNDS = 3
+
+
+def least(results: list[bench.BenchResult], name: str) -> float:
+    return min(getattr(result.timings, name) for result in results)
 
 
 def test_a_slower_decoder_shows_up_in_its_part_and_the_whole_step_only():
-    plain, slowed = timings(slow_decoder=False), timings(slow_decoder=True)
+    settings = EngineSettings(144, 256, steps=2, first_steps=2, cuts=2, lr=0.1, seed=0)
+    engines = {}
+    for slow in (False, True):
+        vqgan, clip = load_models("tiny", "tiny", random_weights=True)
+        if slow:
+            vqgan.decoder = Delayed(vqgan.decoder)
+        engines[slow] = Engine(vqgan, clip, settings)
+    runs: dict[bool, list[bench.BenchResult]] = {False: [], True: []}
+    for _ in range(ROUNDS):
+        for slow, engine in engines.items():
+            # One untimed run first, so no measurement carries the first call's set-up costs.
+            runs[slow].append(bench.run_bench(engine, repeats=1, warmup=1))
+    plain, slowed = runs[False], runs[True]
     grew = {
-        name: getattr(slowed.timings, name) - getattr(plain.timings, name)
+        name: least(slowed, name) - least(plain, name)
         for name in ("decode_forward", "decode_image", "step", "clip_forward", "encode")
     }
     # The decoder runs once in its own part, once per whole step, once per frame's picture.
     for name in ("decode_forward", "decode_image", "step"):
-        assert getattr(slowed.timings, name) >= DELAY and grew[name] > DELAY * 0.8, grew
+        assert least(slowed, name) >= DELAY and grew[name] > DELAY * 0.8, grew
     # The CLIP forward pass and the encoder do not run the decoder.
     for name in ("clip_forward", "encode"):
         assert grew[name] < DELAY / 2, grew
-    assert slowed.seconds_per_frame - plain.seconds_per_frame > DELAY * 0.8
-    assert slowed.frames_per_hour < plain.frames_per_hour
+    frame = {slow: min(run.seconds_per_frame for run in runs[slow]) for slow in runs}
+    assert frame[True] - frame[False] > DELAY * 0.8
+    assert max(run.frames_per_hour for run in slowed) < max(run.frames_per_hour for run in plain)
 
 
 class SlowerStep(Engine):
@@ -72,11 +86,14 @@ def test_the_bench_times_the_engines_own_step():
     # frames per hour, and not in the parts it times alone.
     vqgan, clip = load_models("tiny", "tiny", random_weights=True)
     settings = EngineSettings(144, 256, steps=2, first_steps=2, cuts=2, lr=0.1, seed=0)
-    plain = bench.run_bench(Engine(vqgan, clip, settings), repeats=1, warmup=1)
-    slowed = bench.run_bench(SlowerStep(vqgan, clip, settings), repeats=1, warmup=1)
-    assert slowed.timings.step - plain.timings.step > DELAY * 0.8
-    assert slowed.timings.parts - plain.timings.parts < DELAY / 2
-    assert slowed.frames_per_hour < plain.frames_per_hour
+    runs: dict[type[Engine], list[bench.BenchResult]] = {Engine: [], SlowerStep: []}
+    for _ in range(ROUNDS):
+        for kind, results in runs.items():
+            results.append(bench.run_bench(kind(vqgan, clip, settings), repeats=1, warmup=1))
+    plain, slowed = runs[Engine], runs[SlowerStep]
+    assert least(slowed, "step") - least(plain, "step") > DELAY * 0.8
+    assert least(slowed, "parts") - least(plain, "parts") < DELAY / 2
+    assert max(run.frames_per_hour for run in slowed) < max(run.frames_per_hour for run in plain)
 
 
 def test_bench_compares_the_classic_loop_and_projects_a_storyboard(tiny_model_dir, capsys):
