@@ -6,7 +6,9 @@ latents and on one cutout under torch's saved-tensor hooks, and the decoder's co
 with the canvas's latent cells. When the step would not fit the device's free memory, the
 cutouts go through CLIP in smaller batches, then the decoder's blocks are checkpointed
 (Execution.cut_batch, Execution.checkpoint): each trades time for memory (bench/RESULTS.md,
-"Speed and memory").
+"Speed and memory"). The 3D camera's depth estimate is not added: it runs after a frame's
+steps, once their saved tensors are freed, and needs far less than a step (about 0.3 GiB at
+any canvas: bench/depth_memory.py).
 """
 
 from __future__ import annotations
