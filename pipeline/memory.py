@@ -8,7 +8,7 @@ cutouts go through CLIP in smaller batches, then the decoder's blocks are checkp
 (Execution.cut_batch, Execution.checkpoint): each trades time for memory (bench/RESULTS.md,
 "Speed and memory"). The 3D camera's depth estimate is not added: it runs after a frame's
 steps, once their saved tensors are freed, and needs far less than a step (about 0.3 GiB at
-any canvas: bench/depth_memory.py).
+9:16 canvases from 144x256 to 576x1024, measured on a CPU: bench/depth_memory.py).
 """
 
 from __future__ import annotations

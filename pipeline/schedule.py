@@ -315,7 +315,7 @@ def build_plan(board: Storyboard, features: Features | None = None) -> Plan:
         zoom = _track(board, times, t, env, lambda kf: kf.zoom, default=1.0, evaluate=_check_zoom)
         camera_3d = _camera_3d(board, times, t, env) if board.camera_3d else {}
         if camera_3d:
-            _check_forward(board, times, t, zoom, camera_3d["translate"][2])
+            _check_forward(board, times, env, zoom, camera_3d["translate"][2])
         prompts = _prompts(board, times, t, env)
         sharpened = _prompts(board, times, t, env, sharpen)
         frames.append(
@@ -426,16 +426,20 @@ def _check_dolly(value: Value, env: dict[str, float]) -> float:
     return z
 
 
-def _check_forward(board: Storyboard, times, t: float, zoom: float, z: float) -> None:
+def _check_forward(board: Storyboard, times, env: dict[str, float], zoom: float, z: float):
     """A frame's dolly with its zoom's (camera3d.frame_move: zoom z dollies 1 - 1/z) must
-    stay short of the middle distance, as `translate` z alone must."""
+    stay short of the middle distance, as `translate` z alone must. The error is at the
+    translate key of the frame's span whose z is the larger (a dolly this far has one)."""
     forward = z + 1 - 1 / zoom
     if forward < 1:
         return
+    t = env["t"]
     keys = [(time, kf) for kf, time in zip(board.keyframes, times, strict=True) if kf.translate]
-    value = keys[_segment(keys, t)[0]][1].translate[2]  # a dolly this far has a translate key
+    i, eased = _segment(keys, t)
+    span = keys[i : i + 2] if eased else keys[i : i + 1]
+    value = max((kf.translate[2] for _, kf in span), key=lambda value: value.at(env))
     raise value.where.error(
-        f"translate z {z:g} with zoom {zoom:g} at {t:.3f}s moves the camera {forward:g} of the "
+        f"translate z {z:g} with zoom {zoom:g} at {t:.3f}s moves the camera {forward:.3g} of the "
         "way to the middle distance in one frame (zoom z dollies 1 - 1/z); together they must "
         "stay below 1"
     )

@@ -135,6 +135,25 @@ def test_bad_3d_keys_fail_at_their_line(tmp_path, capsys, keys, line, key, words
         assert word in err, err
 
 
+def test_a_dolly_too_far_with_its_zoom_is_blamed_on_the_translate_key_that_eases_it_there(
+    tmp_path, capsys
+):
+    # z eases from 0 to 0.9 under zoom 1.5 (a dolly of 1/3): the two reach the middle
+    # distance at 0.75 s, and it is the later key's z that takes them there.
+    text = HEAD + textwrap.dedent("""\
+        keyframes:
+          - at: 0s
+            prompt: "a corridor"
+            zoom: 1.5
+            translate: [0, 0, 0]
+          - at: 1s
+            translate: [0, 0, 0.9]
+        """)
+    assert main(["validate", str(write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert "board.yaml:14: keyframes[2].translate: translate z 0.675 with zoom 1.5 at 0.750s" in err
+
+
 def test_an_unknown_depth_model_fails_at_its_line(tmp_path, capsys):
     text = BOARD.replace("depth: tiny", "depth: depth-anything-v2-smal")
     code = main(["validate", str(write(tmp_path, text))])
