@@ -17,8 +17,6 @@ import platformdirs
 
 from pipeline.errors import ModelError
 from pipeline.models.catalogue import (
-    CLIPEntry,
-    DepthEntry,
     Entry,
     ModelFile,
     Source,
@@ -128,31 +126,29 @@ def resolve_vqgan(
 
 def resolve_clip(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """(the .pt file, expected SHA-256 or None) for a registry name or a file path."""
-    name = os.fspath(name_or_path)
-    entry = find_entry("clip", name)
-    if isinstance(entry, CLIPEntry):
-        (path,) = _present(entry)
-        return path, expected_sha256(entry.file, path)
-    if not looks_like_path(name):
-        raise unknown_name_error(name, "clip")
-    path = Path(name).expanduser()
-    if not path.is_file():
-        raise ModelError(f"the CLIP file {path} does not exist")
-    return path, recorded_sha256(path)
+    return _resolve_one_file("clip", "CLIP file", name_or_path)
 
 
 def resolve_depth(name_or_path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """(the depth model's file, expected SHA-256 or None) for a registry name or a file path."""
+    return _resolve_one_file("depth", "depth model file", name_or_path)
+
+
+def _resolve_one_file(
+    kind: str, what: str, name_or_path: str | os.PathLike[str]
+) -> tuple[Path, str | None]:
+    """A model of one file (a CLIP or a depth model) by registry name of this kind, which must
+    be present, or by file path: the file and its expected SHA-256 or None."""
     name = os.fspath(name_or_path)
-    entry = find_entry("depth", name)
-    if isinstance(entry, DepthEntry):
-        (path,) = _present(entry)
-        return path, expected_sha256(entry.file, path)
+    entry = find_entry(kind, name)
+    if entry is not None:
+        ((file, path),) = zip(entry.files, _present(entry), strict=True)
+        return path, expected_sha256(file, path)
     if not looks_like_path(name):
-        raise unknown_name_error(name, "depth")
+        raise unknown_name_error(name, kind)
     path = Path(name).expanduser()
     if not path.is_file():
-        raise ModelError(f"the depth model file {path} does not exist")
+        raise ModelError(f"the {what} {path} does not exist")
     return path, recorded_sha256(path)
 
 
