@@ -163,11 +163,13 @@ def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
     encode = timed(lambda: engine.image_to_latent(picture))
     with torch.no_grad():
         decode_image = timed(lambda: engine.latent_to_image(z))
-    between = _in_between_time(engine, picture, timed)
-    depth = warp_3d = 0.0
-    if engine.depth_model is not None:
-        depth = timed(lambda: engine.depth_of(picture))
-        warp_3d = _warp_3d_time(engine, picture, timed)
+    # With the 3D camera, the picture's depth, estimated once for the moves timed below.
+    depth = None if engine.depth_model is None else engine.depth_of(picture)
+    between = _in_between_time(picture, depth, timed)
+    depth_time = warp_3d = 0.0
+    if depth is not None:
+        depth_time = timed(lambda: engine.depth_of(picture))
+        warp_3d = _warp_3d_time(picture, depth, timed)
     return Timings(
         quantize,
         decode_forward,
@@ -180,7 +182,7 @@ def measure(engine: Engine, repeats: int = 5, warmup: int = 2) -> Timings:
         encode,
         decode_image,
         between,
-        depth,
+        depth_time,
         warp_3d,
     )
 
@@ -199,25 +201,22 @@ def _bench_plan(camera_3d: bool) -> Plan:
     return Plan(24, 3 / 24, frames, (), ())
 
 
-def _in_between_time(engine: Engine, picture: torch.Tensor, timed) -> float:
-    camera_3d = engine.depth_model is not None
-    plan = _bench_plan(camera_3d)
-    with torch.no_grad():
-        depth = engine.depth_of(picture) if camera_3d else None
+def _in_between_time(picture: torch.Tensor, depth: torch.Tensor | None, timed) -> float:
+    """A frame made between two optimised ones (through their depth with the 3D camera)."""
+    plan = _bench_plan(depth is not None)
     a = Anchor(0, torch.zeros(1), picture, None, depth=depth)
     b = Anchor(2, torch.zeros(1), picture, None, depth=depth)
     with torch.no_grad():
         return timed(lambda: in_between(plan, a, b, 1))
 
 
-def _warp_3d_time(engine: Engine, picture: torch.Tensor, timed) -> float:
+def _warp_3d_time(picture: torch.Tensor, depth: torch.Tensor, timed) -> float:
     """An optimised frame's start moved through its depth (Engine.move_3d, without the
     encoder, which `encode` times)."""
     from pipeline import camera3d
 
     plan = _bench_plan(True)
     with torch.no_grad():
-        depth = engine.depth_of(picture)
         return timed(lambda: camera3d.moved(plan, picture, depth, 0, 2))
 
 
