@@ -88,12 +88,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         frames=span,
         fresh=args.fresh,
         device=device,
-        vqgan=args.vqgan or args.models,
-        clip=args.clip or args.models,
-        depth=args.depth or (args.models if args.models == run.TINY else None),
-        random_weights=args.random_weights,
         encode_while_rendering={"auto": None, "during": True, "after": False}[args.encode],
         memory=args.memory,
+        **cli_batch.chosen_models(args),
     )
     cadence = run.render_settings(story, options).cadence
     options = dataclasses.replace(
@@ -363,21 +360,7 @@ def _add_storyboard_verbs(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     cli_batch.add_memory_option(p, per="on the device")
-    p.add_argument(
-        "--models",
-        metavar="NAME",
-        help="use NAME for both VQGAN and CLIP (e.g. tiny: the depth model too)",
-    )
-    p.add_argument("--vqgan", metavar="NAME", help="override the storyboard's VQGAN")
-    p.add_argument("--clip", metavar="NAME", help="override the storyboard's CLIP")
-    p.add_argument(
-        "--depth", metavar="NAME", help="override the storyboard's depth model (3D camera)"
-    )
-    p.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="the named architectures with random weights (abstract noise; for benchmarks)",
-    )
+    cli_batch.add_model_options(p, "storyboard's")
     _add_engine_options(p)
     p.add_argument(
         "--post",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipeline import cli_tiktok
 
@@ -40,6 +41,37 @@ def add_memory_option(p: argparse.ArgumentParser, per: str) -> None:
     )
 
 
+def add_model_options(p: argparse.ArgumentParser, whose: str) -> None:
+    """--models, --vqgan, --clip, --depth and --random-weights: the models a render reads
+    instead of `whose` (the storyboard's, the storyboards')."""
+    p.add_argument(
+        "--models",
+        metavar="NAME",
+        help="use NAME for both VQGAN and CLIP (e.g. tiny: the depth model too)",
+    )
+    p.add_argument("--vqgan", metavar="NAME", help=f"override the {whose} VQGAN")
+    p.add_argument("--clip", metavar="NAME", help=f"override the {whose} CLIP")
+    p.add_argument("--depth", metavar="NAME", help=f"override the {whose} depth model (3D camera)")
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="the named architectures with random weights (abstract noise; for benchmarks)",
+    )
+
+
+def chosen_models(args: argparse.Namespace) -> dict[str, Any]:
+    """The models `add_model_options` asked for, as RenderOptions takes them: `--models`
+    names the VQGAN and the CLIP, and with `tiny` (which has one) the depth model too."""
+    from pipeline import run
+
+    return {
+        "vqgan": args.vqgan or args.models,
+        "clip": args.clip or args.models,
+        "depth": args.depth or (args.models if args.models == run.TINY else None),
+        "random_weights": args.random_weights,
+    }
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -63,11 +95,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     options = run.RenderOptions(
         output=Path(args.output) if args.output else None,
         device=args.device,
-        vqgan=args.vqgan or args.models,
-        clip=args.clip or args.models,
-        depth=args.depth or (args.models if args.models == run.TINY else None),
-        random_weights=args.random_weights,
         memory=args.memory,
+        **chosen_models(args),
     )
     bar = tqdm(total=0, unit="frame", desc="batch", dynamic_ncols=True)
 
@@ -135,21 +164,7 @@ def add_verbs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="render workers (default: all fit)")
     add_memory_option(p, per="on each machine, shared by its workers (each GPU's, for GPU workers)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda where a worker has one")
-    p.add_argument(
-        "--models",
-        metavar="NAME",
-        help="use NAME for both VQGAN and CLIP (e.g. tiny: the depth model too)",
-    )
-    p.add_argument("--vqgan", metavar="NAME", help="override the storyboards' VQGAN")
-    p.add_argument("--clip", metavar="NAME", help="override the storyboards' CLIP")
-    p.add_argument(
-        "--depth", metavar="NAME", help="override the storyboards' depth model (3D camera)"
-    )
-    p.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="the named architectures with random weights (abstract noise; for benchmarks)",
-    )
+    add_model_options(p, "storyboards'")
     p.add_argument(
         "--post",
         nargs="?",
